@@ -1,0 +1,32 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench fidelity lint clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# CPU wheel first (local on the project machines), so that the unpinned torch>=2.1 below is
+	# already satisfied and no CUDA build is pulled; elsewhere any recent torch will do.
+	$(PY) -m pip install -q torch==2.13.0 || $(PY) -m pip install -q torch
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/mc-engine run studies/quickstart.toml
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m mc_engine.bench
+
+fidelity: $(STAMP)
+	$(PY) -m mc_engine.bench fidelity
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check mc_engine tests bench
+
+clean:
+	rm -rf $(VENV) results/.cache

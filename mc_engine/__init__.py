@@ -1,0 +1,22 @@
+"""mc-engine: Monte Carlo accuracy studies of neural networks on analog in-memory hardware."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from mc_engine.errors import UserInputError
+from mc_engine.hardware import HardwareConfig
+
+__all__ = ["HardwareConfig", "UserInputError", "convert", "load_results", "summarize",
+           "__version__"]
+
+
+def __getattr__(name: str):
+    # Heavy layers (torch, numba, pandas) load on first use, so `import mc_engine` stays cheap.
+    if name == "convert":
+        from mc_engine.analog import convert
+        return convert
+    if name in ("load_results", "summarize"):
+        from mc_engine import results
+        return getattr(results, name)
+    raise AttributeError(name)

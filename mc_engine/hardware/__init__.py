@@ -1,0 +1,5 @@
+"""Typed, validated hardware parameters and the physics they describe."""
+
+from mc_engine.hardware.config import HardwareConfig, from_dict
+
+__all__ = ["HardwareConfig", "from_dict"]

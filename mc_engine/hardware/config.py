@@ -1,0 +1,186 @@
+"""The hardware parameter object: one declaration per field, validation generated from it.
+
+Field names are the vocabulary used everywhere: ``HardwareConfig`` keyword arguments, the
+``[hardware]`` / ``[sweep]`` keys of a study file and the Parquet result columns. Defaults equal
+the IBM Analog Hardware Acceleration Kit's ``InferenceRPUConfig`` with ``PCMLikeNoiseModel``
+(DESIGN.md §2), so that results are comparable with that toolkit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from mc_engine.errors import UserInputError
+
+
+def _param(default: Any, doc: str, *, lo: float | None = None, hi: float | None = None,
+           choices: tuple | None = None, lo_open: bool = False) -> Any:
+    """Declare one hardware parameter: default, doc line (unit and meaning) and allowed values."""
+    return field(default=default, metadata={"doc": doc, "lo": lo, "hi": hi, "choices": choices,
+                                            "lo_open": lo_open})
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    """A full, validated, immutable set of analog hardware parameters (one hardware point)."""
+
+    # --- periphery: DAC / ADC / noise (circuits) ---
+    dac_bits: int = _param(7, "DAC resolution in bits; inp_res = 1/(2^b - 2) on [-1, 1] "
+                              "(7 -> 127 levels). 0 switches the DAC off.", lo=0, hi=24)
+    adc_bits: int = _param(9, "ADC resolution in bits; out_res = 1/(2^b - 2) of the range "
+                              "[-out_bound, out_bound] (9 -> step 2*12/510). 0 switches it off.",
+                           lo=0, hi=24)
+    inp_noise: float = _param(0.0, "Gaussian input noise sigma, added after the DAC, in units of "
+                                   "the normalised input range [-1, 1].", lo=0.0)
+    out_noise: float = _param(0.06, "Gaussian output noise sigma added before the ADC, in output "
+                                    "(weight x normalised input) units.", lo=0.0)
+    out_bound: float = _param(12.0, "ADC saturation bound, in output units; inf disables clipping.",
+                              lo=0.0, lo_open=True)
+    w_noise: float = _param(0.0, "Short-term (per MVM) weight noise sigma, in weight units "
+                                 "(see w_noise_type).", lo=0.0)
+    w_noise_type: str = _param("additive_constant",
+                               "Short-term weight noise model: 'additive_constant' (fresh "
+                               "N(0, w_noise^2) on every weight) or 'pcm_read' "
+                               "(sigma proportional to sqrt|W|).",
+                               choices=("additive_constant", "pcm_read"))
+    noise_management: str = _param("abs_max", "Input scaling before the DAC: 'abs_max' "
+                                              "(alpha = max|x| per input vector), 'none' "
+                                              "(alpha = 1, inputs clip at +-1) or 'constant'.",
+                                   choices=("abs_max", "none", "constant"))
+    nm_constant: float = _param(1.0, "alpha used by noise_management = 'constant' (input units).",
+                                lo=0.0, lo_open=True)
+    bound_management: str = _param("iterative", "ADC saturation handling: 'iterative' (retry the "
+                                                "vector with inputs halved, r = 2, 4, ...) or "
+                                                "'none' (outputs just clip).",
+                                   choices=("iterative", "none"))
+    # --- mapping ---
+    max_input_size: int = _param(512, "Largest number of tile rows (layer inputs); larger layers "
+                                      "are split into near-equal tiles summed digitally.", lo=1)
+    max_output_size: int = _param(512, "Largest number of tile columns (layer outputs); larger "
+                                       "layers are split likewise.", lo=1)
+    digital_bias: bool = _param(True, "Bias added digitally after the ADC (the only supported "
+                                      "mode; kept as a column for comparability).",
+                                choices=(True,))
+    weight_scaling_omega: float = _param(0.0, "If > 0, each tile's weights are scaled so that "
+                                              "max|W| = omega before the MVM and scaled back "
+                                              "digitally; 0 = no remapping (weight units).",
+                                         lo=0.0)
+    weight_scaling_columnwise: bool = _param(False, "Apply weight_scaling_omega per output column "
+                                                    "instead of per tile.")
+    # --- device (PCM statistical model) ---
+    device: str = _param("pcm", "Device model: 'pcm' (Nandakumar/Joshi PCM statistics), 'ideal' "
+                                "(exact weights, no drift) or 'state_independent'.",
+                         choices=("pcm", "ideal", "state_independent"))
+    g_max: float = _param(25.0, "Maximum device conductance g_max, in microsiemens.", lo=0.0,
+                          lo_open=True)
+    prog_noise_scale: float = _param(1.0, "Multiplier of the programming-noise sigma.", lo=0.0)
+    read_noise_scale: float = _param(1.0, "Multiplier of the 1/f read-noise sigma.", lo=0.0)
+    drift_scale: float = _param(1.0, "Multiplier of the drift exponent nu.", lo=0.0)
+    pair_drift: str = _param("net", "How a differential pair drifts: 'net' (the toolkit's "
+                                    "convention: the programmed net weight is re-mapped to one "
+                                    "device per weight at each read) or 'independent' (both "
+                                    "programmed devices drift and are read on their own).",
+                             choices=("net", "independent"))
+    sigma_prog: float = _param(0.02, "state_independent device: programming-noise sigma as a "
+                                     "fraction of g_max.", lo=0.0)
+    sigma_read: float = _param(0.01, "state_independent device: read-noise sigma as a fraction of "
+                                     "g_max.", lo=0.0)
+    # --- compensation ---
+    drift_compensation: str = _param("global", "Drift compensation: 'global' (one factor per "
+                                               "tile from a one-hot probe through the noisy "
+                                               "forward), 'per_column', 'exact' (reference from "
+                                               "the ideal weights) or 'none'.",
+                                     choices=("global", "per_column", "exact", "none"))
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            object.__setattr__(self, f.name, _check(f, value))
+
+    # --- introspection used by studies and results ---
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def field_types(cls) -> dict[str, type]:
+        return {f.name: _TYPES[f.type] for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def describe(cls) -> str:
+        """A table of every parameter: name, default and meaning (for docs and --help)."""
+        rows = [f"{f.name:26s} {f.default!r:22s} {f.metadata['doc']}"
+                for f in dataclasses.fields(cls)]
+        return "\n".join(rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "HardwareConfig":
+        return from_dict({**self.to_dict(), **changes})
+
+    # --- derived quantities (DESIGN.md §2.1) ---
+    @property
+    def inp_res(self) -> float:
+        """DAC resolution as a fraction of the half range: 1/(2^b - 2); 0 when off."""
+        return 1.0 / (2 ** self.dac_bits - 2) if self.dac_bits > 1 else 0.0
+
+    @property
+    def out_res(self) -> float:
+        """ADC resolution as a fraction of the half range: 1/(2^b - 2); 0 when off."""
+        return 1.0 / (2 ** self.adc_bits - 2) if self.adc_bits > 1 else 0.0
+
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _check(f: dataclasses.Field, value: Any) -> Any:
+    kind = _TYPES[f.type]
+    meta = f.metadata
+    name = f.name
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise UserInputError(f"expected true or false, got {value!r}", key=name)
+    elif kind is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or
+                                           (isinstance(value, float) and value.is_integer())):
+            raise UserInputError(f"expected an integer, got {value!r}", key=name)
+        value = int(value)
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserInputError(f"expected a number, got {value!r}", key=name)
+        value = float(value)
+        if math.isnan(value):
+            raise UserInputError("expected a number, got NaN", key=name)
+    elif kind is str and not isinstance(value, str):
+        raise UserInputError(f"expected one of {_fmt_choices(meta['choices'])}, got {value!r}",
+                             key=name)
+    if meta["choices"] is not None and value not in meta["choices"]:
+        raise UserInputError(f"expected one of {_fmt_choices(meta['choices'])}, got {value!r}",
+                             key=name)
+    lo, hi = meta["lo"], meta["hi"]
+    if lo is not None and (value < lo or (meta["lo_open"] and value == lo)):
+        op = ">" if meta["lo_open"] else ">="
+        raise UserInputError(f"must be {op} {lo}, got {value!r}", key=name)
+    if hi is not None and value > hi:
+        raise UserInputError(f"must be <= {hi}, got {value!r}", key=name)
+    if kind is int and name.endswith("_bits") and value == 1:
+        raise UserInputError("1 bit leaves no level besides 0; use 0 (off) or >= 2", key=name)
+    return value
+
+
+def _fmt_choices(choices: tuple) -> str:
+    return ", ".join(repr(c).lower() if isinstance(c, bool) else repr(c) for c in choices)
+
+
+def from_dict(values: dict[str, Any]) -> HardwareConfig:
+    """Build a config from a mapping, rejecting unknown keys with the list of known ones."""
+    known = set(HardwareConfig.field_names())
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserInputError(f"unknown hardware parameter; known: {', '.join(sorted(known))}",
+                             key=unknown[0])
+    return HardwareConfig(**values)
