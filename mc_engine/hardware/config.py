@@ -72,8 +72,8 @@ class HardwareConfig:
                                                     "instead of per tile.")
     # --- device (PCM statistical model) ---
     device: str = _param("pcm", "Device model: 'pcm' (Nandakumar/Joshi PCM statistics), 'ideal' "
-                                "(exact weights, no drift) or 'state_independent'.",
-                         choices=("pcm", "ideal", "state_independent"))
+                                "(exact weights, no drift), 'state_independent', or the name of a "
+                                "registered DeviceModel subclass.")
     g_max: float = _param(25.0, "Maximum device conductance g_max, in microsiemens.", lo=0.0,
                           lo_open=True)
     prog_noise_scale: float = _param(1.0, "Multiplier of the programming-noise sigma.", lo=0.0)
@@ -156,10 +156,13 @@ def _check(f: dataclasses.Field, value: Any) -> Any:
         if math.isnan(value):
             raise UserInputError("expected a number, got NaN", key=name)
     elif kind is str and not isinstance(value, str):
-        raise UserInputError(f"expected one of {_fmt_choices(meta['choices'])}, got {value!r}",
-                             key=name)
-    if meta["choices"] is not None and value not in meta["choices"]:
-        raise UserInputError(f"expected one of {_fmt_choices(meta['choices'])}, got {value!r}",
+        raise UserInputError(f"expected a string, got {value!r}", key=name)
+    choices = meta["choices"]
+    if name == "device":
+        from mc_engine.hardware.devices import DEVICES
+        choices = tuple(DEVICES)
+    if choices is not None and value not in choices:
+        raise UserInputError(f"expected one of {_fmt_choices(choices)}, got {value!r}",
                              key=name)
     lo, hi = meta["lo"], meta["hi"]
     if lo is not None and (value < lo or (meta["lo_open"] and value == lo)):

@@ -1,0 +1,6 @@
+"""Dask orchestration: cluster start/connect, task submission, progress, retries, resume."""
+
+from mc_engine.run.cluster import WORKER_ENV, RunError, open_client
+from mc_engine.run.runner import RunOutcome, run_study
+
+__all__ = ["WORKER_ENV", "RunError", "RunOutcome", "open_client", "run_study"]

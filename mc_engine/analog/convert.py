@@ -1,0 +1,185 @@
+"""Convert a trained torch model: Linear and Conv2d become analog layers, the rest stays digital."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mc_engine.analog.tile import AnalogMatrix
+from mc_engine.errors import UserInputError
+from mc_engine.hardware.config import HardwareConfig
+
+# Modules with parameters that stay digital (exact torch ops). Anything else with parameters of
+# its own that is not Linear/Conv2d is rejected, so that no weight silently escapes the analog
+# model.
+DIGITAL_WITH_PARAMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm,
+                       nn.InstanceNorm1d, nn.InstanceNorm2d, nn.PReLU)
+
+
+def _as_numpy(x: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(x.detach().to(torch.float32).cpu().numpy())
+
+
+class AnalogLayer(nn.Module):
+    """Common part of analog layers: one or more AnalogMatrix objects plus a digital bias."""
+
+    matrices: list[AnalogMatrix]
+
+    def program(self, seed: int | Sequence[int]) -> None:
+        for m in self.matrices:
+            m.program(seed)
+
+    def drift(self, t_s: float) -> None:
+        for m in self.matrices:
+            m.drift(t_s)
+
+
+class AnalogLinear(AnalogLayer):
+    """nn.Linear on analog tiles."""
+
+    def __init__(self, layer: nn.Linear, hw: HardwareConfig, index: int):
+        super().__init__()
+        self.in_features, self.out_features = layer.in_features, layer.out_features
+        self.matrices = [AnalogMatrix(_as_numpy(layer.weight), hw, index)]
+        self.bias = None if layer.bias is None else layer.bias.detach().clone()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        flat = _as_numpy(x.reshape(-1, shape[-1]))
+        y = torch.from_numpy(self.matrices[0].forward(flat))
+        if self.bias is not None:
+            y += self.bias
+        return y.reshape(*shape[:-1], self.out_features)
+
+
+class AnalogConv2d(AnalogLayer):
+    """nn.Conv2d on analog tiles via im2col; each group is its own weight matrix."""
+
+    def __init__(self, layer: nn.Conv2d, hw: HardwareConfig, index: int, name: str):
+        super().__init__()
+        if layer.padding_mode != "zeros":
+            raise UserInputError(f"Conv2d padding_mode {layer.padding_mode!r} is not supported "
+                                 "(only 'zeros')", key=f"model.{name}")
+        self.kernel_size, self.stride = layer.kernel_size, layer.stride
+        self.dilation, self.groups = layer.dilation, layer.groups
+        self.out_channels = layer.out_channels
+        self.padding = _conv_padding(layer, name)
+        w = _as_numpy(layer.weight)                          # (out, in/groups, kh, kw)
+        per_group = layer.out_channels // layer.groups
+        self.matrices = [AnalogMatrix(w[g * per_group:(g + 1) * per_group].reshape(per_group, -1),
+                                      hw, index, g) for g in range(layer.groups)]
+        self.bias = None if layer.bias is None else layer.bias.detach().clone()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        kh, kw = self.kernel_size
+        ho = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
+        wo = (w + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+        cols = F.unfold(x.to(torch.float32), self.kernel_size, dilation=self.dilation,
+                        padding=self.padding, stride=self.stride)        # (n, C*kh*kw, L)
+        flat = _as_numpy(cols.transpose(1, 2).reshape(n * ho * wo, -1))
+        width = flat.shape[1] // self.groups
+        parts = [m.forward(flat[:, g * width:(g + 1) * width]) for g, m in enumerate(self.matrices)]
+        y = torch.from_numpy(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1))
+        y = y.reshape(n, ho * wo, self.out_channels).transpose(1, 2)
+        y = y.reshape(n, self.out_channels, ho, wo)
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1, 1)
+        return y
+
+
+def _conv_padding(layer: nn.Conv2d, name: str) -> tuple[int, int]:
+    if isinstance(layer.padding, str):
+        if layer.padding == "valid":
+            return (0, 0)
+        total = [d * (k - 1) for d, k in zip(layer.dilation, layer.kernel_size)]
+        if any(t % 2 for t in total):
+            raise UserInputError("Conv2d padding='same' with an even receptive field is not "
+                                 "supported; give explicit padding", key=f"model.{name}")
+        return (total[0] // 2, total[1] // 2)
+    return tuple(layer.padding)
+
+
+class AnalogModel(nn.Module):
+    """A converted model: call it like the original; program() once, drift(t) before reading."""
+
+    def __init__(self, module: nn.Module, hw: HardwareConfig):
+        super().__init__()
+        self.module = module
+        self.hw = hw
+
+    def analog_layers(self) -> Iterator[AnalogLayer]:
+        return (m for m in self.module.modules() if isinstance(m, AnalogLayer))
+
+    def program(self, seed: int | Sequence[int]) -> "AnalogModel":
+        """Program every device (programming noise, drift exponents) from ``seed``."""
+        for layer in self.analog_layers():
+            layer.program(seed)
+        return self
+
+    def drift(self, t_s: float) -> "AnalogModel":
+        """Drift every device to ``t_s`` seconds after programming, with fresh read noise."""
+        t = float(t_s)
+        if not np.isfinite(t) or t < 0:
+            raise UserInputError(f"inference time must be a finite number >= 0 s, got {t_s!r}",
+                                 key="t_inference_s")
+        for layer in self.analog_layers():
+            layer.drift(t)
+        return self
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+
+def convert(model: nn.Module, hw: HardwareConfig | None = None) -> AnalogModel:
+    """A copy of ``model`` whose Linear and Conv2d layers run on analog tiles described by ``hw``.
+
+    BatchNorm, activations, pooling, residual adds and other parameter-free modules stay digital.
+    Raises UserInputError naming the module for layers it cannot map or non-finite weights.
+    """
+    hw = hw or HardwareConfig()
+    module = copy.deepcopy(model).eval()
+    index = 0
+
+    def replace(parent: nn.Module, prefix: str) -> None:
+        nonlocal index
+        for child_name, child in parent.named_children():
+            name = f"{prefix}{child_name}"
+            if isinstance(child, (nn.Linear, nn.Conv2d)):
+                _check_finite(child, name)
+                new = AnalogLinear(child, hw, index) if isinstance(child, nn.Linear) \
+                    else AnalogConv2d(child, hw, index, name)
+                index += 1
+                setattr(parent, child_name, new)
+                continue
+            own = list(child.parameters(recurse=False))
+            if own and not isinstance(child, DIGITAL_WITH_PARAMS):
+                raise UserInputError(
+                    f"module '{name}' ({type(child).__name__}) has weights but is not supported; "
+                    "analog layers: Linear, Conv2d; digital: "
+                    + ", ".join(c.__name__ for c in DIGITAL_WITH_PARAMS), key="model")
+            replace(child, name + ".")
+
+    if isinstance(module, (nn.Linear, nn.Conv2d)):
+        holder = nn.Sequential(module)
+        replace(holder, "")
+        module = holder
+    else:
+        replace(module, "")
+    if index == 0:
+        raise UserInputError("the model has no Linear or Conv2d layer to put on analog tiles",
+                             key="model")
+    return AnalogModel(module, hw)
+
+
+def _check_finite(layer: nn.Module, name: str) -> None:
+    for pname, p in layer.named_parameters(recurse=False):
+        if not torch.isfinite(p).all():
+            raise UserInputError(f"layer '{name}' has NaN or infinite values in '{pname}'",
+                                 key="model")

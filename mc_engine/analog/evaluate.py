@@ -1,0 +1,53 @@
+"""One Monte Carlo trial: program a converted model once, then read it at each inference time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from mc_engine.analog.convert import convert
+from mc_engine.hardware.config import HardwareConfig
+
+BATCH_SIZE = 500
+
+
+def _count_correct(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int) -> int:
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            logits = model(torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size])))
+            pred = logits.argmax(dim=1).numpy()
+            correct += int((pred == y[start:start + batch_size]).sum())
+    return correct
+
+
+def evaluate_ideal(model: nn.Module, x: np.ndarray, y: np.ndarray,
+                   batch_size: int = BATCH_SIZE) -> dict:
+    """Digital fp32 accuracy of ``model`` on (x, y): the noise-free reference of a study."""
+    n_correct = _count_correct(model.eval(), x, y, batch_size)
+    return {"n_correct": n_correct, "n_samples": len(y), "accuracy": n_correct / len(y)}
+
+
+def evaluate_trial(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.ndarray,
+                   times_s: Sequence[float], seed: int | Sequence[int],
+                   batch_size: int = BATCH_SIZE) -> list[dict]:
+    """Accuracy of one chip (one programming of ``model`` on ``hw``) at every inference time.
+
+    Devices are programmed once from ``seed``; times are visited in ascending order, each with
+    drift, fresh read noise and drift compensation. The result depends only on the arguments.
+    """
+    start = time.perf_counter()
+    analog = convert(model, hw).program(seed)
+    rows = []
+    for t in sorted(float(t) for t in times_s):
+        analog.drift(t)
+        n_correct = _count_correct(analog, x, y, batch_size)
+        now = time.perf_counter()
+        rows.append({"t_inference_s": t, "n_correct": n_correct, "n_samples": len(y),
+                     "accuracy": n_correct / len(y), "wall_s": now - start})
+        start = now
+    return rows

@@ -1,0 +1,268 @@
+"""Analog tiles: a layer's weight matrix split into arrays, programmed, drifted and read.
+
+A :class:`AnalogMatrix` is one layer's (out × in) weight matrix. It is split into tiles of at
+most ``max_input_size`` rows and ``max_output_size`` columns (DESIGN.md §2.1 step 8); each
+:class:`Tile` has its own conductance scale, devices, drift compensation and, in the forward
+pass, its own noise-management alpha, DAC, noise, ADC and bound management. Tile outputs along
+the input dimension are summed digitally.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from mc_engine.hardware.config import HardwareConfig
+from mc_engine.hardware.devices import DEVICES, DeviceModel
+from mc_engine.kernels.periphery import adc_rows, dac_rows, row_abs_max
+
+# Random-stream stages: every draw comes from SeedSequence(seed, spawn_key=(layer, group, stage,
+# tile, time)), so a trial's numbers do not depend on worker count, thread count or evaluation order.
+STAGE_PROGRAM, STAGE_READ, STAGE_MVM = 0, 1, 2
+_EMPTY1 = np.zeros(0, np.float32)
+_EMPTY2 = np.zeros((0, 0), np.float32)
+
+
+def split_sizes(size: int, max_size: int) -> list[tuple[int, int]]:
+    """[start, stop) of n = ceil(size/max_size) near-equal chunks, the first size mod n larger."""
+    n = max(1, math.ceil(size / max_size))
+    base, extra = divmod(size, n)
+    bounds, start = [], 0
+    for i in range(n):
+        stop = start + base + (1 if i < extra else 0)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
+def time_key(t_s: float) -> int:
+    """A seed component that identifies an inference time exactly (its float64 bit pattern)."""
+    return int(np.float64(t_s).view(np.uint64))
+
+
+class Periphery:
+    """The float32 constants of the DAC/ADC path of DESIGN.md §2.1, derived once per config."""
+
+    def __init__(self, hw: HardwareConfig):
+        self.hw = hw
+        self.step_in = np.float32(np.float32(hw.inp_res) * np.float32(2.0))
+        self.step_out = np.float32(np.float32(hw.out_res) * np.float32(2.0) *
+                                   np.float32(hw.out_bound)) if math.isfinite(hw.out_bound) \
+            else np.float32(0.0)
+        self.bound = np.float32(hw.out_bound)
+        self.inp_noise = np.float32(hw.inp_noise)
+        self.out_noise = np.float32(hw.out_noise)
+        self.w_noise = np.float32(hw.w_noise)
+        dac_step = 2.0 * hw.inp_res
+        self.r_last = min(0.25 / dac_step if dac_step > 0 else math.inf, 1000.0)
+
+    def alpha(self, x: np.ndarray) -> np.ndarray:
+        """Noise-management scale of every input row (0 marks a row whose output is 0)."""
+        mode = self.hw.noise_management
+        if mode == "abs_max":
+            a = np.empty(x.shape[0], np.float32)
+            row_abs_max(x, a)
+            return a
+        value = 1.0 if mode == "none" else self.hw.nm_constant
+        return np.full(x.shape[0], value, np.float32)
+
+
+class Tile:
+    """One crossbar array holding the block ``w_ideal`` (out_c × in_c, model units)."""
+
+    def __init__(self, w_ideal: np.ndarray, periphery: Periphery, device: DeviceModel):
+        self.w_ideal = np.ascontiguousarray(w_ideal, dtype=np.float32)
+        self.per = periphery
+        self.device = device
+        hw = periphery.hw
+        n_out = w_ideal.shape[0]
+        # Weight scaling omega (§2.1 step 3): the array holds W*k, outputs are scaled by 1/k.
+        if hw.weight_scaling_omega > 0:
+            absw = np.abs(self.w_ideal)
+            wmax = absw.max(axis=1) if hw.weight_scaling_columnwise else \
+                np.full(n_out, absw.max(), np.float32)
+            wmax = np.where(wmax > 0, wmax, 1.0).astype(np.float32)
+            self.k = (np.float32(hw.weight_scaling_omega) / wmax).astype(np.float32)
+        else:
+            self.k = np.ones(n_out, np.float32)
+        self.comp = np.ones(n_out, np.float32)
+        self.m0: np.ndarray | None = None
+        self.set_weights(self.w_ideal)
+        self.g_prog: np.ndarray | None = None
+        self.state: np.ndarray | None = None
+        self.scale = 1.0
+
+    # ---- weights in the array ----
+    def set_weights(self, w: np.ndarray) -> None:
+        self.w = np.ascontiguousarray(w, dtype=np.float32)
+        self.w_analog_t = torch.from_numpy(np.ascontiguousarray((self.w * self.k[:, None]).T))
+        self.abs_w_t = None
+
+    def _pair_targets(self, w: np.ndarray) -> tuple[np.ndarray, float]:
+        """Differential-pair target conductances [g+, g-] (flat) and the scale s = g_max/max|W|."""
+        wmax = float(np.abs(w).max())
+        s = self.per.hw.g_max / (wmax if wmax > 0 else 1.0)
+        sw = s * w.astype(np.float64).ravel()
+        return np.concatenate([np.maximum(sw, 0.0), np.maximum(-sw, 0.0)]), s
+
+    def _net(self, g: np.ndarray, s: float) -> np.ndarray:
+        n = g.size // 2
+        return ((g[:n] - g[n:]) / s).reshape(self.w_ideal.shape)
+
+    def program(self, rng: np.random.Generator) -> None:
+        """Program both devices of every pair (programming noise, drift exponents)."""
+        g_target, self.scale = self._pair_targets(self.w_ideal)
+        self.g_prog, self.state = self.device.program(g_target, rng)
+        self.comp = np.ones_like(self.comp)
+        self.set_weights(self._net(self.g_prog, self.scale))
+
+    def read(self, t_s: float, rng: np.random.Generator) -> None:
+        """Weights seen at time t: drift and fresh read noise (DESIGN.md §2.2 pair_drift)."""
+        if self.g_prog is None or self.device.exact:
+            return
+        if self.per.hw.pair_drift == "net":
+            w_p = self._net(self.g_prog, self.scale)
+            g, s = self._pair_targets(w_p)
+        else:
+            g, s = self.g_prog, self.scale
+        self.set_weights(self._net(self.device.read(g, self.state, t_s, rng), s))
+
+    # ---- forward ----
+    def forward(self, x: np.ndarray, alpha: np.ndarray, rng: np.random.Generator | None,
+                out: np.ndarray, post: np.ndarray) -> None:
+        """out[i] = tile output of input row x[i] times ``post`` (per column); rng None = no noise.
+
+        Implements noise management (alpha given), DAC, MVM, weight/output noise, ADC and
+        iterative bound management, retrying only the rows that saturated.
+        """
+        per = self.per
+        hw = per.hw
+        n_in = x.shape[1]
+        n_out = self.w.shape[0]
+        noisy = rng is not None
+        inp_noise = per.inp_noise if noisy else np.float32(0.0)
+        out_noise = per.out_noise if noisy else np.float32(0.0)
+        w_noise = per.w_noise if noisy else np.float32(0.0)
+        if inp_noise > 0:
+            # An all-zero input vector is silent (output exactly 0) unless input noise drives
+            # the lines; then it is converted like any other vector, with alpha = 1 (aihwkit).
+            alpha = np.where(alpha > 0, alpha, np.float32(1.0))
+        rows = np.flatnonzero(alpha > 0)
+        out[alpha <= 0] = 0.0
+        inv_alpha = np.float32(1.0) / alpha[rows]
+        r = 1.0
+        while rows.size:
+            k = rows.size
+            last = hw.bound_management == "none" or r > per.r_last
+            scale = (inv_alpha / np.float32(r)).astype(np.float32)
+            noise_in = rng.standard_normal((k, n_in), np.float32) if inp_noise > 0 else _EMPTY2
+            xq = np.empty((k, n_in), np.float32)
+            sq = np.empty(k, np.float32)
+            dac_rows(x, rows, scale, per.step_in, inp_noise, noise_in, xq, sq)
+            y = (torch.from_numpy(xq) @ self.w_analog_t).numpy()
+            wn_row, wn_full, wnoise = _EMPTY1, _EMPTY2, _EMPTY2
+            if w_noise > 0:
+                wnoise = rng.standard_normal((k, n_out), np.float32)
+                if hw.w_noise_type == "additive_constant":
+                    wn_row = w_noise * np.sqrt(sq)
+                else:
+                    if self.abs_w_t is None:
+                        self.abs_w_t = self.w_analog_t.abs()
+                    xsq = torch.from_numpy(xq * xq)
+                    wn_full = w_noise * np.sqrt((xsq @ self.abs_w_t).numpy())
+            noise_out = rng.standard_normal((k, n_out), np.float32) if out_noise > 0 else _EMPTY2
+            sat = np.empty(k, np.bool_)
+            adc_rows(y, out_noise, noise_out, wn_row, wn_full, wnoise, per.step_out, per.bound,
+                     scale, rows, last, post, out, sat)
+            if last:
+                break
+            keep = sat
+            rows, inv_alpha = rows[keep], inv_alpha[keep]
+            r *= 2.0
+
+    def probe(self, rng: np.random.Generator | None) -> np.ndarray:
+        """Outputs for the one-hot probe (identity matrix of in_size inputs), in_c × out_c."""
+        n_in = self.w.shape[1]
+        eye = np.eye(n_in, dtype=np.float32)
+        out = np.empty((n_in, self.w.shape[0]), np.float32)
+        self.forward(eye, self.per.alpha(eye), rng, out, np.ones(self.w.shape[0], np.float32))
+        return out
+
+    def reference_level(self, rng: np.random.Generator | None) -> np.ndarray:
+        """Drift-compensation level: mean |probe output| (per column or broadcast), >= 1e-4."""
+        y = np.abs(self.probe(rng).astype(np.float64))
+        if self.per.hw.drift_compensation == "per_column":
+            m = y.mean(axis=0)
+        else:
+            m = np.full(y.shape[1], y.mean())
+        return np.maximum(m, 1e-4)
+
+
+class AnalogMatrix:
+    """A layer's weight matrix on analog tiles: program, read at a time t, forward."""
+
+    def __init__(self, weight: np.ndarray, hw: HardwareConfig, layer_index: int, group: int = 0):
+        weight = np.asarray(weight, dtype=np.float32)
+        self.hw = hw
+        self.key = (layer_index, group)
+        self.out_features, self.in_features = weight.shape
+        self.periphery = Periphery(hw)
+        device = DEVICES[hw.device](hw)
+        self.in_chunks = split_sizes(self.in_features, hw.max_input_size)
+        self.out_chunks = split_sizes(self.out_features, hw.max_output_size)
+        self.tiles = [[Tile(weight[o0:o1, i0:i1], self.periphery, device)
+                       for (o0, o1) in self.out_chunks] for (i0, i1) in self.in_chunks]
+        self.seed: int | Sequence[int] = 0
+        self.rng = self._rng(STAGE_MVM, 0, 0)
+
+    def _rng(self, stage: int, tile: int, t_key: int) -> np.random.Generator:
+        ss = np.random.SeedSequence(self.seed, spawn_key=(*self.key, stage, tile, t_key))
+        return np.random.Generator(np.random.SFC64(ss))
+
+    def _all_tiles(self):
+        return [t for row in self.tiles for t in row]
+
+    def program(self, seed: int | Sequence[int]) -> None:
+        """Program every device and take the drift-compensation reference m_0."""
+        self.seed = seed
+        self.rng = self._rng(STAGE_MVM, 0, time_key(-1.0))
+        mode = self.hw.drift_compensation
+        for i, tile in enumerate(self._all_tiles()):
+            tile.program(self._rng(STAGE_PROGRAM, i, 0))
+            if mode == "exact":
+                w_p = tile.w
+                tile.set_weights(tile.w_ideal)
+                tile.m0 = tile.reference_level(None)
+                tile.set_weights(w_p)
+            elif mode != "none":
+                tile.m0 = tile.reference_level(self.rng)
+
+    def drift(self, t_s: float) -> None:
+        """Read every device at t_s seconds after programming and update the compensation."""
+        key = time_key(t_s)
+        self.rng = self._rng(STAGE_MVM, 0, key)
+        for i, tile in enumerate(self._all_tiles()):
+            tile.read(t_s, self._rng(STAGE_READ, i, key))
+            if tile.m0 is not None:
+                tile.comp = (tile.m0 / tile.reference_level(self.rng)).astype(np.float32)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """y = analog(W) x for every row of x (M × in, float32) -> M × out float32."""
+        m = x.shape[0]
+        y = np.zeros((m, self.out_features), np.float32)
+        part = None
+        for (i0, i1), row in zip(self.in_chunks, self.tiles):
+            xc = np.ascontiguousarray(x[:, i0:i1])
+            alpha = self.periphery.alpha(xc)
+            for (o0, o1), tile in zip(self.out_chunks, row):
+                target = y[:, o0:o1] if len(self.in_chunks) == 1 else None
+                if target is None or not target.flags.c_contiguous:
+                    part = np.empty((m, o1 - o0), np.float32)
+                    tile.forward(xc, alpha, self.rng, part, tile.comp / tile.k)
+                    y[:, o0:o1] += part
+                else:
+                    tile.forward(xc, alpha, self.rng, target, tile.comp / tile.k)
+        return y

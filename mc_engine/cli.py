@@ -1,0 +1,173 @@
+"""The ``mc-engine`` command: a thin mirror of the Python API.
+
+    mc-engine run STUDY [--out DIR] [--workers N | --scheduler ADDR] [--fresh]
+    mc-engine validate STUDY
+    mc-engine summary RESULTS_DIR
+    mc-engine report RESULTS_DIR [--out FILE.png]
+
+Exit status: 0 done, 2 invalid input (one line naming file and key, never a traceback), 1 any
+other failure (one line and a hint), 130 interrupted (what was written is kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from mc_engine.errors import UserInputError
+
+EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEFAULT_OUT = Path("results")
+SUMMARY_COLUMNS = ["n", "mean", "std", "ci95_lo", "ci95_hi", "q05", "q95", "drop_from_ideal"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or argparse's own usage error (status 2)
+        return exc.code if isinstance(exc.code, int) else EXIT_INPUT
+    if args.handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_INPUT
+    try:
+        return args.handler(args)
+    except UserInputError as err:
+        _error(str(err))
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        _error("interrupted; the trials written so far are kept: run the same command again "
+               "to resume")
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        if args.debug:
+            raise
+        from mc_engine.run import RunError
+
+        hint = err.hint if isinstance(err, RunError) and err.hint else \
+            "run again with --debug for the full traceback"
+        message = str(err) if isinstance(err, RunError) else f"{type(err).__name__}: {err}"
+        _error(f"error: {message}")
+        _error(f"hint: {hint}")
+        return EXIT_FAILURE
+
+
+def _error(message: str) -> None:
+    print(" ".join(message.split("\n")), file=sys.stderr)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mc-engine", description="Monte Carlo accuracy studies of neural networks on "
+                                      "analog in-memory-computing hardware.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of unexpected errors")
+    parser.set_defaults(handler=None)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int],
+                text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    run = command("run", _run, "Run a study (resuming: trials already on disk are skipped).")
+    run.add_argument("study", type=Path, help="study file (.toml)")
+    run.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                     help="results folder; the study writes <out>/<study name>/ "
+                          "(default: results)")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_positive_int, default=None,
+                       help="worker processes of the local cluster (default: one per core)")
+    where.add_argument("--scheduler", metavar="ADDR", default=None,
+                       help="address of a running Dask scheduler, e.g. tcp://host:8786")
+    run.add_argument("--fresh", action="store_true",
+                     help="delete this study's earlier results and start over")
+
+    validate = command("validate", _validate,
+                       "Check a study file, its model and its data without running it.")
+    validate.add_argument("study", type=Path, help="study file (.toml)")
+    validate.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                          help="results folder whose .cache holds trained zoo models")
+
+    summary = command("summary", _summary, "Print per-point, per-time accuracy statistics.")
+    summary.add_argument("results", type=Path, help="results folder of a study")
+
+    report = command("report", _report, "Plot accuracy vs time with spread bands.")
+    report.add_argument("results", type=Path, help="results folder of a study")
+    report.add_argument("--out", type=Path, default=None,
+                        help="PNG file to write (default: RESULTS/accuracy_vs_time.png)")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mc_engine.results import load_results
+    from mc_engine.run import run_study
+    from mc_engine.study import load_study
+
+    study = load_study(args.study)
+    outcome = run_study(study, args.out, workers=args.workers, scheduler=args.scheduler,
+                        fresh=args.fresh)
+    print(_summary_table(load_results(outcome.results_dir)))
+    print(f"{outcome.n_trials} trials ({outcome.n_run} run now, {outcome.n_skipped} already on "
+          f"disk) in {outcome.wall_s:.1f} s -> {outcome.results_dir}")
+    return EXIT_OK
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from mc_engine.study import format_duration, load_study
+
+    study = load_study(args.study)
+    dataset = study.load_data()
+    study.load_model(args.out / ".cache")
+    times = ", ".join(format_duration(t) for t in study.inference_times_s)
+    print(f"{study.source}: ok: {len(study.points)} hardware points x {study.repeats} repeats = "
+          f"{study.n_trials} trials, each at {len(study.inference_times_s)} inference times "
+          f"({times}) on {len(dataset)} samples of {dataset.name}")
+    return EXIT_OK
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from mc_engine.results import load_results
+
+    print(_summary_table(load_results(args.results)))
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from mc_engine.results import load_results, plot
+
+    df = load_results(args.results)
+    out = args.out if args.out is not None else Path(args.results) / "accuracy_vs_time.png"
+    print(plot(df, out))
+    return EXIT_OK
+
+
+def _summary_table(df) -> str:
+    """The summary as aligned text: swept parameters, time, then the statistics."""
+    from mc_engine.results import summarize, swept_columns
+    from mc_engine.study import format_duration
+
+    table = summarize(df)
+    table["t"] = table["t_inference_s"].map(format_duration)
+    first = ["study"] if table["study"].nunique() > 1 else []
+    first += swept_columns(df) or ["point_id"]
+    return table[[*first, "t", *SUMMARY_COLUMNS]].to_string(
+        index=False, float_format=lambda v: f"{v:.4f}", na_rep="-")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

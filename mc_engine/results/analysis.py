@@ -1,0 +1,107 @@
+"""Reading results back as pandas and reducing trials to per-(point, time) statistics."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mc_engine.errors import UserInputError
+from mc_engine.results.schema import hardware_columns
+from mc_engine.results.store import IDEAL_FILE, ResultStore
+
+#: Row order of :func:`load_results`: deterministic whatever the order trials finished in.
+SORT_KEYS = ["study", "point_id", "repeat", "t_inference_s"]
+
+
+def load_results(path: str | Path) -> pd.DataFrame:
+    """All result rows under ``path`` as a DataFrame sorted by point_id, repeat and time.
+
+    ``path`` is a study's results folder, a folder of such folders (every study in it), or one
+    Parquet file. The folder is remembered in ``df.attrs["results_dir"]`` so that
+    :func:`summarize` finds ``ideal.parquet`` without being told.
+    """
+    path = Path(path)
+    if path.is_file():
+        files = [path]
+    else:
+        files = ResultStore(path).parts()
+        if not files and path.is_dir():
+            files = [p for sub in sorted(path.iterdir()) if sub.is_dir()
+                     for p in ResultStore(sub).parts()]
+    if not files:
+        raise UserInputError("no results here (expected part-*.parquet files written by "
+                             "'mc-engine run')", source=str(path))
+    table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    df = table.to_pandas()
+    df = df.sort_values(SORT_KEYS, kind="stable", ignore_index=True)
+    if path.is_dir():
+        df.attrs["results_dir"] = str(path)
+    return df
+
+
+def load_ideal(path: str | Path) -> pd.DataFrame:
+    """The ideal (digital, noise-free) accuracy per study: from ideal.parquet, a study's results
+    folder or a folder of such folders."""
+    path = Path(path)
+    if path.is_file():
+        files = [path]
+    else:
+        files = [f for f in [path / IDEAL_FILE, *sorted(path.glob(f"*/{IDEAL_FILE}"))]
+                 if f.is_file()]
+    if not files:
+        raise UserInputError(f"no {IDEAL_FILE} here", source=str(path))
+    return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+
+
+def swept_columns(df: pd.DataFrame) -> list[str]:
+    """Hardware columns whose value differs between rows: what tells the points apart."""
+    return [c for c in hardware_columns() if c in df and df[c].nunique(dropna=False) > 1]
+
+
+def summarize(df: pd.DataFrame,
+              ideal: float | str | Path | pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per (hardware point, inference time): accuracy statistics over the repeats.
+
+    Columns: study, point_id, the swept hardware columns, t_inference_s, n, mean, std (ddof 1),
+    q05, q50, q95, ci95_lo / ci95_hi (Student-t 95 % interval of the mean; NaN when n = 1),
+    ideal_accuracy and drop_from_ideal (ideal minus mean). ``ideal`` is a number, a results
+    folder or ideal.parquet path, a DataFrame with study and accuracy columns, or None: then the
+    folder :func:`load_results` read is used when it has an ideal.parquet, else NaN.
+    """
+    from scipy import stats
+
+    swept = swept_columns(df)
+    keys = ["study", "point_id", *swept, "t_inference_s"]
+    grouped = df.groupby(keys, sort=True, dropna=False)["accuracy"]
+    out = grouped.agg(n="count", mean="mean", std="std").reset_index()
+    for q in (5, 50, 95):
+        out[f"q{q:02d}"] = grouped.quantile(q / 100).to_numpy()
+    n = out["n"].to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t_crit = np.where(n > 1, stats.t.ppf(0.975, np.maximum(n - 1, 1)), np.nan)
+        half = t_crit * out["std"].to_numpy() / np.sqrt(n)
+    out["ci95_lo"] = out["mean"] - half
+    out["ci95_hi"] = out["mean"] + half
+    out["ideal_accuracy"] = _ideal_per_study(out["study"], df, ideal)
+    out["drop_from_ideal"] = out["ideal_accuracy"] - out["mean"]
+    return out
+
+
+def _ideal_per_study(studies: pd.Series, df: pd.DataFrame,
+                     ideal: float | str | Path | pd.DataFrame | None) -> np.ndarray:
+    if ideal is None:
+        try:
+            table = load_ideal(df.attrs["results_dir"])
+        except (KeyError, UserInputError):
+            return np.full(len(studies), math.nan)
+    elif isinstance(ideal, (int, float)):
+        return np.full(len(studies), float(ideal))
+    else:
+        table = ideal if isinstance(ideal, pd.DataFrame) else load_ideal(ideal)
+    by_study = dict(zip(table["study"], table["accuracy"]))
+    return studies.map(by_study).astype(float).to_numpy()

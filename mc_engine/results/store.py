@@ -1,0 +1,102 @@
+"""A study's results folder: Parquet part files written atomically, study.toml, ideal.parquet.
+
+Layout of ``<out>/<study name>/``::
+
+    study.toml          the resolved study that produced the rows
+    ideal.parquet       digital, noise-free accuracy of the model on the same data
+    part-00000.parquet  one file per written batch of complete trials
+    ...
+
+A part file is written under a temporary name and renamed into place, so a crash or Ctrl-C never
+leaves a half-written file, and every trial's rows land in one file: a trial is either on disk
+completely or not at all, which is what resume relies on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mc_engine.results.schema import IDEAL_SCHEMA, rows_to_table
+
+STUDY_FILE = "study.toml"
+IDEAL_FILE = "ideal.parquet"
+_PART = re.compile(r"^part-(\d+)\.parquet$")
+_TEMP_SUFFIX = ".tmp"
+
+
+class ResultStore:
+    """Reads and writes one study's results folder."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+
+    @property
+    def study_file(self) -> Path:
+        return self.directory / STUDY_FILE
+
+    @property
+    def ideal_file(self) -> Path:
+        return self.directory / IDEAL_FILE
+
+    def parts(self) -> list[Path]:
+        """The complete part files, in the order they were written."""
+        if not self.directory.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.directory.iterdir()
+                 if (m := _PART.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def clear(self) -> None:
+        """Delete everything this store writes (and nothing else a user may keep there)."""
+        if not self.directory.is_dir():
+            return
+        for path in self.directory.iterdir():
+            ours = (_PART.match(path.name) or path.name in (STUDY_FILE, IDEAL_FILE)
+                    or path.name.endswith(_TEMP_SUFFIX))
+            if ours and path.is_file():
+                path.unlink()
+
+    def remove_temporaries(self) -> None:
+        """Delete leftovers of writes that were interrupted before their rename."""
+        if self.directory.is_dir():
+            for path in self.directory.glob(f".*{_TEMP_SUFFIX}"):
+                path.unlink()
+
+    def done_trials(self) -> set[tuple[str, int]]:
+        """(point_id, repeat) of every trial already on disk."""
+        done: set[tuple[str, int]] = set()
+        for part in self.parts():
+            table = pq.read_table(part, columns=["point_id", "repeat"])
+            done.update(zip(table.column("point_id").to_pylist(),
+                            table.column("repeat").to_pylist()))
+        return done
+
+    def write_text(self, name: str, text: str) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        temp = self.directory / f".{name}{_TEMP_SUFFIX}"
+        temp.write_text(text, encoding="utf-8")
+        os.replace(temp, self.directory / name)
+
+    def write_trials(self, rows: Sequence[Mapping[str, Any]]) -> Path:
+        """Write rows (complete trials) as the next part file; returns its path."""
+        parts = self.parts()
+        number = int(_PART.match(parts[-1].name).group(1)) + 1 if parts else 0
+        path = self.directory / f"part-{number:05d}.parquet"
+        self._write_table(rows_to_table(rows), path)
+        return path
+
+    def write_ideal(self, row: Mapping[str, Any]) -> None:
+        self._write_table(pa.Table.from_pylist([dict(row)], schema=IDEAL_SCHEMA), self.ideal_file)
+
+    def _write_table(self, table: pa.Table, path: Path) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}{_TEMP_SUFFIX}")
+        pq.write_table(table, temp)
+        os.replace(temp, path)

@@ -1,0 +1,59 @@
+"""Getting a Dask client: a LocalCluster started for the run, or an existing scheduler.
+
+Both give a :class:`distributed.Client`; everything after this point is one code path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dask
+from distributed import Client, LocalCluster
+
+#: Set in worker processes before they start, so BLAS, OpenMP (torch) and Numba stay on one
+#: thread: one single-threaded worker per core is the unit of parallelism (DESIGN.md §6).
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+              "NUMBA_NUM_THREADS": "1"}
+
+
+class RunError(RuntimeError):
+    """A run could not proceed for a reason outside the study file; ``hint`` says what to try."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.hint = hint
+
+
+@contextmanager
+def open_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Client]:
+    """A client on ``scheduler`` (an address such as tcp://host:8786) or on a new LocalCluster
+    of ``workers`` single-threaded worker processes (default: one per core), closed on exit."""
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as err:
+            raise RunError(f"cannot connect to the Dask scheduler at {scheduler}: {err}",
+                           hint="start it with 'dask scheduler' and workers with "
+                                "'dask worker ADDRESS --nthreads 1'") from None
+        try:
+            if not client.scheduler_info().get("workers"):
+                print(f"waiting for workers to join {scheduler} ...", file=sys.stderr)
+                client.wait_for_workers(1)
+            yield client
+        finally:
+            client.close()
+        return
+    n_workers = workers or os.cpu_count() or 1
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENV}):
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, env=WORKER_ENV,
+                               silence_logs=logging.ERROR)
+    try:
+        with Client(cluster) as client:
+            yield client
+    finally:
+        cluster.close()

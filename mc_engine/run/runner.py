@@ -1,0 +1,142 @@
+"""Running a study: resume bookkeeping, task submission, progress and batched writing.
+
+One Dask task is one trial (hardware point x repeat) covering every inference time. The model and
+test set are scattered to every worker once; tasks carry only the hardware point and the seed.
+The client writes results as tasks complete, in batches of whole trials, so an interruption keeps
+everything already received and a re-run skips it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomllib
+from distributed import as_completed
+from tqdm import tqdm
+
+import mc_engine
+from mc_engine.errors import UserInputError
+from mc_engine.results import ResultStore, trial_rows
+from mc_engine.run.cluster import open_client
+from mc_engine.run.tasks import run_ideal, run_trial
+from mc_engine.study import Study, Trial, parse_study
+
+#: A batch is written when it holds this many trials or is this old, whichever comes first.
+BATCH_TRIALS = 500
+FLUSH_S = 20.0
+#: How often Dask re-runs a trial whose worker died.
+RETRIES = 2
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a run did: where the results are and how many trials it found, skipped and ran."""
+
+    results_dir: Path
+    n_trials: int
+    n_skipped: int
+    n_run: int
+    wall_s: float
+
+
+def run_study(study: Study, out_dir: str | Path = "results", *, workers: int | None = None,
+              scheduler: str | None = None, fresh: bool = False,
+              batch_trials: int = BATCH_TRIALS, flush_s: float = FLUSH_S,
+              progress: bool = True, cache_dir: str | Path | None = None) -> RunOutcome:
+    """Run every trial of ``study`` not yet in ``<out_dir>/<study name>/`` and write the rows.
+
+    Data and model are loaded (and zoo models trained into ``cache_dir``, default
+    ``<out_dir>/.cache``) before anything is written, so a bad ``[model]`` or ``[data]`` table
+    fails early. ``fresh`` deletes earlier results of this study first. ``scheduler`` is the
+    address of an existing Dask scheduler; otherwise a LocalCluster of ``workers`` processes
+    runs the trials. A KeyboardInterrupt stops the run after writing what has arrived.
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    dataset = study.load_data()
+    model = study.load_model(Path(cache_dir) if cache_dir is not None else out_dir / ".cache")
+
+    store = ResultStore(out_dir / study.name)
+    if fresh:
+        store.clear()
+    store.remove_temporaries()
+    _check_resumable(store, study)
+    store.write_text(store.study_file.name, study.to_toml())
+
+    done = store.done_trials()
+    trials = [t for t in study.trials() if (t.point_id, t.repeat) not in done]
+    n_skipped = study.n_trials - len(trials)
+    need_ideal = not store.ideal_file.is_file()
+    if trials or need_ideal:
+        with open_client(workers, scheduler) as client:
+            model_f = client.scatter(model, broadcast=True, hash=False)
+            x_f = client.scatter(dataset.x, broadcast=True, hash=False)
+            y_f = client.scatter(dataset.y, broadcast=True, hash=False)
+            by_future = {client.submit(run_trial, model_f, x_f, y_f, t.hardware,
+                                       study.inference_times_s, t.seed, retries=RETRIES,
+                                       pure=False): t for t in trials}
+            pending = as_completed(list(by_future))
+            if need_ideal:
+                pending.add(client.submit(run_ideal, model_f, x_f, y_f, retries=RETRIES,
+                                          pure=False))
+            with tqdm(total=study.n_trials, initial=n_skipped, unit="trial", desc=study.name,
+                      disable=not progress, dynamic_ncols=True) as bar:
+                _collect(pending, by_future, study, store, bar, batch_trials, flush_s)
+    return RunOutcome(results_dir=store.directory, n_trials=study.n_trials, n_skipped=n_skipped,
+                      n_run=len(trials), wall_s=time.perf_counter() - started)
+
+
+def _collect(pending: as_completed, by_future: dict, study: Study, store: ResultStore,
+             bar: tqdm, batch_trials: int, flush_s: float) -> None:
+    """Write results as tasks finish; flush what arrived on any exit, cancel the rest on error."""
+    written: set[tuple[str, int]] = set()
+    batch: list[dict] = []
+    in_batch, last_flush = 0, time.monotonic()
+    try:
+        for future in pending:
+            trial: Trial | None = by_future.get(future)
+            result = future.result()
+            if trial is None:
+                store.write_ideal({"study": study.name, **result,
+                                   "engine_version": mc_engine.__version__})
+                continue
+            key = (trial.point_id, trial.repeat)
+            if key in written:  # a retried task that also finished elsewhere
+                continue
+            written.add(key)
+            batch += trial_rows(study.name, trial.point_id, trial.hardware, trial.repeat,
+                                trial.seed, result, mc_engine.__version__)
+            in_batch += 1
+            bar.update(1)
+            if in_batch >= batch_trials or time.monotonic() - last_flush >= flush_s:
+                store.write_trials(batch)
+                batch, in_batch, last_flush = [], 0, time.monotonic()
+    finally:
+        if batch:
+            store.write_trials(batch)
+        for future in by_future:
+            if not future.done():
+                future.cancel()
+
+
+def _check_resumable(store: ResultStore, study: Study) -> None:
+    """Refuse to add rows to results made with another seed, set of times, model or data."""
+    if not store.study_file.is_file() or not store.parts():
+        return
+    try:
+        previous = parse_study(tomllib.loads(store.study_file.read_text(encoding="utf-8")),
+                               source=str(store.study_file))
+    except (UserInputError, tomllib.TOMLDecodeError, OSError):
+        raise UserInputError(f"the results in {store.directory} have an unreadable "
+                             f"{store.study_file.name}; re-run with --fresh to start over",
+                             source=study.source) from None
+    old, new = previous.identity(), study.identity()
+    for key in new:
+        if old[key] != new[key]:
+            raise UserInputError(
+                f"differs from the study that wrote the results in {store.directory} "
+                f"({old[key]!r} there); re-run with --fresh to discard them, or use another "
+                f"--out", source=study.source,
+                key=f"study.{key}" if key not in ("model", "data") else key)

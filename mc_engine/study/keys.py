@@ -1,0 +1,38 @@
+"""Trial identity: stable hardware-point ids and the per-repeat seed.
+
+``point_id`` hashes the complete hardware parameter set, so a point keeps its id when the sweep is
+reordered or extended, which is what lets a re-run skip the trials already on disk. The trial seed
+depends on (study seed, repeat) only, not on the point: repeat r of every hardware point draws the
+same device randomness (common random numbers), so paired differences between points have low
+variance (DESIGN.md §3).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from mc_engine.hardware import HardwareConfig
+
+POINT_ID_LENGTH = 12
+
+
+def point_id(hardware: HardwareConfig | Mapping[str, Any]) -> str:
+    """A short stable hash of a hardware point's full, canonical parameter set.
+
+    A mapping is completed with the defaults first, so spelling out a default value does not
+    change the id.
+    """
+    config = hardware if isinstance(hardware, HardwareConfig) else HardwareConfig(**hardware)
+    canonical = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:POINT_ID_LENGTH]
+
+
+def trial_seed(study_seed: int, repeat: int) -> int:
+    """The seed handed to a trial: SeedSequence([study seed, repeat]), as a non-negative int64."""
+    state = np.random.SeedSequence([study_seed, repeat]).generate_state(1, np.uint64)
+    return int(state[0] >> np.uint64(1))

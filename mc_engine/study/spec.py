@@ -1,0 +1,289 @@
+"""The study file (DESIGN.md §4): reading, validation and expansion into trials.
+
+Everything a user can get wrong in a study file is caught here, before any model is loaded or any
+worker started, with a :class:`~mc_engine.errors.UserInputError` naming the file and the dotted
+key (``studies/x.toml: sweep.adc_bits: expected an integer, got 'a'``). Hardware values are checked
+by :mod:`mc_engine.hardware` itself, so the allowed values are declared in one place only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import tomllib
+
+from mc_engine.errors import UserInputError
+from mc_engine.hardware import HardwareConfig, from_dict
+from mc_engine.study import toml_writer
+from mc_engine.study.keys import point_id, trial_seed
+from mc_engine.study.units import parse_duration
+
+if TYPE_CHECKING:
+    import torch
+
+TABLES = ("study", "model", "data", "hardware", "sweep")
+STUDY_KEYS = ("name", "seed", "repeats", "inference_times", "description")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One Monte Carlo trial: a hardware point programmed once with ``seed`` (repeat ``repeat``)."""
+
+    point_id: str
+    repeat: int
+    seed: int
+    hardware: HardwareConfig
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study: what to evaluate (model, data), where (hardware points) and how often.
+
+    ``points`` are the fully expanded and validated hardware points, in sweep order; ``hardware``,
+    ``sweep`` and ``zips`` keep the tables as written so the study can be written back.
+    """
+
+    name: str
+    seed: int
+    repeats: int
+    inference_times_s: tuple[float, ...]
+    model: dict[str, Any]
+    data: dict[str, Any]
+    hardware: dict[str, Any]
+    sweep: dict[str, list[Any]]
+    zips: tuple[dict[str, list[Any]], ...]
+    points: tuple[HardwareConfig, ...]
+    description: str = ""
+    source: str = "<study>"
+    base_dir: Path = field(default_factory=Path)
+
+    @property
+    def point_ids(self) -> list[str]:
+        return [point_id(p) for p in self.points]
+
+    @property
+    def n_trials(self) -> int:
+        return len(self.points) * self.repeats
+
+    def trials(self) -> list[Trial]:
+        """Every trial, repeat-major, so partial results cover all points evenly."""
+        ids = self.point_ids
+        trials = []
+        for repeat in range(self.repeats):
+            seed = trial_seed(self.seed, repeat)
+            trials += [Trial(pid, repeat, seed, hw) for pid, hw in zip(ids, self.points)]
+        return trials
+
+    def swept_fields(self) -> list[str]:
+        """Hardware fields that differ between points, in the order the study sweeps them."""
+        names = list(self.sweep) + [k for z in self.zips for k in z]
+        return [n for n in names if len({getattr(p, n) for p in self.points}) > 1]
+
+    def identity(self) -> dict[str, Any]:
+        """What results on disk must share with this study to be resumed by it.
+
+        Points and repeats may change between runs (new trials are added); the seed, times, model
+        and data may not, or old and new rows would not be comparable.
+        """
+        return {"name": self.name, "seed": self.seed, "inference_times": self.inference_times_s,
+                "model": self.model, "data": self.data}
+
+    def to_toml(self) -> str:
+        """The resolved study as TOML: times in seconds, every base hardware parameter spelled out."""
+        from mc_engine import __version__
+
+        study: dict[str, Any] = {"name": self.name, "seed": self.seed, "repeats": self.repeats,
+                                 "inference_times": list(self.inference_times_s)}
+        if self.description:
+            study["description"] = self.description
+        base = from_dict(self.hardware).to_dict()
+        tables: dict[str, Mapping[str, Any]] = {"study": study, "model": self.model,
+                                                "data": self.data, "hardware": base}
+        if self.sweep:
+            tables["sweep"] = self.sweep
+        header = (f"Resolved study written by mc-engine {__version__} from {self.source}:\n"
+                  f"{len(self.points)} hardware points x {self.repeats} repeats. Relative paths "
+                  f"in [model] and [data] are\nrelative to {self.base_dir.resolve()}.")
+        return toml_writer.dumps(tables, header, {"sweep.zip": list(self.zips)})
+
+    def load_data(self):
+        """The ``[data]`` table's dataset (``mc_engine.data.Dataset``)."""
+        from mc_engine.data import load_dataset
+
+        return load_dataset(self.data, self.base_dir, self.source)
+
+    def load_model(self, cache_dir: Path) -> torch.nn.Module:
+        """The ``[model]`` table's trained model; zoo models are trained once into ``cache_dir``."""
+        from mc_engine.zoo import load_model
+
+        return load_model(self.model, self.base_dir, self.source, Path(cache_dir))
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study file; relative paths inside it are relative to its folder."""
+    path = Path(path)
+    source = str(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserInputError("study file not found", source=source) from None
+    except IsADirectoryError:
+        raise UserInputError("is a directory, expected a study file (.toml)",
+                             source=source) from None
+    except OSError as err:
+        raise UserInputError(f"cannot read study file: {err.strerror}", source=source) from None
+    except UnicodeDecodeError:
+        raise UserInputError("study file is not UTF-8 text", source=source) from None
+    except tomllib.TOMLDecodeError as err:
+        raise UserInputError(f"not valid TOML: {err}", source=source) from None
+    return parse_study(doc, source=source, base_dir=path.parent)
+
+
+def parse_study(doc: Mapping[str, Any], *, source: str = "<study>",
+                base_dir: Path | None = None) -> Study:
+    """Validate a parsed TOML document and expand its sweep into hardware points."""
+
+    def fail(key: str, message: str) -> UserInputError:
+        return UserInputError(message, source=source, key=key)
+
+    for key, value in doc.items():
+        if key not in TABLES:
+            raise fail(key, f"unknown {'table' if isinstance(value, dict) else 'key'}; "
+                            f"allowed tables: {', '.join(TABLES)}")
+    tables: dict[str, dict[str, Any]] = {}
+    for name in TABLES:
+        value = doc.get(name, {})
+        if not isinstance(value, dict):
+            raise fail(name, f"expected a table [{name}], got {value!r}")
+        if name in ("study", "model", "data") and name not in doc:
+            raise fail(name, f"missing the [{name}] table")
+        tables[name] = dict(value)
+
+    study = tables["study"]
+    for key in study:
+        if key not in STUDY_KEYS:
+            raise fail(f"study.{key}", f"unknown key; allowed: {', '.join(STUDY_KEYS)}")
+    for key in ("name", "seed", "repeats", "inference_times"):
+        if key not in study:
+            raise fail(f"study.{key}", "missing (required)")
+    name = study["name"]
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise fail("study.name", f"expected a name of letters, digits, '.', '_' or '-' (it "
+                                 f"names the results folder), got {name!r}")
+    seed = _int(study["seed"], 0, fail, "study.seed")
+    repeats = _int(study["repeats"], 1, fail, "study.repeats")
+    times = _times(study["inference_times"], source, fail)
+    description = study.get("description", "")
+    if not isinstance(description, str):
+        raise fail("study.description", f"expected a string, got {description!r}")
+
+    base = tables["hardware"]
+    _hardware(base, source, lambda f: f"hardware.{f}")
+    sweep, zips = _sweep(tables["sweep"], base, source, fail)
+    points = _expand(base, sweep, zips, source, fail)
+    return Study(name=name, seed=seed, repeats=repeats, inference_times_s=times,
+                 model=tables["model"], data=tables["data"], hardware=base, sweep=sweep,
+                 zips=zips, points=points, description=description, source=source,
+                 base_dir=Path(base_dir) if base_dir is not None else Path())
+
+
+def _int(value: Any, lo: int, fail, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise fail(key, f"expected an integer, got {value!r}")
+    if value < lo:
+        raise fail(key, f"must be >= {lo}, got {value!r}")
+    return value
+
+
+def _times(value: Any, source: str, fail) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value:
+        raise fail("study.inference_times", f"expected a non-empty list of durations such as "
+                                            f"[\"0s\", \"1h\", \"1y\"], got {value!r}")
+    seconds = [parse_duration(v, source=source, key=f"study.inference_times[{i}]")
+               for i, v in enumerate(value)]
+    for i, s in enumerate(seconds):
+        if s in seconds[:i]:
+            raise fail(f"study.inference_times[{i}]", f"duplicate time {value[i]!r}")
+    return tuple(sorted(seconds))
+
+
+def _sweep(table: dict[str, Any], base: dict[str, Any], source: str,
+           fail) -> tuple[dict[str, list[Any]], tuple[dict[str, list[Any]], ...]]:
+    """Split ``[sweep]`` into grid lists and ``[[sweep.zip]]`` groups, checking every value."""
+    raw_zips = table.pop("zip", [])
+    if not isinstance(raw_zips, list) or not all(isinstance(z, dict) for z in raw_zips):
+        raise fail("sweep.zip", "expected tables written as [[sweep.zip]]")
+    groups = [("sweep", table)] + [(f"sweep.zip[{i}]", z) for i, z in enumerate(raw_zips)]
+    owner: dict[str, str] = {}
+    for prefix, group in groups:
+        if prefix != "sweep" and not group:
+            raise fail(prefix, "empty [[sweep.zip]] table")
+        lengths = {}
+        for key, values in group.items():
+            where = f"{prefix}.{key}"
+            if key in owner:
+                raise fail(where, f"swept twice (also in {owner[key]})")
+            owner[key] = where
+            if not isinstance(values, list):
+                raise fail(where, f"expected a list of values, got {values!r}")
+            if not values:
+                raise fail(where, "empty list: give at least one value")
+            for value in values:
+                _hardware({**base, key: value}, source, lambda _f, where=where: where)
+            lengths[key] = len(values)
+        if prefix != "sweep" and len(set(lengths.values())) > 1:
+            first = next(iter(lengths))
+            for key, n in lengths.items():
+                if n != lengths[first]:
+                    raise fail(f"{prefix}.{key}", f"has {n} values but {prefix}.{first} has "
+                                                  f"{lengths[first]}; zipped lists must have "
+                                                  f"the same length")
+    return table, tuple(raw_zips)
+
+
+def _expand(base: dict[str, Any], sweep: dict[str, list[Any]],
+            zips: tuple[dict[str, list[Any]], ...], source: str,
+            fail) -> tuple[HardwareConfig, ...]:
+    """The cartesian product of the grid lists and the zip groups, each point validated."""
+    axes: list[list[dict[str, Any]]] = [[{k: v} for v in values] for k, values in sweep.items()]
+    for group in zips:
+        n = len(next(iter(group.values())))
+        axes.append([{k: values[i] for k, values in group.items()} for i in range(n)])
+    points: list[HardwareConfig] = []
+    seen: dict[str, dict[str, Any]] = {}
+    for combo in itertools.product(*axes):
+        changes = {k: v for part in combo for k, v in part.items()}
+        swept = set(changes)
+        config = _hardware({**base, **changes}, source,
+                           lambda f, swept=swept: f"{'sweep' if f in swept else 'hardware'}.{f}",
+                           f" (at the sweep point {changes})" if changes else "")
+        pid = point_id(config)
+        if pid in seen:
+            raise fail("sweep", f"the sweep points {seen[pid]} and {changes} are the same "
+                                f"hardware point; remove the duplicate value")
+        seen[pid] = changes
+        points.append(config)
+    return tuple(points)
+
+
+def _hardware(values: dict[str, Any], source: str, where: Callable[[str], str],
+              suffix: str = "") -> HardwareConfig:
+    """A validated hardware point; an error is re-attributed to the study file and its key.
+
+    ``where`` maps the offending hardware field to the dotted study key that set it.
+    """
+    try:
+        return from_dict(values)
+    except UserInputError as err:
+        field_name = err.key or ""
+        message = str(err)
+        if field_name and message.startswith(f"{field_name}: "):
+            message = message[len(field_name) + 2:]
+        raise UserInputError(message + suffix, source=source,
+                             key=where(field_name) if field_name else None) from None

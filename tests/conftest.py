@@ -1,0 +1,51 @@
+"""Shared fixtures: reference data from independent simulators, small torch models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+DATA = Path(__file__).parent / "data"
+AIHWKIT = DATA / "aihwkit"
+
+
+@pytest.fixture(scope="session")
+def tile_exact() -> dict[str, np.ndarray]:
+    with np.load(AIHWKIT / "tile_exact.npz") as d:
+        return dict(d)
+
+
+@pytest.fixture(scope="session")
+def tile_noise() -> dict[str, np.ndarray]:
+    with np.load(AIHWKIT / "tile_noise_stats.npz") as d:
+        return dict(d)
+
+
+def linear_with(weight: np.ndarray, bias: np.ndarray | None = None) -> torch.nn.Linear:
+    """An nn.Linear holding exactly ``weight`` (out × in) and ``bias``."""
+    layer = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(np.asarray(weight, np.float32)))
+        if bias is not None:
+            layer.bias.copy_(torch.from_numpy(np.asarray(bias, np.float32)))
+    return layer
+
+
+def std_standard_error(samples: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Standard error of the sample std, sigma*sqrt((kurtosis - 1)/(4n)) (delta method).
+
+    Quantised outputs are far from normal (a few ADC levels), so the normal-theory sigma/sqrt(2n)
+    can understate the error badly (heavy-tailed lattices); the kurtosis term covers that. The
+    kurtosis is floored at the normal value 3: a two-level lattice at p = 1/2 has kurtosis 1 and a
+    deceptively tiny delta-method error that ignores rare third levels.
+    """
+    n = samples.shape[axis]
+    mu = samples.mean(axis=axis, keepdims=True)
+    m2 = ((samples - mu) ** 2).mean(axis=axis)
+    m4 = ((samples - mu) ** 4).mean(axis=axis)
+    safe = np.where(m2 > 0, m2, 1.0)
+    kurt = np.where(m2 > 0, m4 / safe**2, 3.0)
+    return np.sqrt(m2) * np.sqrt(np.maximum(kurt, 3.0) - 1.0) / np.sqrt(4 * n)

@@ -1,0 +1,85 @@
+"""Tile forward against aihwkit 1.2.0 (tests/data/aihwkit): exact outputs and noise statistics.
+
+Everything goes through the public API: HardwareConfig + convert() of an nn.Linear.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import mc_engine
+from tests.conftest import linear_with, std_standard_error
+
+QUIET = dict(device="ideal", out_noise=0.0, drift_compensation="none")
+EXACT_CONFIGS = {
+    "default": {},
+    "bm_none": dict(bound_management="none"),
+    "dac4_adc6": dict(dac_bits=4, adc_bits=6),
+    "nm_none": dict(noise_management="none"),
+    "out_bound_3": dict(out_bound=3.0),
+    "split_40": dict(max_input_size=40),
+    "omega_1": dict(weight_scaling_omega=1.0),
+    "no_quant": dict(dac_bits=0, adc_bits=0, out_bound=1e6),
+}
+NOISE_CONFIGS = {
+    "out_noise_0.06": dict(out_noise=0.06),
+    "w_noise_add_0.02": dict(w_noise=0.02),
+    "w_noise_pcm_read_0.03": dict(w_noise=0.03, w_noise_type="pcm_read"),
+    "inp_noise_0.05": dict(inp_noise=0.05),
+    "all_adc6": dict(out_noise=0.06, w_noise=0.02, inp_noise=0.02, adc_bits=6),
+}
+
+
+def analog_output(w: np.ndarray, x: np.ndarray, **hardware) -> np.ndarray:
+    am = mc_engine.convert(linear_with(w), mc_engine.HardwareConfig(**{**QUIET, **hardware}))
+    return am(torch.from_numpy(x)).numpy()
+
+
+@pytest.mark.parametrize("config", sorted(EXACT_CONFIGS))
+def test_tile_output_equals_aihwkit_exactly(tile_exact, config):
+    # The kernel follows aihwkit's float32 order, so rows kept by bound management at r = 2
+    # (inputs exactly on a DAC rounding edge) match too: no DAC-step allowance is needed.
+    y = analog_output(tile_exact["W"], tile_exact["X"], **EXACT_CONFIGS[config])
+    ref = tile_exact[f"Y_{config}"]
+    # 1e-5 relative; the absolute floor is float32 accumulation error of a 100-term dot product
+    # (outputs that cancel to ~1e-3 differ by summation order only).
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
+
+
+def test_bound_management_factor_matches_aihwkit(tile_exact):
+    # Row 4 saturates at r = 1 and 2; aihwkit keeps r = 4 and its inputs ±0.25 land on 16/63.
+    assert tile_exact["bm_r_default"][4, 0] == 4
+    y = analog_output(tile_exact["W"], tile_exact["X"][4:5])
+    assert y[0, 0] == pytest.approx(25.2235, abs=1e-4)
+    assert float(tile_exact["X"][4] @ tile_exact["W"][0]) == pytest.approx(24.7904, abs=1e-4)
+
+
+@pytest.mark.parametrize("config", sorted(NOISE_CONFIGS))
+def test_tile_noise_statistics_match_aihwkit(tile_noise, config):
+    repeats = int(tile_noise["repeats"])
+    x = tile_noise["X"]
+    n = 4000
+    y = analog_output(tile_noise["W"], np.tile(x, (n, 1)), **NOISE_CONFIGS[config])
+    y = y.reshape(n, *x.shape[:1], -1).astype(np.float64)
+    mean, std = y.mean(0), y.std(0, ddof=1)
+    ref_mean, ref_std = tile_noise[f"mean_{config}"], tile_noise[f"std_{config}"]
+    # Two independent samples: the difference of means has variance s1^2/n1 + s2^2/n2; the std
+    # error uses the kurtosis of our (quantised, non-normal) samples for both sides. Per cell we
+    # allow 5 standard errors (384 cells: a false alarm has probability ~1e-4). A small systematic
+    # error (a noise sigma 3 % off, ~1.9 standard errors in every cell) hides inside that, so the
+    # mean z over all cells is bounded too; cells of one input row share input noise, so the 16
+    # rows, not the 384 cells, count as independent units: |mean z| <= 5/sqrt(16).
+    se_mean = np.sqrt(ref_std**2 / repeats + std**2 / n) + 1e-7
+    assert np.all(np.abs(mean - ref_mean) <= 5 * se_mean)
+    se_std = std_standard_error(y) * np.sqrt(1 + n / repeats) + 1e-7
+    z_std = (std - ref_std) / se_std
+    assert np.all(np.abs(z_std) <= 5)
+    assert abs(z_std.mean()) <= 5 / np.sqrt(x.shape[0])
+
+
+def test_zero_input_is_silent_without_input_noise():
+    w = np.random.default_rng(0).standard_normal((4, 10)).astype(np.float32)
+    y = analog_output(w, np.zeros((1000, 10), np.float32), out_noise=0.5, w_noise=0.1)
+    assert np.all(y == 0.0)
