@@ -15,8 +15,8 @@ from mc_engine.data.digits import digits_split
 from mc_engine.zoo.models import DIGITS_MODELS, build
 
 EPOCHS = 40
-BATCH_SIZE = 32
-LEARNING_RATE = 0.01
+BATCH_SIZE = 64
+LEARNING_RATE = 0.02
 
 
 def train_digits(name: str, seed: int = 0) -> nn.Module:
@@ -42,6 +42,7 @@ def train_digits(name: str, seed: int = 0) -> nn.Module:
                 opt.zero_grad()
                 loss_fn(model(x[batch]), y[batch]).backward()
                 opt.step()
+        model.zero_grad(set_to_none=True)  # no stale gradients shipped with the model
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)

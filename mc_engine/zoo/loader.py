@@ -1,0 +1,152 @@
+"""The ``[model]`` table of a study file turned into a validated torch model in eval mode.
+
+Problems (unknown zoo name, broken factory, missing or ill-fitting checkpoint, NaN/inf weights)
+are reported before any trial runs, as one-line :class:`UserInputError` naming the study file and
+the ``model.<key>`` at fault.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mc_engine.data.factory import call_factory, import_factory, one_line
+from mc_engine.errors import UserInputError
+from mc_engine.zoo.models import CIFAR_MODELS, DIGITS_MODELS, ZOO_NAMES, build
+from mc_engine.zoo.train import train_digits
+
+_KEYS = ("zoo", "factory", "num_classes", "checkpoint")
+_Fail = Callable[[str, str], UserInputError]
+
+
+def load_model(spec: dict[str, Any], base_dir: Path, source: str | None,
+               cache_dir: Path) -> nn.Module:
+    """The model described by a study's ``[model]`` table, in eval mode.
+
+    Digits zoo models without a checkpoint are trained once and cached as
+    ``cache_dir/<name>.pt``; later calls reload that state_dict, which gives the same weights
+    bit for bit.
+    """
+    def fail(key: str, message: str) -> UserInputError:
+        return UserInputError(message, source=source, key=f"model.{key}" if key else "model")
+
+    unknown = sorted(set(spec) - set(_KEYS))
+    if unknown:
+        raise fail(unknown[0], f"unknown key; allowed: {', '.join(_KEYS)}")
+    if ("zoo" in spec) == ("factory" in spec):
+        raise fail("", f"give exactly one of zoo = <{' | '.join(ZOO_NAMES)}> "
+                       "or factory = 'module:function'")
+    checkpoint = _checkpoint_path(spec.get("checkpoint"), base_dir, fail)
+
+    if "zoo" in spec:
+        name = spec["zoo"]
+        if name not in ZOO_NAMES:
+            raise fail("zoo", f"unknown zoo model {name!r}; known: {', '.join(ZOO_NAMES)}")
+        num_classes = _num_classes(spec, name, fail)
+        if name in DIGITS_MODELS and checkpoint is None:
+            model = _cached_digits(name, Path(cache_dir))
+        else:
+            model = build(name, num_classes)
+        source_key = "zoo"
+    else:
+        if "num_classes" in spec:
+            raise fail("num_classes", "only used with a zoo model; a factory builds its own model")
+        ref = spec["factory"]
+        model = call_factory(import_factory(ref, base_dir, source, "model.factory"),
+                             ref, source, "model.factory")
+        if not isinstance(model, nn.Module):
+            raise fail("factory", f"{ref!r} must return a torch.nn.Module, "
+                                  f"got {type(model).__name__}")
+        source_key = "factory"
+    if checkpoint is not None:
+        _load_checkpoint(model, checkpoint, fail)
+        source_key = "checkpoint"
+    _check_finite(model, lambda msg: fail(source_key, msg))
+    return model.eval()
+
+
+def _checkpoint_path(value: object, base_dir: Path, fail: _Fail) -> Path | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise fail("checkpoint", f"expected a file path string, got {value!r}")
+    path = Path(value)
+    path = path if path.is_absolute() else Path(base_dir) / path
+    if not path.is_file():
+        raise fail("checkpoint", f"file {path} does not exist")
+    return path
+
+
+def _num_classes(spec: dict[str, Any], name: str, fail: _Fail) -> int:
+    value = spec.get("num_classes", 10)
+    if "num_classes" in spec and name not in CIFAR_MODELS:
+        raise fail("num_classes", f"{name} has 10 classes; num_classes applies to "
+                                  f"{', '.join(CIFAR_MODELS)}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+        raise fail("num_classes", f"expected an integer >= 2 (10 or 100 for CIFAR), got {value!r}")
+    return value
+
+
+def _cached_digits(name: str, cache_dir: Path) -> nn.Module:
+    """Trained digits model from the cache, training (and caching) it on a miss."""
+    file = cache_dir / f"{name}.pt"
+    if file.is_file():
+        model = build(name)
+        try:
+            model.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
+            return model
+        except Exception:  # noqa: BLE001 - an unreadable or stale cache is simply rebuilt
+            pass
+    model = train_digits(name)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_dir / f".{name}.{os.getpid()}.tmp"  # written aside, renamed: never a half file
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, file)
+    return model
+
+
+def _load_checkpoint(model: nn.Module, path: Path, fail: _Fail) -> None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user input error
+        raise fail("checkpoint", f"{path} is not a readable state_dict file ({one_line(exc)}); "
+                                 "save one with torch.save(model.state_dict(), path)") from exc
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor)
+                                                 for v in state.values()):
+        raise fail("checkpoint", f"{path} does not hold a state_dict (names to tensors); "
+                                 "save one with torch.save(model.state_dict(), path)")
+    expected = model.state_dict()
+    problems = []
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing:
+        problems.append(f"missing {_some(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_some(unexpected)}")
+    problems += [f"{k} has shape {tuple(state[k].shape)}, the model {tuple(v.shape)}"
+                 for k, v in expected.items() if k in state and state[k].shape != v.shape][:3]
+    if problems:
+        raise fail("checkpoint", f"{path} does not fit the model: {'; '.join(problems)}")
+    try:
+        model.load_state_dict(state)
+    except Exception as exc:  # noqa: BLE001 - e.g. a dtype torch cannot copy
+        raise fail("checkpoint", f"{path} does not fit the model ({one_line(exc)})") from exc
+
+
+def _some(names: list[str], shown: int = 4) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def _check_finite(model: nn.Module, fail: Callable[[str], UserInputError]) -> None:
+    for pname, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise fail(f"weight {pname} contains NaN or inf")

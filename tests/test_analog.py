@@ -1,0 +1,218 @@
+"""The tile forward of DESIGN.md §2.1 and the model conversion, pinned on exact and noisy cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import mc_engine
+from mc_engine import HardwareConfig, UserInputError
+from mc_engine.analog.tile import AnalogMatrix, split_sizes
+from tests.conftest import AIHWKIT, linear_with
+
+QUIET = dict(device="ideal", out_noise=0.0, drift_compensation="none")
+
+
+def forward(w, x, **hw):
+    m = AnalogMatrix(np.asarray(w, np.float32), HardwareConfig(**{**QUIET, **hw}), 0)
+    return m.forward(np.asarray(x, np.float32))
+
+
+def test_dac_rounds_half_to_even_on_the_7_bit_grid():
+    # alpha = 1 (largest input 1); step 1/63; 0.5/63 rounds to 0 and 1.5/63 to 2/63 (half-even)
+    x = np.array([[1.0, 0.5 / 63, 1.5 / 63, 0.3, -0.7]], np.float32)
+    w = np.eye(5, dtype=np.float32)
+    y = forward(w, x, adc_bits=0, out_bound=1e6)
+    expected = np.array([1.0, 0.0, 2 / 63, np.rint(0.3 * 63) / 63, np.rint(-0.7 * 63) / 63])
+    np.testing.assert_allclose(y[0], expected, rtol=1e-6)
+
+
+def test_adc_rounds_to_its_grid_and_clips_at_the_bound():
+    # 6-bit ADC over ±12: step 24/62; no bound management so outputs just clip.
+    w = np.array([[1.0], [5.0], [20.0], [-30.0]], np.float32)
+    y = forward(w, [[1.0]], dac_bits=0, adc_bits=6, bound_management="none")
+    step = 24 / 62
+    np.testing.assert_allclose(y[0], [np.rint(1 / step) * step, np.rint(5 / step) * step, 12, -12],
+                               rtol=1e-6)
+
+
+def test_bits_map_to_toolkit_resolutions():
+    hw = HardwareConfig(dac_bits=7, adc_bits=9)
+    assert hw.inp_res == pytest.approx(1 / 126) and hw.out_res == pytest.approx(1 / 510)
+
+
+def test_bound_management_halves_inputs_until_nothing_saturates():
+    # y = 40 with out_bound 12: r = 1, 2 saturate (40, 20 > 12), r = 4 gives 10, times 4 = 40.
+    w = np.full((1, 4), 10.0, np.float32)
+    x = np.ones((1, 4), np.float32)
+    assert forward(w, x, dac_bits=0, adc_bits=0)[0, 0] == pytest.approx(40.0)
+    assert forward(w, x, dac_bits=0, adc_bits=0, bound_management="none")[0, 0] == 12.0
+
+
+def test_bound_management_stops_at_r_16_for_7_bit_dac():
+    # 1000 needs r = 128; at 7 bits the pass with r = 16 is the last: 12 * 16 = 192.
+    w = np.full((1, 1), 1000.0, np.float32)
+    assert forward(w, [[1.0]], adc_bits=0)[0, 0] == pytest.approx(192.0)
+
+
+def test_split_sizes_are_near_equal_with_larger_chunks_first():
+    assert split_sizes(1000, 512) == [(0, 500), (500, 1000)]
+    assert split_sizes(100, 40) == [(0, 34), (34, 67), (67, 100)]
+    assert split_sizes(512, 512) == [(0, 512)]
+
+
+def test_split_layer_has_one_adc_and_alpha_per_tile():
+    # 1000 inputs -> 2 tiles of 500. The first half of x is large, the second tiny: with one
+    # shared alpha the tiny half would round to 0 on the DAC; per tile it survives.
+    x = np.concatenate([np.full(500, 1.0), np.full(500, 1e-3)])[None].astype(np.float32)
+    w = np.zeros((2, 1000), np.float32)
+    w[0, :500] = 0.01
+    w[1, 500:] = 0.01
+    y = forward(w, x, adc_bits=0)
+    assert y[0, 0] == pytest.approx(5.0, rel=1e-5)
+    assert y[0, 1] == pytest.approx(5e-3, rel=1e-4)
+    m = AnalogMatrix(w, HardwareConfig(**QUIET), 0)
+    assert [len(r) for r in m.tiles] == [1, 1] and len(m.tiles) == 2
+    # each tile clips at its own ADC bound: 500 * 0.05 = 25 > 12 per tile without retries
+    w2 = np.full((1, 1000), 0.05, np.float32)
+    y2 = forward(w2, np.ones((1, 1000)), adc_bits=0, bound_management="none")
+    assert y2[0, 0] == pytest.approx(24.0)
+
+
+def test_additive_constant_weight_noise_equals_fresh_noise_on_every_weight():
+    rng = np.random.default_rng(0)
+    w = rng.uniform(-0.5, 0.5, (6, 30)).astype(np.float32)
+    x = rng.uniform(-1, 1, (1, 30)).astype(np.float32)
+    x[0, 0] = 1.0
+    n = 40_000
+    y = forward(w, np.repeat(x, n, 0), w_noise=0.05, dac_bits=0, adc_bits=0)
+    # brute force: fresh N(0, 0.05^2) on every weight, every MVM
+    noisy_w = w[None] + 0.05 * rng.standard_normal((n, 6, 30)).astype(np.float32)
+    ref = np.einsum("nij,j->ni", noisy_w, x[0])
+    # std estimates from 4e4 draws agree within 1.5 % (4 standard errors: 4/sqrt(2 * 4e4))
+    np.testing.assert_allclose(y.std(0), ref.std(0), rtol=0.03)
+    np.testing.assert_allclose(y.mean(0), ref.mean(0), atol=5 * 0.05 * np.linalg.norm(x) / 200)
+
+
+def test_pcm_read_weight_noise_scales_with_sqrt_abs_weight():
+    w = np.array([[0.04], [0.64]], np.float32)
+    y = forward(w, np.ones((200_000, 1)), w_noise=0.1, w_noise_type="pcm_read", dac_bits=0,
+                adc_bits=0)
+    np.testing.assert_allclose(y.std(0), [0.1 * 0.2, 0.1 * 0.8], rtol=0.01)
+
+
+def test_output_noise_has_the_configured_sigma_before_the_adc():
+    w = np.ones((3, 1), np.float32)
+    y = forward(w, np.ones((200_000, 1)), out_noise=0.2, dac_bits=0, adc_bits=0)
+    np.testing.assert_allclose(y.std(0), 0.2, rtol=0.01)
+
+
+def test_global_drift_compensation_restores_mean_output_under_pure_drift():
+    rng = np.random.default_rng(1)
+    w = rng.uniform(-1, 1, (16, 64)).astype(np.float32)
+    lin = linear_with(w)
+    x = torch.from_numpy(rng.uniform(-1, 1, (200, 64)).astype(np.float32))
+    ref = lin(x).detach().numpy()
+    pure = dict(out_noise=0.0, read_noise_scale=0.0, prog_noise_scale=0.0, dac_bits=0, adc_bits=0,
+                out_bound=1e6)
+    on = mc_engine.convert(lin, HardwareConfig(**pure)).program(3).drift(3.15e7)
+    off = mc_engine.convert(lin, HardwareConfig(**pure, drift_compensation="none")).program(3)
+    off.drift(3.15e7)
+    y_on, y_off = on(x).numpy(), off(x).numpy()
+    # uncompensated outputs shrink by ~((t + t0)/t0)^-0.05 ~ 0.5; compensated mean |y| returns
+    assert np.abs(y_off).mean() < 0.6 * np.abs(ref).mean()
+    assert np.abs(y_on).mean() == pytest.approx(np.abs(ref).mean(), rel=0.02)
+
+
+@pytest.fixture(scope="module")
+def digits_mlp():
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    model.load_state_dict(torch.load(AIHWKIT / "digits_mlp_public.pt"))
+    with np.load(AIHWKIT / "digits_split_public.npz") as d:
+        return model.eval(), torch.from_numpy(d["x_test"]), d["y_test"]
+
+
+def accuracy(model, x, y):
+    with torch.no_grad():
+        return float((model(x).argmax(1).numpy() == y).mean())
+
+
+def test_all_noise_off_loses_no_accuracy_and_matches_torch(digits_mlp):
+    model, x, y = digits_mlp
+    exact = HardwareConfig(**QUIET, dac_bits=0, adc_bits=0, out_bound=1e6)
+    am = mc_engine.convert(model, exact).program(0).drift(0.0)
+    np.testing.assert_allclose(am(x).numpy(), model(x).detach().numpy(), rtol=1e-5, atol=1e-5)
+    quantized = mc_engine.convert(model, HardwareConfig(**QUIET)).program(0)
+    assert accuracy(quantized, x, y) >= accuracy(model, x, y) - 0.005
+
+
+def test_accuracy_falls_monotonically_with_output_noise(digits_mlp):
+    model, x, y = digits_mlp
+    means = []
+    for sigma in (0.0, 0.5, 1.5, 3.0):
+        accs = [accuracy(mc_engine.convert(model, HardwareConfig(**{**QUIET, "out_noise": sigma}))
+                         .program(s), x, y) for s in range(6)]
+        means.append(np.mean(accs))
+    # steps chosen so that each drop (>= 3 points) dwarfs the MC error of a 6-trial mean (< 0.5)
+    assert all(a > b + 0.01 for a, b in zip(means, means[1:])), means
+
+
+def test_same_seed_gives_bitwise_identical_logits_and_other_seeds_differ(digits_mlp):
+    model, x, _ = digits_mlp
+    hw = HardwareConfig(w_noise=0.02, inp_noise=0.01)
+    runs = [mc_engine.convert(model, hw).program(seed).drift(3600.0)(x).numpy()
+            for seed in (5, 5, 6)]
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])
+
+
+def test_drift_result_does_not_depend_on_earlier_read_times(digits_mlp):
+    model, x, _ = digits_mlp
+    a = mc_engine.convert(model, HardwareConfig()).program(1)
+    a.drift(0.0)
+    a(x)
+    y1 = a.drift(86400.0)(x).numpy()
+    y2 = mc_engine.convert(model, HardwareConfig()).program(1).drift(86400.0)(x).numpy()
+    np.testing.assert_array_equal(y1, y2)
+
+
+@pytest.mark.parametrize("kwargs", [dict(stride=2, padding=1), dict(padding=2, dilation=2),
+                                    dict(groups=4, padding=1), dict(groups=8, bias=False),
+                                    dict(padding="same"), dict(stride=(1, 2), padding=(0, 1))])
+def test_conv2d_without_quantization_equals_torch(kwargs):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 16 if kwargs.get("groups") != 8 else 8, 3, **kwargs)
+    x = torch.randn(3, 8, 10, 11)
+    am = mc_engine.convert(conv, HardwareConfig(**QUIET, dac_bits=0, adc_bits=0, out_bound=1e6))
+    np.testing.assert_allclose(am(x).numpy(), conv(x).detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_unsupported_layer_is_rejected_with_its_name():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.Conv1d(1, 1, 3)))
+    with pytest.raises(UserInputError, match=r"'1\.0' \(Conv1d\)"):
+        mc_engine.convert(model, HardwareConfig())
+
+
+def test_nan_weights_are_rejected_with_the_layer_name():
+    layer = nn.Linear(3, 2)
+    with torch.no_grad():
+        layer.weight[0, 0] = float("nan")
+    with pytest.raises(UserInputError, match="layer '0' has NaN"):
+        mc_engine.convert(layer, HardwareConfig())
+
+
+def test_negative_inference_time_is_rejected():
+    am = mc_engine.convert(nn.Linear(3, 2), HardwareConfig()).program(0)
+    with pytest.raises(UserInputError, match="t_inference_s"):
+        am.drift(-1.0)
+
+
+@pytest.mark.parametrize("field,value,match", [("adc_bits", -1, "adc_bits: must be >= 0"),
+                                               ("device", "rram", "device: expected one of"),
+                                               ("out_noise", "x", "out_noise: expected a number"),
+                                               ("g_max", 0.0, "g_max: must be > 0")])
+def test_invalid_hardware_values_name_the_field(field, value, match):
+    with pytest.raises(UserInputError, match=match):
+        HardwareConfig(**{field: value})
