@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mc_engine.analog.tile import AnalogMatrix
+from mc_engine.analog.tile import AnalogMatrix, PatchRows
 from mc_engine.errors import UserInputError
 from mc_engine.hardware.config import HardwareConfig
 
@@ -58,7 +58,7 @@ class AnalogLinear(AnalogLayer):
 
 
 class AnalogConv2d(AnalogLayer):
-    """nn.Conv2d on analog tiles via im2col; each group is its own weight matrix."""
+    """nn.Conv2d on analog tiles via im2col (fused with the DAC); each group is its own matrix."""
 
     def __init__(self, layer: nn.Conv2d, hw: HardwareConfig, index: int, name: str):
         super().__init__()
@@ -77,19 +77,19 @@ class AnalogConv2d(AnalogLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
-        kh, kw = self.kernel_size
-        ho = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
-        wo = (w + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
-        cols = F.unfold(x.to(torch.float32), self.kernel_size, dilation=self.dilation,
-                        padding=self.padding, stride=self.stride)        # (n, C*kh*kw, L)
-        flat = _as_numpy(cols.transpose(1, 2).reshape(n * ho * wo, -1))
-        width = flat.shape[1] // self.groups
-        parts = [m.forward(flat[:, g * width:(g + 1) * width]) for g, m in enumerate(self.matrices)]
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        ho = (h + 2 * ph - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
+        wo = (w + 2 * pw - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+        padded = F.pad(x.to(torch.float32), (pw, pw, ph, ph)) if ph or pw else x
+        rows = PatchRows(_as_numpy(padded), self.kernel_size, self.stride, self.dilation,
+                         (ho, wo))
+        width = self.matrices[0].in_features
+        parts = [m.forward(rows, g * width) for g, m in enumerate(self.matrices)]
         y = torch.from_numpy(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1))
-        y = y.reshape(n, ho * wo, self.out_channels).transpose(1, 2)
+        y = y.view(n, ho * wo, self.out_channels).transpose(1, 2)
         y = y.reshape(n, self.out_channels, ho, wo)
         if self.bias is not None:
-            y = y + self.bias.view(1, -1, 1, 1)
+            y += self.bias.view(1, -1, 1, 1)
         return y
 
 

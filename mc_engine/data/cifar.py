@@ -65,14 +65,14 @@ def _read_batch(file: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(file, "rb") as fh:
             batch = _ArrayUnpickler(fh, encoding="bytes").load()
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user input error
+    except Exception as exc:  # any unreadable file is a user input error
         raise UserInputError(f"{file} is not a CIFAR python batch ({one_line(exc)})") from exc
     data = batch.get(b"data") if isinstance(batch, dict) else None
     labels = batch.get(label_key) if isinstance(batch, dict) else None
     if (not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2
             or data.shape[1] != 3072 or labels is None or len(labels) != len(data)):
         raise UserInputError(f"{file} is not a CIFAR python batch: expected {b'data'!r} "
-                             f"(uint8, N×3072) and {label_key!r} (N labels)")
+                             f"(uint8, N x 3072) and {label_key!r} (N labels)")
     return data, np.asarray(labels, dtype=np.int64)
 
 

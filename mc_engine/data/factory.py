@@ -30,7 +30,7 @@ def import_factory(ref: object, base_dir: Path, source: str | None, key: str) ->
     importlib.invalidate_caches()
     try:
         obj: Any = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - any failure inside user code is a user input error
+    except Exception as exc:  # any failure inside user code is a user input error
         raise UserInputError(
             f"cannot import module {module_name!r} ({type(exc).__name__}: {one_line(exc)}); "
             f"modules are looked up in {folder} and on the Python path",
@@ -50,7 +50,7 @@ def call_factory(fn: Callable[..., Any], ref: str, source: str | None, key: str)
     """Call a user factory with no arguments; its exceptions become one-line input errors."""
     try:
         return fn()
-    except Exception as exc:  # noqa: BLE001 - any failure inside user code is a user input error
+    except Exception as exc:  # any failure inside user code is a user input error
         raise UserInputError(f"{ref!r} raised {type(exc).__name__}: {one_line(exc)}",
                              source=source, key=key) from exc
 

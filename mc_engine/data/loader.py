@@ -7,9 +7,9 @@ file and the ``data.<key>`` at fault.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -39,8 +39,10 @@ class Dataset:
 def load_dataset(spec: dict[str, Any], base_dir: Path, source: str | None) -> Dataset:
     """The test set described by a study's ``[data]`` table (digits when the table is empty)."""
     def fail(key: str, message: str) -> UserInputError:
-        return UserInputError(message, source=source, key=f"data.{key}")
+        return UserInputError(message, source=source, key=f"data.{key}" if key else "data")
 
+    if not isinstance(spec, Mapping):
+        raise fail("", f"expected a table such as [data] dataset = 'digits', got {spec!r}")
     unknown = sorted(set(spec) - set(_KEYS))
     if unknown:
         raise fail(unknown[0], f"unknown key; allowed: {', '.join(_KEYS)}")
@@ -102,7 +104,7 @@ def _npz_arrays(path: Path, fail: _Fail) -> tuple[np.ndarray, np.ndarray]:
             return npz["x_test"], npz["y_test"]
     except UserInputError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user input error
+    except Exception as exc:  # any unreadable file is a user input error
         raise fail("path", f"{path} is not a readable .npz file ({one_line(exc)})") from exc
 
 
@@ -121,7 +123,7 @@ def _validated(x: object, y: object, fail: _Fail, key: str) -> tuple[np.ndarray,
     """float32 x with a sample axis, int64 labels ≥ 0 of the same length, no NaN or inf."""
     x, y = np.asarray(x), np.asarray(y)
     if x.dtype.kind not in "fiub" or x.ndim < 2:
-        raise fail(key, f"inputs x must be a numeric array of shape N×…, got dtype {x.dtype} "
+        raise fail(key, f"inputs x must be a numeric array of shape N x ..., got dtype {x.dtype} "
                         f"with shape {x.shape}")
     if y.dtype.kind not in "iu" or y.ndim != 1:
         raise fail(key, f"labels y must be a 1-D integer array, got dtype {y.dtype} "

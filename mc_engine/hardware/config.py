@@ -29,10 +29,10 @@ class HardwareConfig:
 
     # --- periphery: DAC / ADC / noise (circuits) ---
     dac_bits: int = _param(7, "DAC resolution in bits; inp_res = 1/(2^b - 2) on [-1, 1] "
-                              "(7 -> 127 levels). 0 switches the DAC off.", lo=0, hi=24)
+                              "(7 -> 127 levels). 0 switches the DAC off.", lo=0, hi=20)
     adc_bits: int = _param(9, "ADC resolution in bits; out_res = 1/(2^b - 2) of the range "
                               "[-out_bound, out_bound] (9 -> step 2*12/510). 0 switches it off.",
-                           lo=0, hi=24)
+                           lo=0, hi=20)
     inp_noise: float = _param(0.0, "Gaussian input noise sigma, added after the DAC, in units of "
                                    "the normalised input range [-1, 1].", lo=0.0)
     out_noise: float = _param(0.06, "Gaussian output noise sigma added before the ADC, in output "

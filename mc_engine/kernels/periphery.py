@@ -12,48 +12,118 @@ import numpy as np
 from numba import njit
 
 
+_MAGIC = np.float32(12582912.0)   # 1.5 * 2^23: (q + M) - M is rint(q) for |q| < 2^22
+_LIMIT = np.float32(2.0**21)      # quantizers have <= 20 bits, so levels lie well inside this
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _rint(q):
+    """Round half to even, like C's rint, for float32 q; |q| beyond 2^21 saturates there.
+
+    libm's rintf is an opaque call that stops LLVM from vectorising the loops; the magic-number
+    form is exact (IEEE round-to-nearest-even) and vectorises. Values beyond 2^21 levels are
+    clipped by every caller anyway (DAC at ±1, ADC at ±bound), so saturating them is harmless.
+    """
+    q = min(max(q, -_LIMIT), _LIMIT)
+    return (q + _MAGIC) - _MAGIC
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _quantize(v, step, one):
+    if step > 0:
+        v = _rint(v / step) * step
+    return min(max(v, -one), one)
+
+
 @njit(cache=True, nogil=True)
-def row_abs_max(x: np.ndarray, out: np.ndarray) -> None:
-    """out[i] = max_j |x[i, j]| (the abs_max noise-management alpha of every input vector)."""
-    m, n = x.shape
-    for i in range(m):
+def row_abs_max(x: np.ndarray, c0: int, c1: int, out: np.ndarray) -> None:
+    """out[i] = max_{c0 <= j < c1} |x[i, j]| (the abs_max noise-management alpha)."""
+    for i in range(x.shape[0]):
         a = np.float32(0.0)
-        for j in range(n):
-            v = abs(x[i, j])
-            if v > a:
-                a = v
+        for j in range(c0, c1):
+            a = max(a, abs(x[i, j]))
         out[i] = a
 
 
 @njit(cache=True, nogil=True)
-def dac_rows(x: np.ndarray, rows: np.ndarray, scale: np.ndarray, step: np.float32,
-             inp_noise: np.float32, noise: np.ndarray, out: np.ndarray,
-             sq_norm: np.ndarray) -> None:
-    """Quantise the selected input rows: out[k] = clip(rint(x[rows[k]]*scale[k]/step)*step, -1, 1).
-
-    ``step = 0`` skips the rounding; input noise (sigma ``inp_noise``, normals ``noise[k, j]``)
-    is added after clipping. ``sq_norm[k]`` receives sum_j out[k, j]^2, used by the
-    additive-constant weight noise.
-    """
-    n = x.shape[1]
+def dac_rows(x: np.ndarray, c0: int, c1: int, rows: np.ndarray, scale: np.ndarray,
+             step: np.float32, out: np.ndarray) -> None:
+    """out[k] = clip(rint(x[rows[k], c0:c1]*scale[k]/step)*step, -1, 1); step 0 = no rounding."""
     one = np.float32(1.0)
     for k in range(rows.shape[0]):
         i = rows[k]
         s = scale[k]
-        acc = np.float32(0.0)
-        for j in range(n):
-            v = x[i, j] * s
-            if step > 0:
-                v = np.rint(v / step) * step
-            if v > one:
-                v = one
-            elif v < -one:
-                v = -one
-            if inp_noise > 0:
-                v += inp_noise * noise[k, j]
-            out[k, j] = v
-            acc += v * v
-        sq_norm[k] = acc
+        for j in range(c0, c1):
+            out[k, j - c0] = _quantize(x[i, j] * s, step, one)
+
+
+@njit(cache=True, nogil=True)
+def patch_abs_max(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int,
+                  ho: int, wo: int, c0: int, c1: int, out: np.ndarray) -> None:
+    """abs_max alpha of every im2col row of the padded image batch xp (N, C, Hp, Wp).
+
+    Row r = (n*ho + oh)*wo + ow, columns c0..c1 of the (C, kh, kw)-ordered patch, as
+    torch.nn.functional.unfold lays them out, without materialising the patch matrix. Column by
+    column over a flat view, so that the inner loop runs along an image row.
+    """
+    n_img, n_ch, hp, wp = xp.shape
+    flat = xp.reshape(-1)
+    kk = kh * kw
+    out[:] = 0.0
+    for n in range(n_img):        # image outermost: its pixels stay in cache for every column
+        for c in range(c0, c1):
+            ch = c // kk
+            i = (c - ch * kk) // kw
+            j = c - ch * kk - i * kw
+            for oh in range(ho):
+                src = ((n * n_ch + ch) * hp + oh * sh + i * dh) * wp + j * dw
+                base = (n * ho + oh) * wo
+                for ow in range(wo):
+                    out[base + ow] = max(out[base + ow], abs(flat[src + ow * sw]))
+
+
+@njit(cache=True, nogil=True)
+def patch_dac_all(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int,
+                  ho: int, wo: int, c0: int, c1: int, scale: np.ndarray, step: np.float32,
+                  out_t: np.ndarray) -> None:
+    """Fused im2col + DAC of all rows, written transposed: out_t[c - c0, r] (column-major)."""
+    n_img, n_ch, hp, wp = xp.shape
+    flat = xp.reshape(-1)
+    kk = kh * kw
+    one = np.float32(1.0)
+    for n in range(n_img):
+        for c in range(c0, c1):
+            ch = c // kk
+            i = (c - ch * kk) // kw
+            j = c - ch * kk - i * kw
+            for oh in range(ho):
+                src = ((n * n_ch + ch) * hp + oh * sh + i * dh) * wp + j * dw
+                base = (n * ho + oh) * wo
+                for ow in range(wo):
+                    v = flat[src + ow * sw] * scale[base + ow]
+                    out_t[c - c0, base + ow] = _quantize(v, step, one)
+
+
+@njit(cache=True, nogil=True)
+def patch_dac_rows(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int,
+                   ho: int, wo: int, c0: int, c1: int, rows: np.ndarray, scale: np.ndarray,
+                   step: np.float32, out: np.ndarray) -> None:
+    """Fused im2col + DAC: out[k] = quantised columns c0..c1 of im2col row rows[k] of xp."""
+    kk = kh * kw
+    one = np.float32(1.0)
+    hw = ho * wo
+    for k in range(rows.shape[0]):
+        r = rows[k]
+        n = r // hw
+        oh = (r - n * hw) // wo
+        ow = r - n * hw - oh * wo
+        s = scale[k]
+        for c in range(c0, c1):
+            ch = c // kk
+            q = c - ch * kk
+            i = q // kw
+            v = xp[n, ch, oh * sh + i * dh, ow * sw + (q - i * kw) * dw]
+            out[k, c - c0] = _quantize(v * s, step, one)
 
 
 @njit(cache=True, nogil=True)
@@ -84,7 +154,7 @@ def adc_rows(y: np.ndarray, out_noise: np.float32, noise: np.ndarray, wn_row: np
             if out_noise > 0:
                 v += out_noise * noise[k, j]
             if step > 0:
-                v = np.rint(v / step) * step
+                v = _rint(v / step) * step
             if v > bound:
                 v = bound
                 sat = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ def load_model(spec: dict[str, Any], base_dir: Path, source: str | None,
     def fail(key: str, message: str) -> UserInputError:
         return UserInputError(message, source=source, key=f"model.{key}" if key else "model")
 
+    if not isinstance(spec, Mapping):
+        raise fail("", f"expected a table such as [model] zoo = 'digits_mlp', got {spec!r}")
     unknown = sorted(set(spec) - set(_KEYS))
     if unknown:
         raise fail(unknown[0], f"unknown key; allowed: {', '.join(_KEYS)}")
@@ -96,13 +99,9 @@ def _num_classes(spec: dict[str, Any], name: str, fail: _Fail) -> int:
 def _cached_digits(name: str, cache_dir: Path) -> nn.Module:
     """Trained digits model from the cache, training (and caching) it on a miss."""
     file = cache_dir / f"{name}.pt"
-    if file.is_file():
-        model = build(name)
-        try:
-            model.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
-            return model
-        except Exception:  # noqa: BLE001 - an unreadable or stale cache is simply rebuilt
-            pass
+    model = _read_cache(file, name)
+    if model is not None:
+        return model
     model = train_digits(name)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache_dir / f".{name}.{os.getpid()}.tmp"  # written aside, renamed: never a half file
@@ -111,10 +110,22 @@ def _cached_digits(name: str, cache_dir: Path) -> nn.Module:
     return model
 
 
+def _read_cache(file: Path, name: str) -> nn.Module | None:
+    """The cached model, or None when the file is absent, unreadable or stale (then retrain)."""
+    if not file.is_file():
+        return None
+    model = build(name)
+    try:
+        model.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError):
+        return None
+    return model
+
+
 def _load_checkpoint(model: nn.Module, path: Path, fail: _Fail) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user input error
+    except Exception as exc:  # any unreadable file is a user input error
         raise fail("checkpoint", f"{path} is not a readable state_dict file ({one_line(exc)}); "
                                  "save one with torch.save(model.state_dict(), path)") from exc
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
@@ -137,7 +148,7 @@ def _load_checkpoint(model: nn.Module, path: Path, fail: _Fail) -> None:
         raise fail("checkpoint", f"{path} does not fit the model: {'; '.join(problems)}")
     try:
         model.load_state_dict(state)
-    except Exception as exc:  # noqa: BLE001 - e.g. a dtype torch cannot copy
+    except Exception as exc:  # e.g. a dtype torch cannot copy
         raise fail("checkpoint", f"{path} does not fit the model ({one_line(exc)})") from exc
 
 

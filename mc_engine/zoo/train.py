@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from mc_engine.data.digits import digits_split
+from mc_engine.errors import UserInputError
 from mc_engine.zoo.models import DIGITS_MODELS, build
 
 EPOCHS = 40
@@ -20,9 +21,11 @@ LEARNING_RATE = 0.02
 
 
 def train_digits(name: str, seed: int = 0) -> nn.Module:
-    """A digits_* zoo model trained with Adam on the train half of ``digits_split()`` (eval mode)."""
+    """A digits_* zoo model trained with Adam on the train half of ``digits_split()``, in eval
+    mode; 40 epochs reach about 97 % test accuracy in a second or two on one thread."""
     if name not in DIGITS_MODELS:
-        raise ValueError(f"train_digits trains {', '.join(DIGITS_MODELS)}, not {name!r}")
+        raise UserInputError(f"expected one of {', '.join(DIGITS_MODELS)}, got {name!r}",
+                             key="name")
     split = digits_split()
     x = torch.from_numpy(split["x_train"])
     y = torch.from_numpy(split["y_train"])

@@ -1,0 +1,192 @@
+"""Running studies end to end on real Dask clusters: determinism, resume, --fresh, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mc_engine.errors import UserInputError
+from mc_engine.results import ResultStore, load_results
+from mc_engine.run import WORKER_ENV, run_study
+from mc_engine.study import load_study
+
+BIN = Path(sys.executable).parent
+
+TINY = """
+[study]
+name = "{name}"
+seed = {seed}
+repeats = {repeats}
+inference_times = ["0s", "1d"]
+
+[model]
+zoo = "digits_mlp"
+
+[data]
+dataset = "digits"
+limit = 100
+
+[hardware]
+out_noise = 0.06
+
+[sweep]
+adc_bits = [6, 8]
+"""
+
+
+def write_study(folder: Path, name: str = "tiny", *, seed: int = 11, repeats: int = 2) -> Path:
+    path = folder / f"{name}-{seed}-{repeats}.toml"
+    path.write_text(TINY.format(name=name, seed=seed, repeats=repeats))
+    return path
+
+
+def comparable(df: pd.DataFrame) -> pd.DataFrame:
+    """Everything but the timing column, which is the only thing allowed to differ."""
+    return df.drop(columns=["wall_s"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One zoo cache for every run of the session (the digits model is trained once)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def local_two(tmp_path_factory, cache_dir) -> pd.DataFrame:
+    """The tiny study on a LocalCluster of two workers."""
+    out = tmp_path_factory.mktemp("local2")
+    outcome = run_study(load_study(write_study(out)), out, workers=2, progress=False,
+                        cache_dir=cache_dir)
+    assert (outcome.n_trials, outcome.n_run, outcome.n_skipped) == (4, 4, 0)
+    return load_results(outcome.results_dir)
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """A real `dask scheduler` and two `dask worker --nthreads 1` processes on loopback."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    env = {**os.environ, **WORKER_ENV}
+    common = {"cwd": tmp_path, "env": env, "stdout": subprocess.DEVNULL,
+              "stderr": subprocess.DEVNULL}
+    procs = [subprocess.Popen([BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port",
+                               address.rsplit(":", 1)[1], "--no-dashboard"], **common)]
+    try:
+        procs += [subprocess.Popen([BIN / "dask", "worker", address, "--nthreads", "1",
+                                    "--no-dashboard", "--host", "127.0.0.1"], **common)
+                  for _ in range(2)]
+        from distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+
+
+def test_rows_follow_the_result_contract(local_two):
+    df = local_two
+    assert len(df) == 2 * 2 * 2  # points x repeats x times
+    assert set(df["t_inference_s"]) == {0.0, 86400.0}
+    assert (df["n_samples"] == 100).all()
+    assert (df["accuracy"] == df["n_correct"] / df["n_samples"]).all()
+    seeds = df.groupby("repeat")["seed"].nunique()
+    assert (seeds == 1).all()  # the seed depends on the repeat only: common random numbers
+    assert df.groupby(["point_id", "repeat"]).size().eq(2).all()
+
+
+def test_results_do_not_depend_on_worker_count_or_cluster(local_two, dask_cluster, tmp_path,
+                                                           cache_dir):
+    one = run_study(load_study(write_study(tmp_path)), tmp_path / "one", workers=1,
+                    progress=False, cache_dir=cache_dir)
+    remote = run_study(load_study(write_study(tmp_path)), tmp_path / "remote",
+                       scheduler=dask_cluster, progress=False, cache_dir=cache_dir)
+    pd.testing.assert_frame_equal(comparable(load_results(one.results_dir)),
+                                  comparable(local_two))
+    pd.testing.assert_frame_equal(comparable(load_results(remote.results_dir)),
+                                  comparable(local_two))
+    ideal = pd.read_parquet(remote.results_dir / "ideal.parquet")
+    assert ideal["n_samples"].tolist() == [100]
+
+
+def test_resume_reruns_only_missing_trials(local_two, tmp_path, cache_dir):
+    study = load_study(write_study(tmp_path))
+    first = run_study(study, tmp_path, workers=2, batch_trials=1, progress=False,
+                      cache_dir=cache_dir)
+    parts = ResultStore(first.results_dir).parts()
+    assert len(parts) == 4  # one trial per part file
+    parts[1].unlink()
+    again = run_study(study, tmp_path, workers=2, batch_trials=1, progress=False,
+                      cache_dir=cache_dir)
+    assert (again.n_run, again.n_skipped) == (1, 3)
+    df = load_results(first.results_dir)
+    assert not df.duplicated(["point_id", "repeat", "t_inference_s"]).any()
+    pd.testing.assert_frame_equal(comparable(df), comparable(local_two))
+    done = run_study(study, tmp_path, workers=2, progress=False, cache_dir=cache_dir)
+    assert (done.n_run, done.n_skipped) == (0, 4)
+
+
+def test_more_repeats_extend_earlier_results(local_two, tmp_path, cache_dir):
+    fewer = run_study(load_study(write_study(tmp_path, repeats=1)), tmp_path, workers=2,
+                      progress=False, cache_dir=cache_dir)
+    assert fewer.n_run == 2
+    more = run_study(load_study(write_study(tmp_path, repeats=2)), tmp_path, workers=2,
+                     progress=False, cache_dir=cache_dir)
+    assert (more.n_run, more.n_skipped) == (2, 2)
+    pd.testing.assert_frame_equal(comparable(load_results(more.results_dir)),
+                                  comparable(local_two))
+
+
+def test_resume_refuses_results_of_another_seed_unless_fresh(local_two, tmp_path, cache_dir):
+    run_study(load_study(write_study(tmp_path, repeats=1)), tmp_path, workers=1,
+              progress=False, cache_dir=cache_dir)
+    other = load_study(write_study(tmp_path, seed=12, repeats=1))
+    with pytest.raises(UserInputError, match=r"study.seed: differs .* --fresh"):
+        run_study(other, tmp_path, workers=1, progress=False, cache_dir=cache_dir)
+    fresh = run_study(other, tmp_path, workers=1, fresh=True, progress=False,
+                      cache_dir=cache_dir)
+    assert fresh.n_run == 2
+    assert set(load_results(fresh.results_dir)["seed"]) != set(local_two["seed"])
+
+
+def test_ctrl_c_keeps_written_trials_and_a_rerun_completes(tmp_path, cache_dir):
+    study = tmp_path / "long.toml"
+    study.write_text(TINY.format(name="long", seed=5, repeats=40))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".cache").symlink_to(cache_dir, target_is_directory=True)
+    command = [str(BIN / "mc-engine"), "run", str(study), "--out", str(out), "--workers", "2"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True, text=True)
+    results = out / "long"
+    deadline = time.monotonic() + 120
+    while not ResultStore(results).parts() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    kept = load_results(results)
+    assert 0 < len(kept) < 2 * 40 * 2
+    assert not kept.duplicated(["point_id", "repeat", "t_inference_s"]).any()
+    finish = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finish.returncode == 0, finish.stderr
+    full = load_results(results)
+    assert len(full) == 2 * 40 * 2
+    assert not full.duplicated(["point_id", "repeat", "t_inference_s"]).any()
