@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from distributed import Client, LocalCluster
 
+from mc_engine.cli import main
 from mc_engine.errors import UserInputError
 from mc_engine.results import ResultStore, load_results
 from mc_engine.run import WORKER_ENV, run_study
@@ -67,7 +71,7 @@ def cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def local_two(tmp_path_factory, cache_dir) -> pd.DataFrame:
-    """The tiny study on a LocalCluster of two workers."""
+    """The tiny study on a LocalCluster of two workers started by the run."""
     out = tmp_path_factory.mktemp("local2")
     outcome = run_study(load_study(write_study(out)), out, workers=2, progress=False,
                         cache_dir=cache_dir)
@@ -75,27 +79,34 @@ def local_two(tmp_path_factory, cache_dir) -> pd.DataFrame:
     return load_results(outcome.results_dir)
 
 
+@pytest.fixture(scope="session")
+def warm_cluster():
+    """A LocalCluster kept for the session, used through its address like any remote scheduler
+    (the --scheduler path), so that the resume tests do not each pay a cluster start."""
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None, env=WORKER_ENV) as cluster:
+        yield cluster.scheduler_address
+
+
 @pytest.fixture
 def dask_cluster(tmp_path):
     """A real `dask scheduler` and two `dask worker --nthreads 1` processes on loopback."""
     address = f"tcp://127.0.0.1:{free_port()}"
-    env = {**os.environ, **WORKER_ENV}
-    common = {"cwd": tmp_path, "env": env, "stdout": subprocess.DEVNULL,
-              "stderr": subprocess.DEVNULL}
+    common = {"cwd": tmp_path, "env": {**os.environ, **WORKER_ENV},
+              "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
+              "start_new_session": True}
     procs = [subprocess.Popen([BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port",
                                address.rsplit(":", 1)[1], "--no-dashboard"], **common)]
     try:
         procs += [subprocess.Popen([BIN / "dask", "worker", address, "--nthreads", "1",
                                     "--no-dashboard", "--host", "127.0.0.1"], **common)
                   for _ in range(2)]
-        from distributed import Client
-
         with Client(address, timeout="30s") as client:
             client.wait_for_workers(2, timeout=60)
         yield address
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
+        for proc in procs:  # each in its own session: the group holds the worker it spawned
+            os.killpg(proc.pid, signal.SIGKILL)
         for proc in procs:
             proc.wait(timeout=30)
 
@@ -125,68 +136,81 @@ def test_results_do_not_depend_on_worker_count_or_cluster(local_two, dask_cluste
     assert ideal["n_samples"].tolist() == [100]
 
 
-def test_resume_reruns_only_missing_trials(local_two, tmp_path, cache_dir):
+def test_resume_reruns_only_missing_trials(local_two, warm_cluster, tmp_path, cache_dir):
     study = load_study(write_study(tmp_path))
-    first = run_study(study, tmp_path, workers=2, batch_trials=1, progress=False,
+    first = run_study(study, tmp_path, scheduler=warm_cluster, batch_trials=1, progress=False,
                       cache_dir=cache_dir)
     parts = ResultStore(first.results_dir).parts()
     assert len(parts) == 4  # one trial per part file
     parts[1].unlink()
-    again = run_study(study, tmp_path, workers=2, batch_trials=1, progress=False,
+    again = run_study(study, tmp_path, scheduler=warm_cluster, batch_trials=1, progress=False,
                       cache_dir=cache_dir)
     assert (again.n_run, again.n_skipped) == (1, 3)
     df = load_results(first.results_dir)
     assert not df.duplicated(["point_id", "repeat", "t_inference_s"]).any()
     pd.testing.assert_frame_equal(comparable(df), comparable(local_two))
-    done = run_study(study, tmp_path, workers=2, progress=False, cache_dir=cache_dir)
+    done = run_study(study, tmp_path, scheduler=warm_cluster, progress=False, cache_dir=cache_dir)
     assert (done.n_run, done.n_skipped) == (0, 4)
 
 
-def test_more_repeats_extend_earlier_results(local_two, tmp_path, cache_dir):
-    fewer = run_study(load_study(write_study(tmp_path, repeats=1)), tmp_path, workers=2,
+def test_more_repeats_extend_earlier_results(local_two, warm_cluster, tmp_path, cache_dir):
+    fewer = run_study(load_study(write_study(tmp_path, repeats=1)), tmp_path, scheduler=warm_cluster,
                       progress=False, cache_dir=cache_dir)
     assert fewer.n_run == 2
-    more = run_study(load_study(write_study(tmp_path, repeats=2)), tmp_path, workers=2,
+    more = run_study(load_study(write_study(tmp_path, repeats=2)), tmp_path, scheduler=warm_cluster,
                      progress=False, cache_dir=cache_dir)
     assert (more.n_run, more.n_skipped) == (2, 2)
     pd.testing.assert_frame_equal(comparable(load_results(more.results_dir)),
                                   comparable(local_two))
 
 
-def test_resume_refuses_results_of_another_seed_unless_fresh(local_two, tmp_path, cache_dir):
-    run_study(load_study(write_study(tmp_path, repeats=1)), tmp_path, workers=1,
+def test_resume_refuses_results_of_another_seed_unless_fresh(local_two, warm_cluster, tmp_path,
+                                                             cache_dir):
+    run_study(load_study(write_study(tmp_path, repeats=1)), tmp_path, scheduler=warm_cluster,
               progress=False, cache_dir=cache_dir)
     other = load_study(write_study(tmp_path, seed=12, repeats=1))
     with pytest.raises(UserInputError, match=r"study.seed: differs .* --fresh"):
-        run_study(other, tmp_path, workers=1, progress=False, cache_dir=cache_dir)
-    fresh = run_study(other, tmp_path, workers=1, fresh=True, progress=False,
+        run_study(other, tmp_path, scheduler=warm_cluster, progress=False, cache_dir=cache_dir)
+    fresh = run_study(other, tmp_path, scheduler=warm_cluster, fresh=True, progress=False,
                       cache_dir=cache_dir)
     assert fresh.n_run == 2
     assert set(load_results(fresh.results_dir)["seed"]) != set(local_two["seed"])
 
 
-def test_ctrl_c_keeps_written_trials_and_a_rerun_completes(tmp_path, cache_dir):
-    study = tmp_path / "long.toml"
-    study.write_text(TINY.format(name="long", seed=5, repeats=40))
+def test_ctrl_c_keeps_received_trials_and_a_rerun_completes(tmp_path, cache_dir, warm_cluster):
+    """SIGINT to the whole process group (a terminal's Ctrl-C, local cluster included)."""
+    long_run = tmp_path / "long.toml"
+    long_run.write_text(TINY.format(name="long", seed=5, repeats=200))
     out = tmp_path / "out"
     out.mkdir()
     (out / ".cache").symlink_to(cache_dir, target_is_directory=True)
-    command = [str(BIN / "mc-engine"), "run", str(study), "--out", str(out), "--workers", "2"]
+    command = [str(BIN / "mc-engine"), "run", str(long_run), "--out", str(out), "--workers", "2"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True, text=True)
-    results = out / "long"
+    stderr: list[str] = []
+    reader = threading.Thread(target=lambda: stderr.extend(iter(lambda: proc.stderr.read(1),
+                                                                "")))
+    reader.start()
     deadline = time.monotonic() + 120
-    while not ResultStore(results).parts() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
-    assert "Traceback" not in stderr
-    kept = load_results(results)
-    assert 0 < len(kept) < 2 * 40 * 2
+    while time.monotonic() < deadline and proc.poll() is None:
+        progress = re.findall(r"(\d+)/400 \[", "".join(stderr))
+        if progress and int(progress[-1]) >= 4:
+            break
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=60)
+    reader.join(timeout=10)
+    text = "".join(stderr)
+    assert proc.returncode == 130, text
+    assert "Traceback" not in text
+    kept = load_results(out / "long")
+    assert 4 * 2 <= len(kept) < 400 * 2
     assert not kept.duplicated(["point_id", "repeat", "t_inference_s"]).any()
-    finish = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert finish.returncode == 0, finish.stderr
-    full = load_results(results)
-    assert len(full) == 2 * 40 * 2
+
+    short_run = tmp_path / "short.toml"  # same name, seed, times, model, data: resumable
+    short_run.write_text(TINY.format(name="long", seed=5, repeats=3))
+    finish = main(["run", str(short_run), "--out", str(out), "--scheduler", warm_cluster])
+    assert finish == 0
+    full = load_results(out / "long")
     assert not full.duplicated(["point_id", "repeat", "t_inference_s"]).any()
+    assert len(full[full.repeat < 3]) == 2 * 3 * 2  # every trial of the short study

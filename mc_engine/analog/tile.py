@@ -10,10 +10,11 @@ the input dimension are summed digitally.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mc_engine.hardware.config import HardwareConfig
 from mc_engine.hardware.devices import DEVICES, DeviceModel
@@ -24,6 +25,9 @@ from mc_engine.kernels.periphery import (adc_rows, dac_rows, patch_abs_max, patc
 # tile, time)), so a trial's numbers do not depend on worker count, thread count or evaluation order.
 STAGE_PROGRAM, STAGE_READ, STAGE_MVM = 0, 1, 2
 _EMPTY1 = np.zeros(0, np.float32)
+# Rows are processed in pieces of about this many bytes of DAC output (a few hundred KiB: the
+# piece, its GEMM operands and the epilogue stay in L2 instead of streaming through memory).
+BLOCK_BYTES = 1 << 18
 _EMPTY2 = np.zeros((0, 0), np.float32)
 
 
@@ -77,6 +81,11 @@ class InputRows:
     def abs_max(self, c0: int, c1: int) -> np.ndarray:
         raise NotImplementedError
 
+    def blocks(self, n_cols: int) -> "Iterator[tuple[int, InputRows]]":
+        """(first row, view) pieces of about BLOCK_BYTES of DAC output each, so that the DAC
+        output, its GEMM and the ADC epilogue of a piece stay in cache."""
+        raise NotImplementedError
+
     def dac(self, c0: int, c1: int, rows: np.ndarray, scale: np.ndarray,
             step: np.float32) -> np.ndarray:
         """DAC output (len(rows) × (c1 - c0)) of the selected rows, inputs scaled by ``scale``."""
@@ -95,6 +104,11 @@ class DenseRows(InputRows):
         row_abs_max(self.x, c0, c1, a)
         return a
 
+    def blocks(self, n_cols):
+        step = max(64, BLOCK_BYTES // (4 * n_cols))
+        for r0 in range(0, self.n_rows, step):
+            yield r0, DenseRows(self.x[r0:r0 + step])
+
     def dac(self, c0, c1, rows, scale, step):
         out = np.empty((rows.size, c1 - c0), np.float32)
         dac_rows(self.x, c0, c1, rows, scale, step, out)
@@ -110,9 +124,24 @@ class PatchRows(InputRows):
         self.n_rows = self.xp.shape[0] * out_hw[0] * out_hw[1]
 
     def abs_max(self, c0, c1):
+        kh, kw, sh, sw, dh, dw = self.geom[:6]
+        kk = kh * kw
+        if c0 % kk == 0 and c1 % kk == 0:
+            # whole channels: channel-wise max of |x|, then a max-pool over the kernel window
+            # (exact, and torch's pooling is much faster than gathering patches)
+            a = torch.from_numpy(self.xp[:, c0 // kk:c1 // kk]).abs().amax(dim=1, keepdim=True)
+            pooled = F.max_pool2d(a, (kh, kw), (sh, sw), dilation=(dh, dw))
+            return np.ascontiguousarray(pooled.numpy().reshape(-1))
         a = np.empty(self.n_rows, np.float32)
         patch_abs_max(self.xp, *self.geom, c0, c1, a)
         return a
+
+    def blocks(self, n_cols):
+        per_image = self.geom[-1] * self.geom[-2]
+        images = max(1, BLOCK_BYTES // (4 * n_cols * per_image))
+        for n0 in range(0, self.xp.shape[0], images):
+            yield n0 * per_image, PatchRows(self.xp[n0:n0 + images], self.geom[:2],
+                                            self.geom[2:4], self.geom[4:6], self.geom[6:])
 
     def dac(self, c0, c1, rows, scale, step):
         if rows.size == self.n_rows:   # every row: column-major fused im2col, a transposed view
@@ -312,19 +341,21 @@ class AnalogMatrix:
         """
         if isinstance(source, np.ndarray):
             source = DenseRows(source)
-        m = source.n_rows
-        y = np.zeros((m, self.out_features), np.float32)
-        for (i0, i1), row in zip(self.in_chunks, self.tiles):
-            c0, c1 = col_offset + i0, col_offset + i1
-            alpha = self.periphery.alpha(source, c0, c1)
-            for (o0, o1), tile in zip(self.out_chunks, row):
-                post = tile.comp / tile.k
-                if len(self.in_chunks) == 1 and len(self.out_chunks) == 1:
-                    tile.forward(source, c0, alpha, self.noise, y, post)
-                else:
-                    part = np.empty((m, o1 - o0), np.float32)
-                    tile.forward(source, c0, alpha, self.noise, part, post)
-                    y[:, o0:o1] += part
+        y = np.zeros((source.n_rows, self.out_features), np.float32)
+        single = len(self.in_chunks) == 1 and len(self.out_chunks) == 1
+        for r0, block in source.blocks(self.in_features):
+            m = block.n_rows
+            for (i0, i1), row in zip(self.in_chunks, self.tiles):
+                c0, c1 = col_offset + i0, col_offset + i1
+                alpha = self.periphery.alpha(block, c0, c1)
+                for (o0, o1), tile in zip(self.out_chunks, row):
+                    post = tile.comp / tile.k
+                    if single:
+                        tile.forward(block, c0, alpha, self.noise, y[r0:r0 + m], post)
+                    else:
+                        part = np.empty((m, o1 - o0), np.float32)
+                        tile.forward(block, c0, alpha, self.noise, part, post)
+                        y[r0:r0 + m, o0:o1] += part
         return y
 
 

@@ -67,6 +67,7 @@ def summarize(df: pd.DataFrame,
               ideal: float | str | Path | pd.DataFrame | None = None) -> pd.DataFrame:
     """Per (hardware point, inference time): accuracy statistics over the repeats.
 
+    Rows are ordered by the swept parameter values, then point_id and time.
     Columns: study, point_id, the swept hardware columns, t_inference_s, n, mean, std (ddof 1),
     q05, q50, q95, ci95_lo / ci95_hi (Student-t 95 % interval of the mean; NaN when n = 1),
     ideal_accuracy and drop_from_ideal (ideal minus mean). ``ideal`` is a number, a results
@@ -76,9 +77,10 @@ def summarize(df: pd.DataFrame,
     from scipy import stats
 
     swept = swept_columns(df)
-    keys = ["study", "point_id", *swept, "t_inference_s"]
+    keys = ["study", *swept, "point_id", "t_inference_s"]  # sorted by parameter values
     grouped = df.groupby(keys, sort=True, dropna=False)["accuracy"]
     out = grouped.agg(n="count", mean="mean", std="std").reset_index()
+    out = out[["study", "point_id", *swept, *out.columns[len(swept) + 2:]]]
     for q in (5, 50, 95):
         out[f"q{q:02d}"] = grouped.quantile(q / 100).to_numpy()
     n = out["n"].to_numpy()

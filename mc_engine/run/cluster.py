@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -48,7 +50,7 @@ def open_client(workers: int | None = None, scheduler: str | None = None) -> Ite
             client.close()
         return
     n_workers = workers or os.cpu_count() or 1
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENV}):
+    with _sigint_ignored(), dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENV}):
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                                dashboard_address=None, env=WORKER_ENV,
                                silence_logs=logging.ERROR)
@@ -57,3 +59,21 @@ def open_client(workers: int | None = None, scheduler: str | None = None) -> Ite
             yield client
     finally:
         cluster.close()
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT while worker processes are spawned, so that they inherit it ignored.
+
+    A terminal's Ctrl-C goes to the whole process group; this way it interrupts only the
+    client, which writes what it has received and then shuts the workers down in order, instead
+    of every worker dying with a traceback of its own.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,1 @@
+"""Benchmarks, reported as ratios against a reference measured in the same run."""

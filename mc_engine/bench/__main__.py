@@ -1,0 +1,27 @@
+"""`python -m mc_engine.bench` (forward speed) or `python -m mc_engine.bench fidelity`."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# One thread everywhere, set before numba/torch/BLAS load: the benchmark is single-threaded.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["fidelity"]:
+        from mc_engine.bench import fidelity
+        return fidelity.main(args[1:])
+    if args:
+        print("usage: python -m mc_engine.bench [fidelity [--repeats N]]", file=sys.stderr)
+        return 2
+    from mc_engine.bench import forward
+    forward.main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
