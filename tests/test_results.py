@@ -11,8 +11,7 @@ from scipy import stats
 import mc_engine
 from mc_engine.errors import UserInputError
 from mc_engine.hardware import HardwareConfig
-from mc_engine.results import (ResultStore, load_results, plot, result_schema, summarize,
-                               trial_rows)
+from mc_engine.results import ResultStore, load_results, plot, result_schema, summarize, trial_rows
 from mc_engine.study import point_id
 
 TIMES = (0.0, 3600.0, 86400.0)

@@ -84,7 +84,7 @@ def warm_cluster():
     """A LocalCluster kept for the session, used through its address like any remote scheduler
     (the --scheduler path), so that the resume tests do not each pay a cluster start."""
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None, env=WORKER_ENV) as cluster:
+                      dashboard_address=":0", env=WORKER_ENV) as cluster:
         yield cluster.scheduler_address
 
 
@@ -96,7 +96,8 @@ def dask_cluster(tmp_path):
               "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
               "start_new_session": True}
     procs = [subprocess.Popen([BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port",
-                               address.rsplit(":", 1)[1], "--no-dashboard"], **common)]
+                               address.rsplit(":", 1)[1], "--dashboard-address", "127.0.0.1:0"],
+                              **common)]
     try:
         procs += [subprocess.Popen([BIN / "dask", "worker", address, "--nthreads", "1",
                                     "--no-dashboard", "--host", "127.0.0.1"], **common)

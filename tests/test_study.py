@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 
 from mc_engine.errors import UserInputError
 from mc_engine.hardware import HardwareConfig
-from mc_engine.study import (format_duration, load_study, parse_duration, parse_study, point_id,
-                             trial_seed)
+from mc_engine.study import (
+    format_duration,
+    load_study,
+    parse_duration,
+    parse_study,
+    point_id,
+    trial_seed,
+)
 
 QUICKSTART = Path(__file__).parents[1] / "studies" / "quickstart.toml"
 

@@ -25,9 +25,9 @@ from mc_engine.kernels.periphery import (adc_rows, dac_rows, patch_abs_max, patc
 # tile, time)), so a trial's numbers do not depend on worker count, thread count or evaluation order.
 STAGE_PROGRAM, STAGE_READ, STAGE_MVM = 0, 1, 2
 _EMPTY1 = np.zeros(0, np.float32)
-# Rows are processed in pieces of about this many bytes of DAC output (a few hundred KiB: the
-# piece, its GEMM operands and the epilogue stay in L2 instead of streaming through memory).
-BLOCK_BYTES = 1 << 18
+# Rows are processed in pieces of about this many bytes of DAC output (a few MiB: the piece,
+# its GEMM and the epilogue stay in the last-level cache; smaller pieces cost Python overhead).
+BLOCK_BYTES = 1 << 22
 _EMPTY2 = np.zeros((0, 0), np.float32)
 
 

@@ -52,7 +52,7 @@ def open_client(workers: int | None = None, scheduler: str | None = None) -> Ite
     n_workers = workers or os.cpu_count() or 1
     with _sigint_ignored(), dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENV}):
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, env=WORKER_ENV,
+                               dashboard_address=":0", env=WORKER_ENV,
                                silence_logs=logging.ERROR)
     try:
         with Client(cluster) as client:

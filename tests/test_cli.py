@@ -1,0 +1,137 @@
+"""The mc-engine command: exit codes, one-line messages for bad input, run/summary/report."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mc_engine.cli import main
+
+GOOD = """
+[study]
+name = "cli"
+seed = 3
+repeats = 2
+inference_times = ["0s", "1h"]
+
+[model]
+zoo = "digits_mlp"
+
+[data]
+dataset = "digits"
+limit = 100
+
+[sweep]
+w_noise = [0.0, 0.05]
+"""
+
+
+def study_file(folder: Path, old: str = "", new: str = "") -> Path:
+    """GOOD with one text replacement (or appended text when ``old`` is empty)."""
+    text = GOOD.replace(old, new) if old else GOOD + new
+    assert text != GOOD or not (old or new)
+    path = folder / "study.toml"
+    path.write_text(text)
+    return path
+
+
+BAD_STUDIES = {
+    "unknown_key": ("repeats = 2", "repeat = 2", "study.repeat", "unknown key"),
+    "wrong_type": ("w_noise = [0.0, 0.05]", "adc_bits = [8, 'a']", "sweep.adc_bits",
+                   "expected an integer, got 'a'"),
+    "bad_unit": ('"1h"]', '"1w"]', "study.inference_times[1]", "unknown time unit 'w'"),
+    "negative_time": ('"0s"', '"-1h"', "study.inference_times[0]", ">= 0"),
+    "empty_sweep": ("[0.0, 0.05]", "[]", "sweep.w_noise", "empty list"),
+    "missing_data_file": ('dataset = "digits"', 'dataset = "npz"\npath = "missing.npz"',
+                          "data.path", "does not exist"),
+    "missing_checkpoint": ('zoo = "digits_mlp"', 'zoo = "digits_mlp"\ncheckpoint = "nope.pt"',
+                           "model.checkpoint", "does not exist"),
+    "unknown_zoo_name": ('zoo = "digits_mlp"', 'zoo = "digits_rnn"', "model.zoo",
+                         "unknown zoo model 'digits_rnn'"),
+    "factory_does_not_import": ('zoo = "digits_mlp"', 'factory = "no_such_pkg_xyz.nets:mlp"',
+                                "model.factory", "no_such_pkg_xyz"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_STUDIES))
+def test_bad_study_exits_2_with_one_line_naming_file_and_key(case, tmp_path, capsys):
+    old, new, key, fragment = BAD_STUDIES[case]
+    path = study_file(tmp_path, old, new)
+    out = tmp_path / "results"
+    assert main(["run", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"{path}: {key}: "), err
+    assert fragment in err
+    assert not (out / "cli").exists()  # rejected before anything ran or was written
+
+
+def test_missing_study_file_exits_2(tmp_path, capsys):
+    assert main(["validate", str(tmp_path / "none.toml")]) == 2
+    assert capsys.readouterr().err == f"{tmp_path / 'none.toml'}: study file not found\n"
+
+
+@pytest.mark.parametrize("args", [["run", "s.toml", "--workers", "0"],
+                                  ["run", "s.toml", "--workers", "2", "--scheduler", "tcp://x:1"],
+                                  ["frobnicate"], []])
+def test_bad_command_lines_exit_2(args, capsys):
+    assert main(args) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_module_entry_point_prints_no_traceback(tmp_path):
+    path = study_file(tmp_path, "w_noise = [0.0, 0.05]", "adc_bits = [8, 'a']")
+    done = subprocess.run([sys.executable, "-m", "mc_engine.cli", "validate", str(path)],
+                          check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr == f"{path}: sweep.adc_bits: expected an integer, got 'a'\n"
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory) -> Path:
+    """The GOOD study run through the command line on a one-worker local cluster."""
+    folder = tmp_path_factory.mktemp("cli")
+    assert main(["run", str(study_file(folder)), "--out", str(folder / "results"),
+                 "--workers", "1"]) == 0
+    return folder / "results" / "cli"
+
+
+def test_run_prints_the_summary_table(results_dir, capsys):
+    assert main(["summary", str(results_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["w_noise", "t", "n", "mean", "std", "ci95_lo", "ci95_hi", "q05",
+                                "q95", "drop_from_ideal"]
+    assert len(lines) == 1 + 2 * 2
+    assert lines[1].split()[:4] == ["0.0000", "0", "s", "2"]
+
+
+def test_validate_counts_points_and_trials(results_dir, capsys):
+    study = results_dir / "study.toml"  # the resolved study is itself a valid study file
+    assert main(["validate", str(study), "--out", str(results_dir.parent)]) == 0
+    out = capsys.readouterr().out
+    assert "2 hardware points x 2 repeats = 4 trials" in out
+    assert "2 inference times (0 s, 1 h)" in out
+
+
+def test_report_writes_the_plot(results_dir, tmp_path, capsys):
+    png = tmp_path / "plot.png"
+    assert main(["report", str(results_dir), "--out", str(png)]) == 0
+    assert capsys.readouterr().out.strip() == str(png)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_unexpected_failure_exits_1_with_a_hint(tmp_path, capsys):
+    (tmp_path / "part-00000.parquet").write_bytes(b"not parquet at all")
+    assert main(["summary", str(tmp_path)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("error: ")
+    assert lines[1].startswith("hint: ")
+
+
+def test_summary_of_an_empty_folder_is_a_user_error(tmp_path, capsys):
+    assert main(["summary", str(tmp_path)]) == 2
+    assert "no results here" in capsys.readouterr().err
