@@ -6,14 +6,18 @@
     mc-engine report RESULTS_DIR [--out FILE.png]
 
 Exit status: 0 done, 2 invalid input (one line naming file and key, never a traceback), 1 any
-other failure (one line and a hint), 130 interrupted (what was written is kept).
+other failure (one line and a hint), 130 interrupted by Ctrl-C or SIGTERM (what was written
+is kept).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from mc_engine.errors import UserInputError
@@ -119,12 +123,31 @@ def _run(args: argparse.Namespace) -> int:
     from mc_engine.study import load_study
 
     study = load_study(args.study)
-    outcome = run_study(study, args.out, workers=args.workers, scheduler=args.scheduler,
-                        fresh=args.fresh)
+    with _sigterm_as_interrupt():
+        outcome = run_study(study, args.out, workers=args.workers, scheduler=args.scheduler,
+                            fresh=args.fresh)
     print(_summary_table(load_results(outcome.results_dir)))
     print(f"{outcome.n_trials} trials ({outcome.n_run} run now, {outcome.n_skipped} already on "
           f"disk) in {outcome.wall_s:.1f} s -> {outcome.results_dir}")
     return EXIT_OK
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (a batch system's time limit, ``kill``) like Ctrl-C: stop cleanly, keeping
+    what was received, instead of dying with up to one batch of results unwritten."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _validate(args: argparse.Namespace) -> int:

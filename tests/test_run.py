@@ -19,7 +19,7 @@ from distributed import Client, LocalCluster
 from mc_engine.cli import main
 from mc_engine.errors import UserInputError
 from mc_engine.results import ResultStore, load_results
-from mc_engine.run import WORKER_ENV, run_study
+from mc_engine.run import WORKER_ENV, RunError, run_study
 from mc_engine.study import load_study
 
 BIN = Path(sys.executable).parent
@@ -176,6 +176,13 @@ def test_resume_refuses_results_of_another_seed_unless_fresh(local_two, warm_clu
                       cache_dir=cache_dir)
     assert fresh.n_run == 2
     assert set(load_results(fresh.results_dir)["seed"]) != set(local_two["seed"])
+
+
+def test_a_second_run_on_the_same_folder_is_refused(tmp_path, cache_dir):
+    study = load_study(write_study(tmp_path))
+    with ResultStore(tmp_path / study.name).locked(), \
+            pytest.raises(RunError, match="another mc-engine run is writing"):
+        run_study(study, tmp_path, workers=1, progress=False, cache_dir=cache_dir)
 
 
 def test_ctrl_c_keeps_received_trials_and_a_rerun_completes(tmp_path, cache_dir, warm_cluster):

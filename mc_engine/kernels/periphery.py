@@ -58,28 +58,43 @@ def dac_rows(x: np.ndarray, c0: int, c1: int, rows: np.ndarray, scale: np.ndarra
 
 
 @njit(cache=True, nogil=True)
-def patch_abs_max(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int,
-                  ho: int, wo: int, c0: int, c1: int, out: np.ndarray) -> None:
-    """abs_max alpha of every im2col row of the padded image batch xp (N, C, Hp, Wp).
+def _patch_offsets(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int,
+                   ho: int, wo: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat offsets of im2col: element (r, c) of the patch matrix is xp.flat[row[r] + col[c]].
 
-    Row r = (n*ho + oh)*wo + ow, columns c0..c1 of the (C, kh, kw)-ordered patch, as
-    torch.nn.functional.unfold lays them out, without materialising the patch matrix. Column by
-    column over a flat view, so that the inner loop runs along an image row.
+    Row r = (n*ho + oh)*wo + ow, columns in the (C, kh, kw) order of torch's unfold; the patch
+    matrix itself is never materialised.
     """
     n_img, n_ch, hp, wp = xp.shape
-    flat = xp.reshape(-1)
+    col = np.empty(c1 - c0, np.int64)
     kk = kh * kw
-    out[:] = 0.0
-    for n in range(n_img):        # image outermost: its pixels stay in cache for every column
-        for c in range(c0, c1):
-            ch = c // kk
-            i = (c - ch * kk) // kw
-            j = c - ch * kk - i * kw
-            for oh in range(ho):
-                src = ((n * n_ch + ch) * hp + oh * sh + i * dh) * wp + j * dw
-                base = (n * ho + oh) * wo
-                for ow in range(wo):
-                    out[base + ow] = max(out[base + ow], abs(flat[src + ow * sw]))
+    for c in range(c0, c1):
+        ch = c // kk
+        i = (c - ch * kk) // kw
+        j = c - ch * kk - i * kw
+        col[c - c0] = (ch * hp + i * dh) * wp + j * dw
+    row = np.empty(n_img * ho * wo, np.int64)
+    r = 0
+    for n in range(n_img):
+        for oh in range(ho):
+            for ow in range(wo):
+                row[r] = n * n_ch * hp * wp + oh * sh * wp + ow * sw
+                r += 1
+    return row, col
+
+
+@njit(cache=True, nogil=True)
+def patch_abs_max(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int,
+                  ho: int, wo: int, c0: int, c1: int, out: np.ndarray) -> None:
+    """abs_max alpha of every im2col row (columns c0..c1) of the padded images xp (N, C, Hp, Wp)."""
+    row, col = _patch_offsets(xp, kh, kw, sh, sw, dh, dw, ho, wo, c0, c1)
+    flat = xp.reshape(-1)
+    for r in range(row.size):
+        a = np.float32(0.0)
+        base = row[r]
+        for c in range(col.size):
+            a = max(a, abs(flat[base + col[c]]))
+        out[r] = a
 
 
 @njit(cache=True, nogil=True)
@@ -87,43 +102,29 @@ def patch_dac_all(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, d
                   ho: int, wo: int, c0: int, c1: int, scale: np.ndarray, step: np.float32,
                   out_t: np.ndarray) -> None:
     """Fused im2col + DAC of all rows, written transposed: out_t[c - c0, r] (column-major)."""
-    n_img, n_ch, hp, wp = xp.shape
+    row, col = _patch_offsets(xp, kh, kw, sh, sw, dh, dw, ho, wo, c0, c1)
     flat = xp.reshape(-1)
-    kk = kh * kw
     one = np.float32(1.0)
-    for n in range(n_img):
-        for c in range(c0, c1):
-            ch = c // kk
-            i = (c - ch * kk) // kw
-            j = c - ch * kk - i * kw
-            for oh in range(ho):
-                src = ((n * n_ch + ch) * hp + oh * sh + i * dh) * wp + j * dw
-                base = (n * ho + oh) * wo
-                for ow in range(wo):
-                    v = flat[src + ow * sw] * scale[base + ow]
-                    out_t[c - c0, base + ow] = _quantize(v, step, one)
+    for c in range(col.size):
+        off = col[c]
+        dst = out_t[c]
+        for r in range(row.size):
+            dst[r] = _quantize(flat[row[r] + off] * scale[r], step, one)
 
 
 @njit(cache=True, nogil=True)
 def patch_dac_rows(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int,
                    ho: int, wo: int, c0: int, c1: int, rows: np.ndarray, scale: np.ndarray,
                    step: np.float32, out: np.ndarray) -> None:
-    """Fused im2col + DAC: out[k] = quantised columns c0..c1 of im2col row rows[k] of xp."""
-    kk = kh * kw
+    """Fused im2col + DAC of the selected rows: out[k] = quantised columns of row rows[k]."""
+    row, col = _patch_offsets(xp, kh, kw, sh, sw, dh, dw, ho, wo, c0, c1)
+    flat = xp.reshape(-1)
     one = np.float32(1.0)
-    hw = ho * wo
     for k in range(rows.shape[0]):
-        r = rows[k]
-        n = r // hw
-        oh = (r - n * hw) // wo
-        ow = r - n * hw - oh * wo
+        base = row[rows[k]]
         s = scale[k]
-        for c in range(c0, c1):
-            ch = c // kk
-            q = c - ch * kk
-            i = q // kw
-            v = xp[n, ch, oh * sh + i * dh, ow * sw + (q - i * kw) * dw]
-            out[k, c - c0] = _quantize(v * s, step, one)
+        for c in range(col.size):
+            out[k, c] = _quantize(flat[base + col[c]] * s, step, one)
 
 
 @njit(cache=True, nogil=True)

@@ -14,9 +14,11 @@ completely or not at all, which is what resume relies on.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import pyarrow.parquet as pq
 
 from mc_engine.results.schema import IDEAL_SCHEMA, rows_to_table
 
+LOCK_FILE = ".lock"
 STUDY_FILE = "study.toml"
 IDEAL_FILE = "ideal.parquet"
 _PART = re.compile(r"^part-(\d+)\.parquet$")
@@ -44,6 +47,21 @@ class ResultStore:
     @property
     def ideal_file(self) -> Path:
         return self.directory / IDEAL_FILE
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the folder's write lock; raises BlockingIOError if another process holds it.
+
+        Two runs writing the same folder would pick the same part numbers and overwrite each
+        other's files, so a run takes this lock for as long as it writes.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / LOCK_FILE, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def parts(self) -> list[Path]:
         """The complete part files, in the order they were written."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tomllib
 from distributed import as_completed
@@ -19,9 +20,14 @@ from tqdm import tqdm
 import mc_engine
 from mc_engine.errors import UserInputError
 from mc_engine.results import ResultStore, trial_rows
-from mc_engine.run.cluster import open_client
+from mc_engine.run.cluster import RunError, open_client
 from mc_engine.run.tasks import run_ideal, run_trial
 from mc_engine.study import Study, Trial, parse_study
+
+if TYPE_CHECKING:
+    import torch
+
+    from mc_engine.data import Dataset
 
 #: A batch is written when it holds this many trials or is this old, whichever comes first.
 BATCH_TRIALS = 500
@@ -59,6 +65,21 @@ def run_study(study: Study, out_dir: str | Path = "results", *, workers: int | N
     model = study.load_model(Path(cache_dir) if cache_dir is not None else out_dir / ".cache")
 
     store = ResultStore(out_dir / study.name)
+    try:
+        with store.locked():
+            n_skipped, n_run = _run_locked(study, store, model, dataset, workers, scheduler,
+                                           fresh, batch_trials, flush_s, progress)
+    except BlockingIOError:
+        raise RunError(f"another mc-engine run is writing to {store.directory}",
+                       hint="wait for it to finish, or give this run another --out") from None
+    return RunOutcome(results_dir=store.directory, n_trials=study.n_trials, n_skipped=n_skipped,
+                      n_run=n_run, wall_s=time.perf_counter() - started)
+
+
+def _run_locked(study: Study, store: ResultStore, model: torch.nn.Module, dataset: Dataset,
+                workers: int | None, scheduler: str | None, fresh: bool, batch_trials: int,
+                flush_s: float, progress: bool) -> tuple[int, int]:
+    """The run proper, under the folder's lock; returns (trials skipped, trials run)."""
     if fresh:
         store.clear()
     store.remove_temporaries()
@@ -69,23 +90,23 @@ def run_study(study: Study, out_dir: str | Path = "results", *, workers: int | N
     trials = [t for t in study.trials() if (t.point_id, t.repeat) not in done]
     n_skipped = study.n_trials - len(trials)
     need_ideal = not store.ideal_file.is_file()
-    if trials or need_ideal:
-        with open_client(workers, scheduler) as client:
-            model_f = client.scatter(model, broadcast=True, hash=False)
-            x_f = client.scatter(dataset.x, broadcast=True, hash=False)
-            y_f = client.scatter(dataset.y, broadcast=True, hash=False)
-            by_future = {client.submit(run_trial, model_f, x_f, y_f, t.hardware,
-                                       study.inference_times_s, t.seed, retries=RETRIES,
-                                       pure=False): t for t in trials}
-            pending = as_completed(list(by_future))
-            if need_ideal:
-                pending.add(client.submit(run_ideal, model_f, x_f, y_f, retries=RETRIES,
-                                          pure=False))
-            with tqdm(total=study.n_trials, initial=n_skipped, unit="trial", desc=study.name,
-                      disable=not progress, dynamic_ncols=True) as bar:
-                _collect(pending, by_future, study, store, bar, batch_trials, flush_s)
-    return RunOutcome(results_dir=store.directory, n_trials=study.n_trials, n_skipped=n_skipped,
-                      n_run=len(trials), wall_s=time.perf_counter() - started)
+    if not trials and not need_ideal:
+        return n_skipped, 0
+    with open_client(workers, scheduler) as client:
+        model_f = client.scatter(model, broadcast=True, hash=False)
+        x_f = client.scatter(dataset.x, broadcast=True, hash=False)
+        y_f = client.scatter(dataset.y, broadcast=True, hash=False)
+        by_future = {client.submit(run_trial, model_f, x_f, y_f, t.hardware,
+                                   study.inference_times_s, t.seed, retries=RETRIES,
+                                   pure=False): t for t in trials}
+        pending = as_completed(list(by_future))
+        if need_ideal:
+            pending.add(client.submit(run_ideal, model_f, x_f, y_f, retries=RETRIES,
+                                      pure=False))
+        with tqdm(total=study.n_trials, initial=n_skipped, unit="trial", desc=study.name,
+                  disable=not progress, dynamic_ncols=True) as bar:
+            _collect(pending, by_future, study, store, bar, batch_trials, flush_s)
+    return n_skipped, len(trials)
 
 
 def _collect(pending: as_completed, by_future: dict, study: Study, store: ResultStore,
@@ -103,7 +124,7 @@ def _collect(pending: as_completed, by_future: dict, study: Study, store: Result
                                    "engine_version": mc_engine.__version__})
                 continue
             key = (trial.point_id, trial.repeat)
-            if key in written:  # a retried task that also finished elsewhere
+            if key in written:  # never write a trial twice, whatever Dask delivers
                 continue
             written.add(key)
             batch += trial_rows(study.name, trial.point_id, trial.hardware, trial.repeat,
@@ -123,10 +144,12 @@ def _collect(pending: as_completed, by_future: dict, study: Study, store: Result
 
 def _check_resumable(store: ResultStore, study: Study) -> None:
     """Refuse to add rows to results made with another seed, set of times, model or data."""
-    if not store.study_file.is_file() or not store.parts():
+    if not store.study_file.is_file() or not (store.parts() or store.ideal_file.is_file()):
         return
     try:
-        previous = parse_study(tomllib.loads(store.study_file.read_text(encoding="utf-8")),
+        stored = tomllib.loads(store.study_file.read_text(encoding="utf-8"))
+        # Only the identity tables: hardware fields may have changed between engine versions.
+        previous = parse_study({k: stored.get(k) for k in ("study", "model", "data")},
                                source=str(store.study_file))
     except (UserInputError, tomllib.TOMLDecodeError, OSError):
         raise UserInputError(f"the results in {store.directory} have an unreadable "

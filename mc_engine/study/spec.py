@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 TABLES = ("study", "model", "data", "hardware", "sweep")
 STUDY_KEYS = ("name", "seed", "repeats", "inference_times", "description")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_Fail = Callable[[str, str], UserInputError]
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ def parse_study(doc: Mapping[str, Any], *, source: str = "<study>",
                  base_dir=Path(base_dir) if base_dir is not None else Path())
 
 
-def _int(value: Any, lo: int, fail, key: str) -> int:
+def _int(value: Any, lo: int, fail: _Fail, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise fail(key, f"expected an integer, got {value!r}")
     if value < lo:
@@ -201,7 +202,7 @@ def _int(value: Any, lo: int, fail, key: str) -> int:
     return value
 
 
-def _times(value: Any, source: str, fail) -> tuple[float, ...]:
+def _times(value: Any, source: str, fail: _Fail) -> tuple[float, ...]:
     if not isinstance(value, list) or not value:
         raise fail("study.inference_times", f"expected a non-empty list of durations such as "
                                             f"[\"0s\", \"1h\", \"1y\"], got {value!r}")
@@ -214,7 +215,7 @@ def _times(value: Any, source: str, fail) -> tuple[float, ...]:
 
 
 def _sweep(table: dict[str, Any], base: dict[str, Any], source: str,
-           fail) -> tuple[dict[str, list[Any]], tuple[dict[str, list[Any]], ...]]:
+           fail: _Fail) -> tuple[dict[str, list[Any]], tuple[dict[str, list[Any]], ...]]:
     """Split ``[sweep]`` into grid lists and ``[[sweep.zip]]`` groups, checking every value."""
     raw_zips = table.pop("zip", [])
     if not isinstance(raw_zips, list) or not all(isinstance(z, dict) for z in raw_zips):
@@ -249,7 +250,7 @@ def _sweep(table: dict[str, Any], base: dict[str, Any], source: str,
 
 def _expand(base: dict[str, Any], sweep: dict[str, list[Any]],
             zips: tuple[dict[str, list[Any]], ...], source: str,
-            fail) -> tuple[HardwareConfig, ...]:
+            fail: _Fail) -> tuple[HardwareConfig, ...]:
     """The cartesian product of the grid lists and the zip groups, each point validated."""
     axes: list[list[dict[str, Any]]] = [[{k: v} for v in values] for k, values in sweep.items()]
     for group in zips:

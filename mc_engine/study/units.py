@@ -1,8 +1,8 @@
 """Inference times: parsing the study file's duration strings and printing them back.
 
 A study names inference times the way people talk about retention ("1h", "1d", "1y"); the engine
-and the result columns use seconds (``t_inference_s``). A year is the Julian year (365.25 d), the
-IAU unit symbol ``a``.
+and the result columns use seconds (``t_inference_s``). A year is 365 days (31 536 000 s), the
+value the IBM toolkit's examples and the aihwkit reference data use, so times match theirs.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ UNIT_SECONDS: dict[str, float] = {
     "min": 60.0,
     "h": 3600.0,
     "d": 86400.0,
-    "y": 365.25 * 86400.0,
+    "y": 365 * 86400.0,
 }
 
 _DURATION = re.compile(r"^\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?inf|nan)\s*"
