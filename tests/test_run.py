@@ -137,6 +137,43 @@ def test_results_do_not_depend_on_worker_count_or_cluster(local_two, dask_cluste
     assert ideal["n_samples"].tolist() == [100]
 
 
+FACTORY_MODULE = """
+import torch
+from torch import nn
+
+
+class TwoLayer(nn.Module):  # a class the remote workers cannot import
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def build():
+    return TwoLayer()
+"""
+
+
+def test_a_factory_model_beside_the_study_runs_on_remote_workers(dask_cluster, tmp_path,
+                                                                   cache_dir):
+    folder = tmp_path / "user_study"
+    folder.mkdir()
+    (folder / "user_models_remote.py").write_text(FACTORY_MODULE)
+    study = write_study(folder).read_text().replace(
+        'zoo = "digits_mlp"', 'factory = "user_models_remote:build"')
+    (folder / "factory.toml").write_text(study)
+    remote = run_study(load_study(folder / "factory.toml"), tmp_path / "out",
+                       scheduler=dask_cluster, progress=False, cache_dir=cache_dir)
+    local = run_study(load_study(folder / "factory.toml"), tmp_path / "local", workers=1,
+                      progress=False, cache_dir=cache_dir)
+    assert remote.n_run == 4
+    pd.testing.assert_frame_equal(comparable(load_results(remote.results_dir)),
+                                  comparable(load_results(local.results_dir)))
+
+
 def test_resume_reruns_only_missing_trials(local_two, warm_cluster, tmp_path, cache_dir):
     study = load_study(write_study(tmp_path))
     first = run_study(study, tmp_path, scheduler=warm_cluster, batch_trials=1, progress=False,

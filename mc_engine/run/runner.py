@@ -21,7 +21,7 @@ import mc_engine
 from mc_engine.errors import UserInputError
 from mc_engine.results import ResultStore, trial_rows
 from mc_engine.run.cluster import RunError, open_client
-from mc_engine.run.tasks import run_ideal, run_trial
+from mc_engine.run.tasks import portable_model, run_ideal, run_trial
 from mc_engine.study import Study, Trial, parse_study
 
 if TYPE_CHECKING:
@@ -93,7 +93,8 @@ def _run_locked(study: Study, store: ResultStore, model: torch.nn.Module, datase
     if not trials and not need_ideal:
         return n_skipped, 0
     with open_client(workers, scheduler) as client:
-        model_f = client.scatter(model, broadcast=True, hash=False)
+        model_f = client.scatter(portable_model(model, study.base_dir), broadcast=True,
+                                 hash=False)
         x_f = client.scatter(dataset.x, broadcast=True, hash=False)
         y_f = client.scatter(dataset.y, broadcast=True, hash=False)
         by_future = {client.submit(run_trial, model_f, x_f, y_f, t.hardware,

@@ -6,12 +6,40 @@ return plain dicts, so a task is cheap to send, retry and deduplicate.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+import cloudpickle
 import numpy as np
 import torch
 
 from mc_engine.hardware import HardwareConfig
+
+_LOADED: dict[bytes, torch.nn.Module] = {}
+
+
+def portable_model(model: torch.nn.Module, base_dir: Path) -> bytes:
+    """The model as bytes that any worker can load, local or remote.
+
+    Classes from the user's own modules (a factory file beside the study, on sys.path only in
+    this process) are pickled by value, so workers need not be able to import them.
+    """
+    root = Path(base_dir).resolve()
+    for name in {type(m).__module__ for m in model.modules()}:
+        module = sys.modules.get(name)
+        path = getattr(module, "__file__", None)
+        if path and Path(path).resolve().is_relative_to(root) and "site-packages" not in path:
+            cloudpickle.register_pickle_by_value(module)
+    return cloudpickle.dumps(model)
+
+
+def _model(blob: bytes) -> torch.nn.Module:
+    """The unpickled model, once per worker and study (bytes hash once, then compare by identity)."""
+    if blob not in _LOADED:
+        _LOADED.clear()
+        _LOADED[blob] = cloudpickle.loads(blob)
+    return _LOADED[blob]
 
 
 def _one_thread() -> None:
@@ -20,18 +48,18 @@ def _one_thread() -> None:
         torch.set_num_threads(1)
 
 
-def run_trial(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, hardware: HardwareConfig,
+def run_trial(model: bytes, x: np.ndarray, y: np.ndarray, hardware: HardwareConfig,
               times_s: Sequence[float], seed: int) -> list[dict]:
     """``evaluate_trial`` for one (hardware point, repeat): one dict per inference time."""
     from mc_engine.analog import evaluate_trial
 
     _one_thread()
-    return evaluate_trial(model, hardware, x, y, times_s, seed)
+    return evaluate_trial(_model(model), hardware, x, y, times_s, seed)
 
 
-def run_ideal(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> dict:
+def run_ideal(model: bytes, x: np.ndarray, y: np.ndarray) -> dict:
     """The model's digital, noise-free accuracy on the same test set."""
     from mc_engine.analog import evaluate_ideal
 
     _one_thread()
-    return evaluate_ideal(model, x, y)
+    return evaluate_ideal(_model(model), x, y)
