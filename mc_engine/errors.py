@@ -17,7 +17,7 @@ class UserInputError(ValueError):
         where = ": ".join(p for p in (source, key) if p)
         super().__init__(f"{where}: {message}" if where else message)
 
-    def with_source(self, source: str) -> "UserInputError":
+    def with_source(self, source: str) -> UserInputError:
         """The same problem, attributed to a file (e.g. the study file that set the value)."""
         if self.source:
             return self

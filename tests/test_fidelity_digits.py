@@ -9,8 +9,15 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mc_engine.bench.fidelity import (AIHWKIT_DIR, STD_RATIO, cell_of, compare, format_table,
-                                      run_study, study_files)
+from mc_engine.bench.fidelity import (
+    AIHWKIT_DIR,
+    STD_RATIO,
+    cell_of,
+    compare,
+    format_table,
+    run_study,
+    study_files,
+)
 
 REFERENCE = pd.read_csv(AIHWKIT_DIR / "digits_public.csv")
 

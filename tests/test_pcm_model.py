@@ -20,7 +20,8 @@ def sigma_prog(g, g_max=G_MAX):
 
 def nu_params(g, g_max=G_MAX):
     lx = np.log(max(g / g_max, 1e-7))
-    return (np.clip(-0.0155 * lx + 0.0244, 0.049, 0.1), np.clip(-0.0125 * lx - 0.0059, 0.008, 0.045))
+    return (np.clip(-0.0155 * lx + 0.0244, 0.049, 0.1),
+            np.clip(-0.0125 * lx - 0.0059, 0.008, 0.045))
 
 
 def pcm(**kw) -> DeviceModel:

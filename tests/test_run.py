@@ -192,8 +192,8 @@ def test_resume_reruns_only_missing_trials(local_two, warm_cluster, tmp_path, ca
 
 
 def test_more_repeats_extend_earlier_results(local_two, warm_cluster, tmp_path, cache_dir):
-    fewer = run_study(load_study(write_study(tmp_path, repeats=1)), tmp_path, scheduler=warm_cluster,
-                      progress=False, cache_dir=cache_dir)
+    fewer = run_study(load_study(write_study(tmp_path, repeats=1)), tmp_path,
+                      scheduler=warm_cluster, progress=False, cache_dir=cache_dir)
     assert fewer.n_run == 2
     more = run_study(load_study(write_study(tmp_path, repeats=2)), tmp_path, scheduler=warm_cluster,
                      progress=False, cache_dir=cache_dir)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
-import tomllib
 
 from mc_engine.errors import UserInputError
 from mc_engine.hardware import HardwareConfig

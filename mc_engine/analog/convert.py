@@ -116,13 +116,13 @@ class AnalogModel(nn.Module):
     def analog_layers(self) -> Iterator[AnalogLayer]:
         return (m for m in self.module.modules() if isinstance(m, AnalogLayer))
 
-    def program(self, seed: int | Sequence[int]) -> "AnalogModel":
+    def program(self, seed: int | Sequence[int]) -> AnalogModel:
         """Program every device (programming noise, drift exponents) from ``seed``."""
         for layer in self.analog_layers():
             layer.program(seed)
         return self
 
-    def drift(self, t_s: float) -> "AnalogModel":
+    def drift(self, t_s: float) -> AnalogModel:
         """Drift every device to ``t_s`` seconds after programming, with fresh read noise."""
         t = float(t_s)
         if not np.isfinite(t) or t < 0:

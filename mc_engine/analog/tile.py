@@ -18,11 +18,18 @@ import torch.nn.functional as F
 
 from mc_engine.hardware.config import HardwareConfig
 from mc_engine.hardware.devices import DEVICES, DeviceModel
-from mc_engine.kernels.periphery import (adc_rows, dac_rows, patch_abs_max, patch_dac_all,
-                                         patch_dac_rows, row_abs_max)
+from mc_engine.kernels.periphery import (
+    adc_rows,
+    dac_rows,
+    patch_abs_max,
+    patch_dac_all,
+    patch_dac_rows,
+    row_abs_max,
+)
 
 # Random-stream stages: every draw comes from SeedSequence(seed, spawn_key=(layer, group, stage,
-# tile, time)), so a trial's numbers do not depend on worker count, thread count or evaluation order.
+# tile, time)), so a trial's numbers do not depend on worker count, thread count or
+# evaluation order.
 STAGE_PROGRAM, STAGE_READ, STAGE_MVM = 0, 1, 2
 _EMPTY1 = np.zeros(0, np.float32)
 # Rows are processed in pieces of about this many bytes of DAC output (a few MiB: the piece,
@@ -64,7 +71,7 @@ class Periphery:
         dac_step = 2.0 * hw.inp_res
         self.r_last = min(0.25 / dac_step if dac_step > 0 else math.inf, 1000.0)
 
-    def alpha(self, source: "InputRows", c0: int, c1: int) -> np.ndarray:
+    def alpha(self, source: InputRows, c0: int, c1: int) -> np.ndarray:
         """Noise-management scale of every input row (0 marks a row whose output is 0)."""
         mode = self.hw.noise_management
         if mode == "abs_max":
@@ -81,7 +88,7 @@ class InputRows:
     def abs_max(self, c0: int, c1: int) -> np.ndarray:
         raise NotImplementedError
 
-    def blocks(self, n_cols: int) -> "Iterator[tuple[int, InputRows]]":
+    def blocks(self, n_cols: int) -> Iterator[tuple[int, InputRows]]:
         """(first row, view) pieces of about BLOCK_BYTES of DAC output each, so that the DAC
         output, its GEMM and the ADC epilogue of a piece stay in cache."""
         raise NotImplementedError
@@ -214,7 +221,7 @@ class Tile:
         self.set_weights(self._net(self.device.read(g, self.state, t_s, rng), s))
 
     # ---- forward ----
-    def forward(self, source: InputRows, c0: int, alpha: np.ndarray, noise: "NoiseStream | None",
+    def forward(self, source: InputRows, c0: int, alpha: np.ndarray, noise: NoiseStream | None,
                 out: np.ndarray, post: np.ndarray) -> None:
         """out[i] = tile output of input row i (columns c0.. of ``source``) times ``post``.
 
@@ -264,7 +271,7 @@ class Tile:
             rows, inv_alpha = rows[sat], inv_alpha[sat]
             r *= 2.0
 
-    def probe(self, noise: "NoiseStream | None") -> np.ndarray:
+    def probe(self, noise: NoiseStream | None) -> np.ndarray:
         """Outputs for the one-hot probe (identity matrix of in_size inputs), in_c × out_c."""
         n_in = self.w.shape[1]
         eye = DenseRows(np.eye(n_in, dtype=np.float32))
@@ -273,7 +280,7 @@ class Tile:
                      np.ones(self.w.shape[0], np.float32))
         return out
 
-    def reference_level(self, noise: "NoiseStream | None") -> np.ndarray:
+    def reference_level(self, noise: NoiseStream | None) -> np.ndarray:
         """Drift-compensation level: mean |probe output| (per column or broadcast), >= 1e-4."""
         y = np.abs(self.probe(noise).astype(np.float64))
         if self.per.hw.drift_compensation == "per_column":

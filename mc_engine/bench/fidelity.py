@@ -32,7 +32,8 @@ def cell_of(path: Path) -> tuple[str, str]:
     return model, config
 
 
-def run_study(path: Path, out: Path, extra_args: list[str] = (), hardware: str = "") -> pd.DataFrame:
+def run_study(path: Path, out: Path, extra_args: list[str] = (),
+              hardware: str = "") -> pd.DataFrame:
     """Run one study through the CLI and return its results.
 
     ``hardware`` (TOML lines) is added to the study's [hardware] table; the variant is written
@@ -64,7 +65,8 @@ def compare(ours: pd.DataFrame, reference: pd.DataFrame, model: str, config: str
     ref = reference[(reference["model"] == model) & (reference["config"] == config)]
     a = ours.groupby("t_inference_s")["accuracy"].agg(["mean", "std", "count"])
     b = ref.groupby("t_inference_s")["accuracy"].agg(["mean", "std", "count"])
-    table = a.join(b, lsuffix="_ours", rsuffix="_aihwkit", how="outer")
+    table = a.merge(b, left_index=True, right_index=True, how="outer",
+                    suffixes=("_ours", "_aihwkit"))
     table["delta"] = table["mean_ours"] - table["mean_aihwkit"]
     table["tolerance"] = 3 * np.sqrt(table["std_ours"] ** 2 / table["count_ours"]
                                      + table["std_aihwkit"] ** 2 / table["count_aihwkit"]) + MARGIN

@@ -119,7 +119,7 @@ class HardwareConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def replace(self, **changes: Any) -> "HardwareConfig":
+    def replace(self, **changes: Any) -> HardwareConfig:
         return from_dict({**self.to_dict(), **changes})
 
     # --- derived quantities (DESIGN.md §2.1) ---

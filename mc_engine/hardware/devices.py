@@ -24,7 +24,7 @@ class DeviceModel:
     name: ClassVar[str] = ""
     exact: ClassVar[bool] = False
 
-    def __init__(self, hw: "HardwareConfig"):
+    def __init__(self, hw: HardwareConfig):
         self.hw = hw
 
     def program(self, g_target: np.ndarray, rng: np.random.Generator
@@ -76,7 +76,10 @@ class PCMDevice(DeviceModel):
 
 
 class StateIndependentDevice(DeviceModel):
-    """Gaussian programming and read noise of fixed size (sigma_prog, sigma_read x g_max), no drift."""
+    """Gaussian programming and read noise of fixed size (sigma_prog, sigma_read × g_max).
+
+    No drift.
+    """
 
     name = "state_independent"
 

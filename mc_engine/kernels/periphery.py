@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-
 _MAGIC = np.float32(12582912.0)   # 1.5 * 2^23: (q + M) - M is rint(q) for |q| < 2^22
 _LIMIT = np.float32(2.0**21)      # quantizers have <= 20 bits, so levels lie well inside this
 

@@ -9,11 +9,11 @@ everything already received and a re-run skips it.
 from __future__ import annotations
 
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import tomllib
 from distributed import as_completed
 from tqdm import tqdm
 

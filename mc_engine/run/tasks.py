@@ -35,7 +35,7 @@ def portable_model(model: torch.nn.Module, base_dir: Path) -> bytes:
 
 
 def _model(blob: bytes) -> torch.nn.Module:
-    """The unpickled model, once per worker and study (bytes hash once, then compare by identity)."""
+    """The unpickled model, once per worker and study (keyed by the scattered bytes)."""
     if blob not in _LOADED:
         _LOADED.clear()
         _LOADED[blob] = cloudpickle.loads(blob)

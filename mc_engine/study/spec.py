@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import itertools
 import re
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import tomllib
 
 from mc_engine.errors import UserInputError
 from mc_engine.hardware import HardwareConfig, from_dict
@@ -96,7 +95,7 @@ class Study:
                 "model": self.model, "data": self.data}
 
     def to_toml(self) -> str:
-        """The resolved study as TOML: times in seconds, every base hardware parameter spelled out."""
+        """The resolved study as TOML: times in seconds, every base hardware parameter given."""
         from mc_engine import __version__
 
         study: dict[str, Any] = {"name": self.name, "seed": self.seed, "repeats": self.repeats,
