@@ -216,3 +216,52 @@ def test_negative_inference_time_is_rejected():
 def test_invalid_hardware_values_name_the_field(field, value, match):
     with pytest.raises(UserInputError, match=match):
         HardwareConfig(**{field: value})
+
+
+def _programmed_tile(pair_drift: str):
+    w = np.array([[0.5, -1.0, 0.0, 0.25]], np.float32)
+    hw = HardwareConfig(pair_drift=pair_drift, read_noise_scale=0.0)
+    m = AnalogMatrix(w, hw, 0)
+    m.program(11)
+    return m.tiles[0][0]
+
+
+def test_net_pair_drift_remaps_the_programmed_net_weight_to_one_device():
+    tile = _programmed_tile("net")
+    n = tile.w_ideal.size
+    w_p = (tile.g_prog[:n] - tile.g_prog[n:]) / tile.scale
+    nu = np.where(w_p >= 0, tile.state[:n], tile.state[n:])
+    t = 86400.0
+    tile.read(t, np.random.default_rng(0))
+    expected = w_p * ((t + 20.0) / 20.0) ** -nu
+    np.testing.assert_allclose(tile.w.ravel(), expected, rtol=1e-5)
+
+
+def test_independent_pair_drift_drifts_both_programmed_devices():
+    tile = _programmed_tile("independent")
+    n = tile.w_ideal.size
+    t = 86400.0
+    f = ((t + 20.0) / 20.0) ** -tile.state
+    tile.read(t, np.random.default_rng(0))
+    expected = (tile.g_prog[:n] * f[:n] - tile.g_prog[n:] * f[n:]) / tile.scale
+    np.testing.assert_allclose(tile.w.ravel(), expected, rtol=1e-5)
+
+
+def test_per_column_drift_compensation_restores_each_columns_probe_level():
+    rng = np.random.default_rng(2)
+    w = rng.uniform(-1, 1, (8, 32)).astype(np.float32)
+    w[0] *= 0.05                      # one column of small weights: low conductance, larger nu
+    lin = linear_with(w)
+    probe = torch.eye(32)
+    pure = dict(out_noise=0.0, read_noise_scale=0.0, prog_noise_scale=0.0, dac_bits=0,
+                adc_bits=0, out_bound=1e6)
+    ideal_level = np.abs(w).mean(1)
+    levels = {}
+    for mode in ("per_column", "global"):
+        am = mc_engine.convert(lin, HardwareConfig(**pure, drift_compensation=mode))
+        levels[mode] = np.abs(am.program(0).drift(3.15e7)(probe).numpy()).mean(0)
+    # per column: every output's mean |response| to the one-hot probe is restored exactly
+    np.testing.assert_allclose(levels["per_column"], ideal_level, rtol=1e-4)
+    # global: only the tile-wide mean is; the fast-drifting small column stays low
+    assert levels["global"].mean() == pytest.approx(ideal_level.mean(), rel=1e-4)
+    assert levels["global"][0] < 0.9 * ideal_level[0]
