@@ -10,11 +10,28 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from mc_engine.errors import UserInputError
+
+
+def table_checker(spec: object, table: str, keys: tuple[str, ...], example: str,
+                  source: str | None) -> Callable[[str, str], UserInputError]:
+    """Check that a study-file table is a table with known keys; return its error maker.
+
+    The returned ``fail(key, message)`` builds the one-line error for ``<table>.<key>``.
+    """
+    def fail(key: str, message: str) -> UserInputError:
+        return UserInputError(message, source=source, key=f"{table}.{key}" if key else table)
+
+    if not isinstance(spec, Mapping):
+        raise fail("", f"expected a table such as [{table}] {example}, got {spec!r}")
+    unknown = sorted(set(spec) - set(keys))
+    if unknown:
+        raise fail(unknown[0], f"unknown key; allowed: {', '.join(keys)}")
+    return fail
 
 
 def import_factory(ref: object, base_dir: Path, source: str | None, key: str) -> Callable[..., Any]:

@@ -7,7 +7,7 @@ file and the ``data.<key>`` at fault.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ import numpy as np
 
 from mc_engine.data.cifar import load_cifar
 from mc_engine.data.digits import digits_split
-from mc_engine.data.factory import call_factory, import_factory, one_line
+from mc_engine.data.factory import call_factory, import_factory, one_line, table_checker
 from mc_engine.errors import UserInputError
 
 DATASETS = ("digits", "cifar10", "cifar100", "npz")
@@ -38,14 +38,7 @@ class Dataset:
 
 def load_dataset(spec: dict[str, Any], base_dir: Path, source: str | None) -> Dataset:
     """The test set described by a study's ``[data]`` table (digits when the table is empty)."""
-    def fail(key: str, message: str) -> UserInputError:
-        return UserInputError(message, source=source, key=f"data.{key}" if key else "data")
-
-    if not isinstance(spec, Mapping):
-        raise fail("", f"expected a table such as [data] dataset = 'digits', got {spec!r}")
-    unknown = sorted(set(spec) - set(_KEYS))
-    if unknown:
-        raise fail(unknown[0], f"unknown key; allowed: {', '.join(_KEYS)}")
+    fail = table_checker(spec, "data", _KEYS, "dataset = 'digits'", source)
     if "dataset" in spec and "factory" in spec:
         raise fail("factory", "give either dataset or factory, not both")
     limit = spec.get("limit")

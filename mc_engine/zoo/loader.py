@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mc_engine.data.factory import call_factory, import_factory, one_line
+from mc_engine.data.factory import call_factory, import_factory, one_line, table_checker
 from mc_engine.errors import UserInputError
 from mc_engine.zoo.models import CIFAR_MODELS, DIGITS_MODELS, ZOO_NAMES, build
 from mc_engine.zoo.train import train_digits
@@ -34,14 +34,7 @@ def load_model(spec: dict[str, Any], base_dir: Path, source: str | None,
     ``cache_dir/<name>.pt``; later calls reload that state_dict, which gives the same weights
     bit for bit.
     """
-    def fail(key: str, message: str) -> UserInputError:
-        return UserInputError(message, source=source, key=f"model.{key}" if key else "model")
-
-    if not isinstance(spec, Mapping):
-        raise fail("", f"expected a table such as [model] zoo = 'digits_mlp', got {spec!r}")
-    unknown = sorted(set(spec) - set(_KEYS))
-    if unknown:
-        raise fail(unknown[0], f"unknown key; allowed: {', '.join(_KEYS)}")
+    fail = table_checker(spec, "model", _KEYS, "zoo = 'digits_mlp'", source)
     if ("zoo" in spec) == ("factory" in spec):
         raise fail("", f"give exactly one of zoo = <{' | '.join(ZOO_NAMES)}> "
                        "or factory = 'module:function'")
