@@ -4,11 +4,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test bench fidelity lint clean
 
+# The CPU wheel of torch first (a local file on the project machines), so that the unpinned
+# torch>=2.1 of pyproject.toml is already satisfied and no CUDA build is pulled; where that wheel
+# does not exist, any recent torch will do.
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# CPU wheel first (local on the project machines), so that the unpinned torch>=2.1 below is
-	# already satisfied and no CUDA build is pulled; elsewhere any recent torch will do.
 	$(PY) -m pip install -q torch==2.13.0 || $(PY) -m pip install -q torch
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
