@@ -22,7 +22,6 @@ from mc_engine.kernels.periphery import (
     adc_rows,
     dac_rows,
     patch_abs_max,
-    patch_dac_all,
     patch_dac_rows,
     row_abs_max,
 )
@@ -151,10 +150,6 @@ class PatchRows(InputRows):
                                             self.geom[2:4], self.geom[4:6], self.geom[6:])
 
     def dac(self, c0, c1, rows, scale, step):
-        if rows.size == self.n_rows:   # every row: column-major fused im2col, a transposed view
-            out_t = np.empty((c1 - c0, self.n_rows), np.float32)
-            patch_dac_all(self.xp, *self.geom, c0, c1, scale, step, out_t)
-            return out_t.T
         out = np.empty((rows.size, c1 - c0), np.float32)
         patch_dac_rows(self.xp, *self.geom, c0, c1, rows, scale, step, out)
         return out

@@ -97,25 +97,11 @@ def patch_abs_max(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, d
 
 
 @njit(cache=True, nogil=True)
-def patch_dac_all(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int,
-                  ho: int, wo: int, c0: int, c1: int, scale: np.ndarray, step: np.float32,
-                  out_t: np.ndarray) -> None:
-    """Fused im2col + DAC of all rows, written transposed: out_t[c - c0, r] (column-major)."""
-    row, col = _patch_offsets(xp, kh, kw, sh, sw, dh, dw, ho, wo, c0, c1)
-    flat = xp.reshape(-1)
-    one = np.float32(1.0)
-    for c in range(col.size):
-        off = col[c]
-        dst = out_t[c]
-        for r in range(row.size):
-            dst[r] = _quantize(flat[row[r] + off] * scale[r], step, one)
-
-
-@njit(cache=True, nogil=True)
 def patch_dac_rows(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int,
                    ho: int, wo: int, c0: int, c1: int, rows: np.ndarray, scale: np.ndarray,
                    step: np.float32, out: np.ndarray) -> None:
-    """Fused im2col + DAC of the selected rows: out[k] = quantised columns of row rows[k]."""
+    """Fused im2col + DAC: out[k] = quantised columns c0..c1 of im2col row rows[k] (row-major,
+    the layout the GEMM is fastest on)."""
     row, col = _patch_offsets(xp, kh, kw, sh, sw, dh, dw, ho, wo, c0, c1)
     flat = xp.reshape(-1)
     one = np.float32(1.0)
