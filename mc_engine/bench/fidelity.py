@@ -10,6 +10,8 @@ that physically complete option moves the accuracy from the toolkit's "net" conv
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import re
 import tempfile
 from pathlib import Path
@@ -51,7 +53,8 @@ def run_study(path: Path, out: Path, extra_args: list[str] = (),
         target = path.with_name(f".{path.stem}-variant.toml")
         target.write_text(text.replace("[hardware]\n", f"[hardware]\n{hardware}\n", 1))
     try:
-        code = cli_main(["run", str(target), "--out", str(out), *extra_args])
+        with contextlib.redirect_stdout(io.StringIO()):   # each run's own summary table
+            code = cli_main(["run", str(target), "--out", str(out), *extra_args])
     finally:
         if target != path:
             target.unlink()

@@ -108,8 +108,11 @@ def patch_dac_rows(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, 
     for k in range(rows.shape[0]):
         base = row[rows[k]]
         s = scale[k]
-        for c in range(col.size):
-            out[k, c] = _quantize(flat[base + col[c]] * s, step, one)
+        dst = out[k]
+        for c in range(col.size):          # gather (scalar loads)...
+            dst[c] = flat[base + col[c]]
+        for c in range(col.size):          # ...then quantise a contiguous row (vectorised)
+            dst[c] = _quantize(dst[c] * s, step, one)
 
 
 @njit(cache=True, nogil=True)
