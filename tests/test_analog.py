@@ -9,7 +9,7 @@ from torch import nn
 
 import mc_engine
 from mc_engine import HardwareConfig, UserInputError
-from mc_engine.analog.tile import AnalogMatrix, split_sizes
+from mc_engine.analog.tile import AnalogMatrix, PatchRows, split_sizes
 from tests.conftest import AIHWKIT, linear_with
 
 QUIET = dict(device="ideal", out_noise=0.0, drift_compensation="none")
@@ -271,3 +271,40 @@ def test_per_column_drift_compensation_restores_each_columns_probe_level():
     # global: only the tile-wide mean is; the fast-drifting small column stays low
     assert levels["global"].mean() == pytest.approx(ideal_level.mean(), rel=1e-4)
     assert levels["global"][0] < 0.9 * ideal_level[0]
+
+
+@pytest.mark.parametrize("hardware", [dict(), dict(bound_management="none"),
+                                      dict(noise_management="none"),
+                                      dict(noise_management="constant", nm_constant=2.0)])
+def test_batched_grouped_conv_equals_running_each_group_alone(hardware):
+    # Large weights make rows saturate, so the per-(row, group) bound-management retries run.
+    torch.manual_seed(3)
+    conv = nn.Conv2d(12, 24, 3, padding=1, groups=6)
+    with torch.no_grad():
+        conv.weight.mul_(40.0)
+    x = torch.randn(4, 12, 7, 7)
+    x[0, :2] = 0.0                       # a group with all-zero patches: alpha = 0 rows
+    am = mc_engine.convert(conv, HardwareConfig(**{**QUIET, **hardware})).program(0)
+    layer = am.module[0]
+    batched = am(x).numpy()
+    rows = PatchRows(torch.nn.functional.pad(x, (1, 1, 1, 1)).numpy(), (3, 3), (1, 1), (1, 1),
+                     (7, 7))
+    alone = np.concatenate([m.forward(rows, g * 18) for g, m in enumerate(layer.matrices)], 1)
+    alone = alone.reshape(4, 49, 24).transpose(0, 2, 1).reshape(4, 24, 7, 7)
+    alone += conv.bias.detach().numpy()[None, :, None, None]
+    np.testing.assert_array_equal(batched, alone)
+    if hardware.get("bound_management") != "none":
+        assert np.abs(batched).max() > 12.0        # retries with r > 1 happened
+
+
+def test_batched_grouped_conv_noise_has_the_per_tile_statistics():
+    conv = nn.Conv2d(4, 4, 3, groups=4, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(0.1)
+    x = torch.ones(20000, 4, 3, 3)
+    hw = HardwareConfig(**{**QUIET, "out_noise": 0.2, "w_noise": 0.1, "dac_bits": 0,
+                           "adc_bits": 0})
+    y = mc_engine.convert(conv, hw)(x).numpy().reshape(20000, 4)
+    # out noise 0.2 and additive weight noise 0.1 * ||x|| = 0.3 per output: sigma sqrt(0.13)
+    np.testing.assert_allclose(y.std(0), np.sqrt(0.2**2 + 0.3**2), rtol=0.03)
+    np.testing.assert_allclose(y.mean(0), 0.9, atol=0.01)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mc_engine.analog.tile import AnalogMatrix, PatchRows
+from mc_engine.analog.tile import AnalogMatrix, PatchRows, grouped_forward
 from mc_engine.errors import UserInputError
 from mc_engine.hardware.config import HardwareConfig
 
@@ -83,9 +83,12 @@ class AnalogConv2d(AnalogLayer):
         padded = F.pad(x.to(torch.float32), (pw, pw, ph, ph)) if ph or pw else x
         rows = PatchRows(_as_numpy(padded), self.kernel_size, self.stride, self.dilation,
                          (ho, wo))
-        width = self.matrices[0].in_features
-        parts = [m.forward(rows, g * width) for g, m in enumerate(self.matrices)]
-        y = torch.from_numpy(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1))
+        if len(self.matrices) > 1 and all(m.n_tiles == 1 for m in self.matrices):
+            y = torch.from_numpy(grouped_forward(self.matrices, rows))
+        else:
+            width = self.matrices[0].in_features
+            parts = [m.forward(rows, g * width) for g, m in enumerate(self.matrices)]
+            y = torch.from_numpy(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1))
         y = y.view(n, ho * wo, self.out_channels).transpose(1, 2)
         y = y.reshape(n, self.out_channels, ho, wo)
         if self.bias is not None:

@@ -92,9 +92,10 @@ class InputRows:
         output, its GEMM and the ADC epilogue of a piece stay in cache."""
         raise NotImplementedError
 
-    def dac(self, c0: int, c1: int, rows: np.ndarray, scale: np.ndarray,
+    def dac(self, c0: int, c1: int, rows: np.ndarray, scale: np.ndarray, width: int,
             step: np.float32) -> np.ndarray:
-        """DAC output (len(rows) × (c1 - c0)) of the selected rows, inputs scaled by ``scale``."""
+        """DAC output (len(rows) × (c1 - c0)) of the selected rows; columns c0 + g*width ..
+        are scaled by scale[k, g] (one group, i.e. one tile, per ``width`` columns)."""
         raise NotImplementedError
 
 
@@ -115,9 +116,9 @@ class DenseRows(InputRows):
         for r0 in range(0, self.n_rows, step):
             yield r0, DenseRows(self.x[r0:r0 + step])
 
-    def dac(self, c0, c1, rows, scale, step):
+    def dac(self, c0, c1, rows, scale, width, step):
         out = np.empty((rows.size, c1 - c0), np.float32)
-        dac_rows(self.x, c0, c1, rows, scale, step, out)
+        dac_rows(self.x, c0, c1, rows, scale, width, step, out)
         return out
 
 
@@ -142,6 +143,14 @@ class PatchRows(InputRows):
         patch_abs_max(self.xp, *self.geom, c0, c1, a)
         return a
 
+    def group_abs_max(self, groups: int) -> np.ndarray:
+        """abs_max alpha of every (im2col row, channel group): rows × groups, one pass."""
+        kh, kw, sh, sw, dh, dw = self.geom[:6]
+        n, c, h, w = self.xp.shape
+        a = torch.from_numpy(self.xp).view(n, groups, c // groups, h, w).abs().amax(dim=2)
+        pooled = F.max_pool2d(a, (kh, kw), (sh, sw), dilation=(dh, dw))   # n, G, ho, wo
+        return np.ascontiguousarray(pooled.permute(0, 2, 3, 1).numpy().reshape(-1, groups))
+
     def blocks(self, n_cols):
         per_image = self.geom[-1] * self.geom[-2]
         images = max(1, BLOCK_BYTES // (4 * n_cols * per_image))
@@ -149,9 +158,9 @@ class PatchRows(InputRows):
             yield n0 * per_image, PatchRows(self.xp[n0:n0 + images], self.geom[:2],
                                             self.geom[2:4], self.geom[4:6], self.geom[6:])
 
-    def dac(self, c0, c1, rows, scale, step):
+    def dac(self, c0, c1, rows, scale, width, step):
         out = np.empty((rows.size, c1 - c0), np.float32)
-        patch_dac_rows(self.xp, *self.geom, c0, c1, rows, scale, step, out)
+        patch_dac_rows(self.xp, *self.geom, c0, c1, rows, scale, width, step, out)
         return out
 
 
@@ -217,12 +226,13 @@ class Tile:
 
     # ---- forward ----
     def forward(self, source: InputRows, c0: int, alpha: np.ndarray, noise: NoiseStream | None,
-                out: np.ndarray, post: np.ndarray) -> None:
+                out: np.ndarray, post: np.ndarray, r: float = 1.0) -> None:
         """out[i] = tile output of input row i (columns c0.. of ``source``) times ``post``.
 
         Implements DAC, MVM, weight/output noise, ADC and iterative bound management (noise
-        management's alpha is given), retrying only the rows that saturated. ``noise`` None
-        switches every noise source off.
+        management's alpha is given), retrying only the rows that saturated; ``r`` is the
+        bound-management factor of the first pass. ``noise`` None switches every noise source
+        off.
         """
         per = self.per
         hw = per.hw
@@ -239,12 +249,12 @@ class Tile:
         if rows.size < alpha.size:
             out[alpha <= 0] = 0.0
         inv_alpha = np.float32(1.0) / alpha[rows]
-        r = 1.0
+        post = post.reshape(1, -1)
         while rows.size:
             k = rows.size
             last = hw.bound_management == "none" or r > per.r_last
             scale = inv_alpha / np.float32(r)
-            xq = source.dac(c0, c1, rows, scale, per.step_in)
+            xq = source.dac(c0, c1, rows, scale[:, None], n_in, per.step_in)
             if inp_noise > 0:
                 xq += inp_noise * noise.normal((k, n_in))
             y = (torch.from_numpy(xq) @ self.w_analog_t).numpy()
@@ -311,6 +321,10 @@ class AnalogMatrix:
     def _all_tiles(self):
         return [t for row in self.tiles for t in row]
 
+    @property
+    def n_tiles(self) -> int:
+        return len(self.in_chunks) * len(self.out_chunks)
+
     def program(self, seed: int | Sequence[int]) -> None:
         """Program every device and take the drift-compensation reference m_0."""
         self.seed = seed
@@ -359,6 +373,64 @@ class AnalogMatrix:
                         tile.forward(block, c0, alpha, self.noise, part, post)
                         y[r0:r0 + m, o0:o1] += part
         return y
+
+
+def grouped_forward(matrices: list[AnalogMatrix], source: PatchRows) -> np.ndarray:
+    """Forward of a grouped convolution: G single-tile matrices reading consecutive column
+    groups of one source, batched (one DAC pass, one batched GEMM, one ADC pass for all groups).
+
+    Each group keeps its own alpha, ADC, weights and digital factors, exactly as if run alone;
+    only the (row, group) pairs that saturate go through the per-tile bound-management retry.
+    Depthwise layers (hundreds of 9-input tiles) would otherwise cost a Python round trip per
+    group and block.
+    """
+    tiles = [m.tiles[0][0] for m in matrices]
+    per, noise = matrices[0].periphery, matrices[0].noise
+    hw = per.hw
+    n_groups = len(tiles)
+    n_out, width = tiles[0].w.shape
+    w = torch.stack([t.w_analog_t for t in tiles])                  # G, width, n_out
+    abs_w = w.abs() if hw.w_noise > 0 and hw.w_noise_type == "pcm_read" else None
+    post = np.stack([t.comp / t.k for t in tiles])                  # G, n_out
+    last = hw.bound_management == "none" or 1.0 > per.r_last
+    y_all = np.empty((source.n_rows, n_groups * n_out), np.float32)
+    for r0, block in source.blocks(n_groups * width):
+        m = block.n_rows
+        if hw.noise_management == "abs_max":
+            alpha = block.group_abs_max(n_groups)
+        else:
+            alpha = per.alpha(block, 0, 1)[:, None].repeat(n_groups, axis=1)
+        if per.inp_noise > 0:
+            alpha = np.where(alpha > 0, alpha, np.float32(1.0))
+        active = alpha > 0
+        scale = np.float32(1.0) / np.where(active, alpha, np.float32(1.0))
+        xq = block.dac(0, n_groups * width, np.arange(m), scale, width, per.step_in)
+        if per.inp_noise > 0:
+            xq += per.inp_noise * noise.normal(xq.shape)
+        x3 = torch.from_numpy(xq).view(m, n_groups, width)
+        y = torch.einsum("mgi,gio->mgo", x3, w).contiguous().numpy().reshape(m * n_groups, n_out)
+        wn_row, wn_full, wnoise = _EMPTY1, _EMPTY2, _EMPTY2
+        if per.w_noise > 0:
+            wnoise = noise.normal((m * n_groups, n_out))
+            if abs_w is None:
+                wn_row = per.w_noise * np.sqrt((x3 * x3).sum(-1).numpy().reshape(-1))
+            else:
+                wn_full = per.w_noise * np.sqrt(
+                    torch.einsum("mgi,gio->mgo", x3 * x3, abs_w).numpy().reshape(-1, n_out))
+        noise_out = noise.normal((m * n_groups, n_out)) if per.out_noise > 0 else _EMPTY2
+        out = y_all[r0:r0 + m].reshape(m * n_groups, n_out)
+        sat = np.empty(m * n_groups, np.bool_)
+        adc_rows(y, per.out_noise, noise_out, wn_row, wn_full, wnoise, per.step_out, per.bound,
+                 scale.reshape(-1), np.arange(m * n_groups), last, post, out, sat)
+        out3 = out.reshape(m, n_groups, n_out)
+        out3[~active] = 0.0
+        retry = sat.reshape(m, n_groups) & active & (not last)
+        for g in np.flatnonzero(retry.any(axis=0)):
+            part = np.empty((m, n_out), np.float32)
+            alpha_g = np.where(retry[:, g], alpha[:, g], np.float32(0.0))
+            tiles[g].forward(block, g * width, alpha_g, noise, part, post[g], r=2.0)
+            out3[retry[:, g], g] = part[retry[:, g]]
+    return y_all
 
 
 class NoiseStream:

@@ -44,16 +44,29 @@ def row_abs_max(x: np.ndarray, c0: int, c1: int, out: np.ndarray) -> None:
         out[i] = a
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _quantize_row(dst: np.ndarray, scale_row: np.ndarray, width: int, step: np.float32) -> None:
+    """dst[c] = quantised dst[c]*scale_row[c // width]: one input scale per group of columns."""
+    one = np.float32(1.0)
+    n = dst.shape[0]
+    for g in range(scale_row.shape[0]):
+        s = scale_row[g]
+        for c in range(g * width, min((g + 1) * width, n)):
+            dst[c] = _quantize(dst[c] * s, step, one)
+
+
 @njit(cache=True, nogil=True)
 def dac_rows(x: np.ndarray, c0: int, c1: int, rows: np.ndarray, scale: np.ndarray,
-             step: np.float32, out: np.ndarray) -> None:
-    """out[k] = clip(rint(x[rows[k], c0:c1]*scale[k]/step)*step, -1, 1); step 0 = no rounding."""
-    one = np.float32(1.0)
+             width: int, step: np.float32, out: np.ndarray) -> None:
+    """out[k] = clip(rint(x[rows[k], c0:c1]*s/step)*step, -1, 1), s = scale[k, (c - c0)//width].
+
+    One scale per row and group of ``width`` columns (a grouped layer's groups share the row);
+    step 0 = no rounding.
+    """
     for k in range(rows.shape[0]):
-        i = rows[k]
-        s = scale[k]
-        for j in range(c0, c1):
-            out[k, j - c0] = _quantize(x[i, j] * s, step, one)
+        dst = out[k]
+        dst[:] = x[rows[k], c0:c1]
+        _quantize_row(dst, scale[k], width, step)
 
 
 @njit(cache=True, nogil=True)
@@ -99,20 +112,17 @@ def patch_abs_max(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, d
 @njit(cache=True, nogil=True)
 def patch_dac_rows(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int,
                    ho: int, wo: int, c0: int, c1: int, rows: np.ndarray, scale: np.ndarray,
-                   step: np.float32, out: np.ndarray) -> None:
-    """Fused im2col + DAC: out[k] = quantised columns c0..c1 of im2col row rows[k] (row-major,
-    the layout the GEMM is fastest on)."""
+                   width: int, step: np.float32, out: np.ndarray) -> None:
+    """Fused im2col + DAC: out[k] = quantised columns c0..c1 of im2col row rows[k], scaled as in
+    ``dac_rows`` (row-major, the layout the GEMM is fastest on)."""
     row, col = _patch_offsets(xp, kh, kw, sh, sw, dh, dw, ho, wo, c0, c1)
     flat = xp.reshape(-1)
-    one = np.float32(1.0)
     for k in range(rows.shape[0]):
         base = row[rows[k]]
-        s = scale[k]
         dst = out[k]
-        for c in range(col.size):          # gather (scalar loads)...
+        for c in range(col.size):          # gather (scalar loads), then quantise contiguously
             dst[c] = flat[base + col[c]]
-        for c in range(col.size):          # ...then quantise a contiguous row (vectorised)
-            dst[c] = _quantize(dst[c] * s, step, one)
+        _quantize_row(dst, scale[k], width, step)
 
 
 @njit(cache=True, nogil=True)
@@ -127,7 +137,8 @@ def adc_rows(y: np.ndarray, out_noise: np.float32, noise: np.ndarray, wn_row: np
     be empty; output noise has sigma out_noise. Outputs are rounded with ``step`` (0 = off) and
     clipped at ±bound. A row whose rounded output lies strictly beyond the bound is flagged in
     ``saturated``; unless ``last``, it is not written so that bound management can retry it.
-    Every other row is written as out[rows[k], j] = (y/scale[k]) * post[j].
+    Every other row is written as out[i, j] = (y/scale[k]) * post[i % P, j], i = rows[k]: post
+    holds the digital factors of P interleaved groups (P = 1 for a plain tile).
     """
     m, n = y.shape
     has_row = wn_row.shape[0] > 0
@@ -155,5 +166,6 @@ def adc_rows(y: np.ndarray, out_noise: np.float32, noise: np.ndarray, wn_row: np
         if last or not sat:
             i = rows[k]
             s = scale[k]
+            p = post[i % post.shape[0]]
             for j in range(n):
-                out[i, j] = (y[k, j] / s) * post[j]
+                out[i, j] = (y[k, j] / s) * p[j]
