@@ -7,6 +7,8 @@ what is allowed. The CLI prints that line and exits with status 2; nothing else 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class UserInputError(ValueError):
     """Invalid user input; ``str(err)`` is a complete one-line message."""
@@ -23,3 +25,26 @@ class UserInputError(ValueError):
             return self
         msg = str(self)
         return UserInputError(msg, source=source)
+
+
+#: ``fail(key, message)``: builds the one-line error for a key of the input being checked.
+Fail = Callable[[str, str], UserInputError]
+
+
+def check_int(value: object, key: str, fail: Fail, *, lo: int = 1, hi: int | None = None,
+              hint: str = "") -> int:
+    """``value`` if it is an integer (not a bool) in [lo, hi], else ``fail(key, ...)``.
+
+    The bound ``hi`` keeps values that size lists or tensors (repeats, classes) from asking for
+    more memory than any machine has; ``hint`` is added to the message (allowed values, why).
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or \
+            (hi is not None and value > hi):
+        if hi is not None:
+            wanted = f"an integer from {lo} to {hi:_}"
+        else:
+            wanted = "a positive integer" if lo == 1 else f"an integer >= {lo}"
+        shown = f"{value!r}" if not isinstance(value, int) or abs(value) < 10**30 else \
+            f"an integer of {len(str(abs(value)))} digits"
+        raise fail(key, f"expected {wanted}{f' {hint}' if hint else ''}, got {shown}")
+    return value
