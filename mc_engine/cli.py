@@ -102,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="delete this study's earlier results and start over")
 
     validate = command("validate", _validate,
-                       "Check a study file, its model and its data without running it.")
+                       "Check a study file, its model and its data (and that they fit each other) "
+                       "without running it.")
     validate.add_argument("study", type=Path, help="study file (.toml)")
     validate.add_argument("--out", type=Path, default=DEFAULT_OUT,
                           help="results folder whose .cache holds trained zoo models")
@@ -154,8 +155,7 @@ def _validate(args: argparse.Namespace) -> int:
     from mc_engine.study import format_duration, load_study
 
     study = load_study(args.study)
-    dataset = study.load_data()
-    study.load_model(args.out / ".cache")
+    dataset = study.load(args.out / ".cache").dataset
     times = ", ".join(format_duration(t) for t in study.inference_times_s)
     print(f"{study.source}: ok: {len(study.points)} hardware points x {study.repeats} repeats = "
           f"{study.n_trials} trials, each at {len(study.inference_times_s)} inference times "

@@ -3,6 +3,7 @@
 Everything a user can get wrong (a study file, a hardware parameter, a dataset path, a model with
 unsupported layers) raises :class:`UserInputError` with one line that names the place, the key and
 what is allowed. The CLI prints that line and exits with status 2; nothing else becomes a traceback.
+The few checks every input layer (study, data, zoo) shares live here too.
 """
 
 from __future__ import annotations
@@ -40,11 +41,15 @@ def check_int(value: object, key: str, fail: Fail, *, lo: int = 1, hi: int | Non
     """
     if isinstance(value, bool) or not isinstance(value, int) or value < lo or \
             (hi is not None and value > hi):
+        wanted = "a positive integer" if lo == 1 and hi is None else f"an integer >= {lo}"
         if hi is not None:
-            wanted = f"an integer from {lo} to {hi:_}"
-        else:
-            wanted = "a positive integer" if lo == 1 else f"an integer >= {lo}"
-        shown = f"{value!r}" if not isinstance(value, int) or abs(value) < 10**30 else \
-            f"an integer of {len(str(abs(value)))} digits"
-        raise fail(key, f"expected {wanted}{f' {hint}' if hint else ''}, got {shown}")
+            wanted += f" and <= {hi:_}"
+        raise fail(key, f"expected {wanted}{f' {hint}' if hint else ''}, got {short_repr(value)}")
     return value
+
+
+def short_repr(value: object) -> str:
+    """repr, except for integers too long to print usefully (10**400 in a study file)."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    return repr(value)

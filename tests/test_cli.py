@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mc_engine.cli import main
@@ -53,6 +54,13 @@ BAD_STUDIES = {
                          "unknown zoo model 'digits_rnn'"),
     "factory_does_not_import": ('zoo = "digits_mlp"', 'factory = "no_such_pkg_xyz.nets:mlp"',
                                 "model.factory", "no_such_pkg_xyz"),
+    "model_does_not_fit_the_data": ('zoo = "digits_mlp"', 'zoo = "resnet20"', "model",
+                                    "the model (zoo = 'resnet20') cannot process the [data] "
+                                    "inputs of shape (2, 64) (digits): RuntimeError: "),
+    "time_beyond_float_range": ('"1h"]', f"1{'0' * 400}]", "study.inference_times[1]",
+                                "must be finite"),
+    "too_many_repeats": ("repeats = 2", "repeats = 1_000_001", "study.repeats",
+                         "<= 1_000_000"),
 }
 
 
@@ -135,3 +143,27 @@ def test_unexpected_failure_exits_1_with_a_hint(tmp_path, capsys):
 def test_summary_of_an_empty_folder_is_a_user_error(tmp_path, capsys):
     assert main(["summary", str(tmp_path)]) == 2
     assert "no results here" in capsys.readouterr().err
+
+
+def test_validate_rejects_a_model_with_fewer_outputs_than_classes(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "c100.npz", x_test=rng.random((4, 3, 32, 32), dtype=np.float32),
+             y_test=np.array([0, 5, 99, 3]))
+    path = study_file(tmp_path, 'zoo = "digits_mlp"\n\n[data]\ndataset = "digits"',
+                      'zoo = "resnet20"\n\n[data]\ndataset = "npz"\npath = "c100.npz"')
+    assert main(["validate", str(path), "--out", str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"{path}: model: the model (zoo = 'resnet20') gives 10 class scores per "
+                   f"input, but the labels of [data] (npz:c100.npz) go up to 99: it needs at "
+                   f"least 100\n")
+
+
+def test_scheduler_address_without_port_exits_1_with_a_hint(tmp_path, capsys):
+    out = tmp_path / "results"
+    assert main(["run", str(study_file(tmp_path)), "--out", str(out), "--scheduler", "foo"]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["error: invalid Dask scheduler address 'foo': missing port number in "
+                     "address 'foo'",
+                     "hint: give --scheduler as tcp://HOST:PORT, the address 'dask scheduler' "
+                     "prints, e.g. tcp://10.0.0.5:8786"]
+    assert not out.exists()  # refused before the model was loaded or anything written

@@ -131,3 +131,20 @@ def test_plot_writes_a_png(tmp_path):
         store.write_trials(trial)
     out = plot(load_results(tmp_path), tmp_path / "figs" / "acc.png", ideal=0.95)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_summary_of_one_part_file_finds_ideal_beside_it(tmp_path):
+    store = ResultStore(tmp_path)
+    part = store.write_trials([r for t in fake_trials(2) for r in t])
+    store.write_ideal({"study": "demo", "n_correct": 90, "n_samples": 100, "accuracy": 0.9,
+                       "engine_version": mc_engine.__version__})
+    summary = summarize(load_results(part))
+    assert (summary["ideal_accuracy"] == 0.9).all()
+
+
+def test_summary_accepts_any_real_number_as_ideal(tmp_path):
+    ResultStore(tmp_path).write_trials([r for t in fake_trials(1) for r in t])
+    df = load_results(tmp_path)
+    for ideal in (np.float32(0.5), np.int64(1), 0.5):
+        assert (summarize(df, ideal)["ideal_accuracy"] == float(ideal)).all()
+

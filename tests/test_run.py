@@ -10,17 +10,22 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 from distributed import Client, LocalCluster
 
 from mc_engine.cli import main
+from mc_engine.data import digits_split
 from mc_engine.errors import UserInputError
 from mc_engine.results import ResultStore, load_results
 from mc_engine.run import WORKER_ENV, RunError, run_study
 from mc_engine.study import load_study
+from mc_engine.zoo import build
 
 BIN = Path(sys.executable).parent
 
@@ -213,6 +218,41 @@ def test_resume_refuses_results_of_another_seed_unless_fresh(local_two, warm_clu
                       cache_dir=cache_dir)
     assert fresh.n_run == 2
     assert set(load_results(fresh.results_dir)["seed"]) != set(local_two["seed"])
+
+
+def test_resume_refuses_results_of_changed_weights_or_data(warm_cluster, tmp_path, cache_dir):
+    """Same study file, but the checkpoint or the data file changed under it: the stored
+    fingerprint tells, and so does a missing study.toml."""
+    torch.save(build("digits_mlp").state_dict(), tmp_path / "w.pt")
+    split = digits_split()
+    np.savez(tmp_path / "d.npz", x_test=split["x_test"][:50], y_test=split["y_test"][:50])
+    path = write_study(tmp_path, repeats=1)
+    path.write_text(path.read_text().replace(
+        'zoo = "digits_mlp"', 'zoo = "digits_mlp"\ncheckpoint = "w.pt"').replace(
+        'dataset = "digits"\nlimit = 100', 'dataset = "npz"\npath = "d.npz"'))
+    study = load_study(path)
+    first = run_study(study, tmp_path, scheduler=warm_cluster, progress=False,
+                      cache_dir=cache_dir)
+    assert first.n_run == 2
+    stored = tomllib.loads((first.results_dir / "study.toml").read_text())["study"]
+    assert sorted(stored["fingerprint"]) == ["data", "model"]
+
+    np.savez(tmp_path / "d.npz", x_test=split["x_test"][50:100], y_test=split["y_test"][50:100])
+    with pytest.raises(UserInputError, match=r": data: the data differs .* --fresh"):
+        run_study(study, tmp_path, scheduler=warm_cluster, progress=False, cache_dir=cache_dir)
+    np.savez(tmp_path / "d.npz", x_test=split["x_test"][:50], y_test=split["y_test"][:50])
+    torch.save(build("digits_mlp", seed=1).state_dict(), tmp_path / "w.pt")
+    with pytest.raises(UserInputError, match=r": model: the model differs .* --fresh"):
+        run_study(study, tmp_path, scheduler=warm_cluster, progress=False, cache_dir=cache_dir)
+    torch.save(build("digits_mlp").state_dict(), tmp_path / "w.pt")
+    again = run_study(study, tmp_path, scheduler=warm_cluster, progress=False,
+                      cache_dir=cache_dir)
+    assert (again.n_run, again.n_skipped) == (0, 2)
+
+    (first.results_dir / "study.toml").unlink()
+    with pytest.raises(UserInputError, match=r"have no study.toml, .* --fresh"):
+        run_study(study, tmp_path, scheduler=warm_cluster, progress=False, cache_dir=cache_dir)
+    assert len(load_results(first.results_dir)) == 2 * 2  # nothing mixed in or lost
 
 
 def test_a_second_run_on_the_same_folder_is_refused(tmp_path, cache_dir):

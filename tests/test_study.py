@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import re
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 
 from mc_engine.errors import UserInputError
 from mc_engine.hardware import HardwareConfig
+from mc_engine.results import swept_columns
 from mc_engine.study import (
     format_duration,
     load_study,
@@ -19,6 +23,7 @@ from mc_engine.study import (
     point_id,
     trial_seed,
 )
+from mc_engine.zoo import build
 
 QUICKSTART = Path(__file__).parents[1] / "studies" / "quickstart.toml"
 
@@ -68,7 +73,8 @@ def test_grid_is_the_cartesian_product_in_file_order():
     assert [(p.adc_bits, p.w_noise) for p in study.points] == [
         (6, 0.0), (6, 0.01), (6, 0.02), (8, 0.0), (8, 0.01), (8, 0.02)]
     assert study.n_trials == 12
-    assert study.swept_fields() == ["adc_bits", "w_noise"]
+    points = pd.DataFrame([p.to_dict() for p in study.points])
+    assert swept_columns(points) == ["adc_bits", "w_noise"]
 
 
 def test_zip_ties_lists_and_multiplies_with_the_grid():
@@ -155,11 +161,18 @@ def test_resolved_toml_round_trips():
     ({"study": {"name": "t/../x", "seed": 1, "repeats": 1, "inference_times": ["0s"]}},
      "study.name: expected a name"),
     ({"study": {"name": "t", "seed": -1, "repeats": 1, "inference_times": ["0s"]}},
-     "study.seed: must be >= 0"),
+     "study.seed: expected an integer >= 0, got -1"),
     ({"study": {"name": "t", "seed": 1, "repeats": 0, "inference_times": ["0s"]}},
-     "study.repeats: must be >= 1"),
+     "study.repeats: expected an integer >= 1 and <= 1_000_000, got 0"),
     ({"study": {"name": "t", "seed": 1, "repeats": "4", "inference_times": ["0s"]}},
-     "study.repeats: expected an integer, got '4'"),
+     "study.repeats: expected an integer >= 1 and <= 1_000_000, got '4'"),
+    ({"study": {"name": "t", "seed": 1, "repeats": 1_000_001, "inference_times": ["0s"]}},
+     "study.repeats: expected an integer >= 1 and <= 1_000_000, got 1000001"),
+    ({"study": {"name": "t", "seed": 1, "repeats": 1, "inference_times": ["0s", 10**400]}},
+     r"study.inference_times\[1\]: a duration must be finite \(below 1e308 s\), got an integer "
+     "of about 401 digits"),
+    ({"study": {"name": "t", "seed": 1, "repeats": 1, "inference_times": ["0s"],
+                "fingerprint": {"model": "abc"}}}, "study.fingerprint: expected"),
     ({"study": {"name": "t", "seed": 1, "repeats": 1, "inference_times": []}},
      "study.inference_times: expected a non-empty list"),
     ({"study": {"name": "t", "seed": 1, "repeats": 1}}, "study.inference_times: missing"),
@@ -201,3 +214,51 @@ def test_quickstart_study_is_valid_and_small():
     assert study.n_trials == 32
     assert study.inference_times_s[0] == 0.0
     assert study.base_dir == QUICKSTART.parent
+
+
+def test_huge_integer_durations_are_user_errors_not_overflows():
+    for value in (10**400, -(10**400)):
+        with pytest.raises(UserInputError, match="must be finite"):
+            parse_duration(value, source="s.toml", key="study.inference_times[0]")
+
+
+def test_sweeps_too_big_to_run_are_rejected_before_expansion():
+    ten = [i / 100 for i in range(10)]
+    sweep = {k: ten for k in ("w_noise", "out_noise", "inp_noise", "drift_scale",
+                              "read_noise_scale", "prog_noise_scale", "sigma_prog")}
+    with pytest.raises(UserInputError, match=r"^s.toml: sweep: 10_000_000 hardware points x 2 "
+                                             r"repeats = 20_000_000 trials; at most 1_000_000"):
+        parse_study(study_doc(sweep=sweep), source="s.toml")
+    doc = study_doc(sweep={"adc_bits": [6, 8]})
+    doc["study"]["repeats"] = 600_000
+    with pytest.raises(UserInputError, match=r"^s.toml: study.repeats: 2 hardware points x "
+                                             r"600_000 repeats = 1_200_000 trials"):
+        parse_study(doc, source="s.toml")
+
+
+def pinned_study(folder: Path) -> dict:
+    """A study on an npz test set and a digits_mlp checkpoint (no training), both in folder."""
+    torch.save(build("digits_mlp").state_dict(), folder / "w.pt")
+    rng = np.random.default_rng(0)
+    np.savez(folder / "data.npz", x_test=rng.random((8, 64), dtype=np.float32),
+             y_test=np.arange(8))
+    return study_doc(model={"zoo": "digits_mlp", "checkpoint": "w.pt"},
+                     data={"dataset": "npz", "path": "data.npz"})
+
+
+def test_resolved_toml_pins_the_fingerprint_of_model_and_data(tmp_path):
+    study = parse_study(pinned_study(tmp_path), source="s.toml", base_dir=tmp_path)
+    prints = study.load(tmp_path / "cache").fingerprint
+    assert set(prints) == {"model", "data"}
+    assert all(re.fullmatch(r"[0-9a-f]{64}", v) for v in prints.values())
+    resolved = tomllib.loads(replace(study, fingerprint=prints).to_toml())
+    assert resolved["study"]["fingerprint"] == prints
+    pinned = parse_study(resolved, source="s.toml", base_dir=tmp_path)
+    assert pinned.load(tmp_path / "cache").fingerprint == prints
+    with np.load(tmp_path / "data.npz") as npz:
+        x, y = npz["x_test"], npz["y_test"]
+    np.savez(tmp_path / "data.npz", x_test=x, y_test=y[::-1])
+    with pytest.raises(UserInputError, match=r"^s.toml: study.fingerprint.data: the data "
+                                             r"\(sha256 [0-9a-f]{12}...\) differs"):
+        pinned.load(tmp_path / "cache")
+    assert study.load(tmp_path / "cache").fingerprint["model"] == prints["model"]

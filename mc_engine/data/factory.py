@@ -1,4 +1,4 @@
-"""Resolve a user's ``"module:function"`` reference from a study file.
+"""Resolve what a study file refers to: ``"module:function"`` factories and relative paths.
 
 Both ``[data]`` and ``[model]`` accept ``factory = "module:function"``; the module is looked up
 next to the study file first (its folder goes on ``sys.path``), so a user can keep a
@@ -70,6 +70,12 @@ def call_factory(fn: Callable[..., Any], ref: str, source: str | None, key: str)
     except Exception as exc:  # any failure inside user code is a user input error
         raise UserInputError(f"{ref!r} raised {type(exc).__name__}: {one_line(exc)}",
                              source=source, key=key) from exc
+
+
+def resolve_path(value: str, base_dir: Path) -> Path:
+    """A path from a study file: relative paths are relative to the study file's folder."""
+    path = Path(value)
+    return path if path.is_absolute() else Path(base_dir) / path
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:

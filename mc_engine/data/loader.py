@@ -7,7 +7,6 @@ file and the ``data.<key>`` at fault.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,17 @@ import numpy as np
 
 from mc_engine.data.cifar import load_cifar
 from mc_engine.data.digits import digits_split
-from mc_engine.data.factory import call_factory, import_factory, one_line, table_checker
-from mc_engine.errors import UserInputError
+from mc_engine.data.factory import (
+    call_factory,
+    import_factory,
+    one_line,
+    resolve_path,
+    table_checker,
+)
+from mc_engine.errors import Fail, UserInputError, check_int
 
 DATASETS = ("digits", "cifar10", "cifar100", "npz")
 _KEYS = ("dataset", "factory", "path", "limit")
-_Fail = Callable[[str, str], UserInputError]
 
 
 @dataclass(eq=False)
@@ -42,8 +46,8 @@ def load_dataset(spec: dict[str, Any], base_dir: Path, source: str | None) -> Da
     if "dataset" in spec and "factory" in spec:
         raise fail("factory", "give either dataset or factory, not both")
     limit = spec.get("limit")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise fail("limit", f"expected a positive integer, got {limit!r}")
+    if limit is not None:
+        check_int(limit, "limit", fail)
 
     if "factory" in spec:
         if "path" in spec:
@@ -65,7 +69,7 @@ def load_dataset(spec: dict[str, Any], base_dir: Path, source: str | None) -> Da
 
 
 def _builtin_arrays(name: str, spec: dict[str, Any], base_dir: Path,
-                    fail: _Fail) -> tuple[np.ndarray, np.ndarray]:
+                    fail: Fail) -> tuple[np.ndarray, np.ndarray]:
     if name == "digits":
         if "path" in spec:
             raise fail("path", "not used with dataset = 'digits' (it is embedded)")
@@ -75,8 +79,7 @@ def _builtin_arrays(name: str, spec: dict[str, Any], base_dir: Path,
         raise fail("path", f"required with dataset = {name!r}")
     if not isinstance(spec["path"], str):
         raise fail("path", f"expected a string, got {spec['path']!r}")
-    path = Path(spec["path"])
-    path = path if path.is_absolute() else Path(base_dir) / path
+    path = resolve_path(spec["path"], base_dir)
     if not path.exists():
         raise fail("path", f"{path} does not exist")
     if name == "npz":
@@ -87,7 +90,7 @@ def _builtin_arrays(name: str, spec: dict[str, Any], base_dir: Path,
         raise fail("path", str(err)) from err
 
 
-def _npz_arrays(path: Path, fail: _Fail) -> tuple[np.ndarray, np.ndarray]:
+def _npz_arrays(path: Path, fail: Fail) -> tuple[np.ndarray, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in ("x_test", "y_test") if k not in npz.files]
@@ -101,7 +104,7 @@ def _npz_arrays(path: Path, fail: _Fail) -> tuple[np.ndarray, np.ndarray]:
         raise fail("path", f"{path} is not a readable .npz file ({one_line(exc)})") from exc
 
 
-def _factory_arrays(result: object, fail: _Fail) -> tuple[object, object]:
+def _factory_arrays(result: object, fail: Fail) -> tuple[object, object]:
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         raise fail("factory", f"must return (x, y), got {type(result).__name__}")
     return tuple(_as_numpy(a) for a in result)  # type: ignore[return-value]
@@ -112,7 +115,7 @@ def _as_numpy(a: object) -> object:
     return detach().cpu().numpy() if callable(detach) else a
 
 
-def _validated(x: object, y: object, fail: _Fail, key: str) -> tuple[np.ndarray, np.ndarray]:
+def _validated(x: object, y: object, fail: Fail, key: str) -> tuple[np.ndarray, np.ndarray]:
     """float32 x with a sample axis, int64 labels ≥ 0 of the same length, no NaN or inf."""
     x, y = np.asarray(x), np.asarray(y)
     if x.dtype.kind not in "fiub" or x.ndim < 2:

@@ -17,10 +17,10 @@ from mc_engine.errors import UserInputError
 
 
 def _param(default: Any, doc: str, *, lo: float | None = None, hi: float | None = None,
-           choices: tuple | None = None, lo_open: bool = False) -> Any:
+           choices: tuple | None = None, lo_open: bool = False, inf_ok: bool = False) -> Any:
     """Declare one hardware parameter: default, doc line (unit and meaning) and allowed values."""
     return field(default=default, metadata={"doc": doc, "lo": lo, "hi": hi, "choices": choices,
-                                            "lo_open": lo_open})
+                                            "lo_open": lo_open, "inf_ok": inf_ok})
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class HardwareConfig:
     out_noise: float = _param(0.06, "Gaussian output noise sigma added before the ADC, in output "
                                     "(weight x normalised input) units.", lo=0.0)
     out_bound: float = _param(12.0, "ADC saturation bound, in output units; inf disables clipping.",
-                              lo=0.0, lo_open=True)
+                              lo=0.0, lo_open=True, inf_ok=True)
     w_noise: float = _param(0.0, "Short-term (per MVM) weight noise sigma, in weight units "
                                  "(see w_noise_type).", lo=0.0)
     w_noise_type: str = _param("additive_constant",
@@ -152,9 +152,12 @@ def _check(f: dataclasses.Field, value: Any) -> Any:
     elif kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserInputError(f"expected a number, got {value!r}", key=name)
-        value = float(value)
-        if math.isnan(value):
-            raise UserInputError("expected a number, got NaN", key=name)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise UserInputError("a number beyond the floating-point range", key=name) from None
+        if math.isnan(value) or (math.isinf(value) and not meta["inf_ok"]):
+            raise UserInputError(f"expected a finite number, got {value!r}", key=name)
     elif kind is str and not isinstance(value, str):
         raise UserInputError(f"expected a string, got {value!r}", key=name)
     choices = meta["choices"]

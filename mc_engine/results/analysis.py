@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,8 @@ def load_results(path: str | Path) -> pd.DataFrame:
     """All result rows under ``path`` as a DataFrame sorted by point_id, repeat and time.
 
     ``path`` is a study's results folder, a folder of such folders (every study in it), or one
-    Parquet file. The folder is remembered in ``df.attrs["results_dir"]`` so that
-    :func:`summarize` finds ``ideal.parquet`` without being told.
+    Parquet file. The folder (a file's own folder) is remembered in ``df.attrs["results_dir"]``
+    so that :func:`summarize` finds ``ideal.parquet`` without being told.
     """
     path = Path(path)
     if path.is_file():
@@ -39,8 +40,7 @@ def load_results(path: str | Path) -> pd.DataFrame:
     table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
     df = table.to_pandas()
     df = df.sort_values(SORT_KEYS, kind="stable", ignore_index=True)
-    if path.is_dir():
-        df.attrs["results_dir"] = str(path)
+    df.attrs["results_dir"] = str(path if path.is_dir() else path.parent)
     return df
 
 
@@ -64,13 +64,14 @@ def swept_columns(df: pd.DataFrame) -> list[str]:
 
 
 def summarize(df: pd.DataFrame,
-              ideal: float | str | Path | pd.DataFrame | None = None) -> pd.DataFrame:
+              ideal: numbers.Real | str | Path | pd.DataFrame | None = None) -> pd.DataFrame:
     """Per (hardware point, inference time): accuracy statistics over the repeats.
 
     Rows are ordered by the swept parameter values, then point_id and time.
     Columns: study, point_id, the swept hardware columns, t_inference_s, n, mean, std (ddof 1),
     q05, q50, q95, ci95_lo / ci95_hi (Student-t 95 % interval of the mean; NaN when n = 1),
-    ideal_accuracy and drop_from_ideal (ideal minus mean). ``ideal`` is a number, a results
+    ideal_accuracy and drop_from_ideal (ideal minus mean). ``ideal`` is a real number (numpy
+    scalars included), a results
     folder or ideal.parquet path, a DataFrame with study and accuracy columns, or None: then the
     folder :func:`load_results` read is used when it has an ideal.parquet, else NaN.
     """
@@ -95,13 +96,13 @@ def summarize(df: pd.DataFrame,
 
 
 def _ideal_per_study(studies: pd.Series, df: pd.DataFrame,
-                     ideal: float | str | Path | pd.DataFrame | None) -> np.ndarray:
+                     ideal: numbers.Real | str | Path | pd.DataFrame | None) -> np.ndarray:
     if ideal is None:
         try:
             table = load_ideal(df.attrs["results_dir"])
         except (KeyError, UserInputError):
             return np.full(len(studies), math.nan)
-    elif isinstance(ideal, (int, float)):
+    elif isinstance(ideal, numbers.Real):
         return np.full(len(studies), float(ideal))
     else:
         table = ideal if isinstance(ideal, pd.DataFrame) else load_ideal(ideal)

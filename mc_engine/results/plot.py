@@ -33,11 +33,13 @@ def plot(df: pd.DataFrame, out_png: str | Path, ideal=None) -> Path:
     summary = summarize(df, ideal)
     label_columns = swept_columns(df)
     several = summary["study"].nunique() > 1
+    times = np.unique(summary["t_inference_s"].to_numpy())
+    position = dict(zip(times, time_positions(times)))  # t = 0 at one place for every point
     fig = Figure(figsize=(7.5, 4.8), layout="constrained")
     ax = fig.subplots()
     for (study, pid), point in summary.groupby(["study", "point_id"], sort=False):
         point = point.sort_values("t_inference_s")
-        x = time_positions(point["t_inference_s"].to_numpy())
+        x = point["t_inference_s"].map(position).to_numpy()
         values = [f"{c}={point[c].iloc[0]}" for c in label_columns]
         label = ", ".join(values) if values else str(pid)
         if several:
@@ -49,9 +51,8 @@ def plot(df: pd.DataFrame, out_png: str | Path, ideal=None) -> Path:
         if np.isfinite(acc):
             ax.axhline(acc, color="0.3", linestyle="--", linewidth=1,
                        label=f"ideal (digital), {study}" if several else "ideal (digital)")
-    times = np.unique(summary["t_inference_s"].to_numpy())
     ax.set_xscale("log")
-    ax.set_xticks(time_positions(times), [format_duration(t) for t in times])
+    ax.set_xticks(list(position.values()), [format_duration(t) for t in times])
     ax.minorticks_off()
     ax.set_xlabel("time after programming")
     ax.set_ylabel("accuracy (mean, 5–95 % band)")

@@ -15,7 +15,6 @@ completely or not at all, which is what resume relies on.
 from __future__ import annotations
 
 import fcntl
-import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,13 +24,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mc_engine.fileio import TEMP_SUFFIX, atomic_write
 from mc_engine.results.schema import IDEAL_SCHEMA, rows_to_table
 
 LOCK_FILE = ".lock"
 STUDY_FILE = "study.toml"
 IDEAL_FILE = "ideal.parquet"
 _PART = re.compile(r"^part-(\d+)\.parquet$")
-_TEMP_SUFFIX = ".tmp"
 
 
 class ResultStore:
@@ -77,14 +76,14 @@ class ResultStore:
             return
         for path in self.directory.iterdir():
             ours = (_PART.match(path.name) or path.name in (STUDY_FILE, IDEAL_FILE)
-                    or path.name.endswith(_TEMP_SUFFIX))
+                    or path.name.endswith(TEMP_SUFFIX))
             if ours and path.is_file():
                 path.unlink()
 
     def remove_temporaries(self) -> None:
         """Delete leftovers of writes that were interrupted before their rename."""
         if self.directory.is_dir():
-            for path in self.directory.glob(f".*{_TEMP_SUFFIX}"):
+            for path in self.directory.glob(f".*{TEMP_SUFFIX}"):
                 path.unlink()
 
     def done_trials(self) -> set[tuple[str, int]]:
@@ -97,24 +96,16 @@ class ResultStore:
         return done
 
     def write_text(self, name: str, text: str) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        temp = self.directory / f".{name}{_TEMP_SUFFIX}"
-        temp.write_text(text, encoding="utf-8")
-        os.replace(temp, self.directory / name)
+        atomic_write(self.directory / name, lambda temp: temp.write_text(text, encoding="utf-8"))
 
     def write_trials(self, rows: Sequence[Mapping[str, Any]]) -> Path:
         """Write rows (complete trials) as the next part file; returns its path."""
         parts = self.parts()
         number = int(_PART.match(parts[-1].name).group(1)) + 1 if parts else 0
         path = self.directory / f"part-{number:05d}.parquet"
-        self._write_table(rows_to_table(rows), path)
-        return path
+        table = rows_to_table(rows)
+        return atomic_write(path, lambda temp: pq.write_table(table, temp))
 
     def write_ideal(self, row: Mapping[str, Any]) -> None:
-        self._write_table(pa.Table.from_pylist([dict(row)], schema=IDEAL_SCHEMA), self.ideal_file)
-
-    def _write_table(self, table: pa.Table, path: Path) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}{_TEMP_SUFFIX}")
-        pq.write_table(table, temp)
-        os.replace(temp, path)
+        table = pa.Table.from_pylist([dict(row)], schema=IDEAL_SCHEMA)
+        atomic_write(self.ideal_file, lambda temp: pq.write_table(table, temp))

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 
 import dask
 from distributed import Client, LocalCluster
+from distributed.comm.addressing import parse_address, parse_host_port
+from distributed.comm.registry import get_backend
 
 #: Set in worker processes before they start, so BLAS, OpenMP (torch) and Numba stay on one
 #: thread: one single-threaded worker per core is the unit of parallelism (DESIGN.md §6).
@@ -30,11 +32,26 @@ class RunError(RuntimeError):
         self.hint = hint
 
 
+def check_scheduler_address(address: str) -> None:
+    """Raise :class:`RunError` unless ``address`` is a usable scheduler address
+    (``tcp://host:port``; the scheme defaults to tcp, the port is required)."""
+    try:
+        scheme, location = parse_address(address)
+        get_backend(scheme)
+        if scheme in ("tcp", "tls", "ws", "wss"):
+            parse_host_port(location)
+    except ValueError as err:
+        raise RunError(f"invalid Dask scheduler address {address!r}: {err}",
+                       hint="give --scheduler as tcp://HOST:PORT, the address 'dask scheduler' "
+                            "prints, e.g. tcp://10.0.0.5:8786") from None
+
+
 @contextmanager
 def open_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Client]:
     """A client on ``scheduler`` (an address such as tcp://host:8786) or on a new LocalCluster
     of ``workers`` single-threaded worker processes (default: one per core), closed on exit."""
     if scheduler:
+        check_scheduler_address(scheduler)
         try:
             client = Client(scheduler, timeout="20s")
         except (OSError, TimeoutError) as err:
@@ -50,10 +67,12 @@ def open_client(workers: int | None = None, scheduler: str | None = None) -> Ite
             client.close()
         return
     n_workers = workers or os.cpu_count() or 1
+    # Workers log every failed task with its traceback ("Compute Failed"), once per retry; the
+    # client reports the failure itself as one line, so only critical worker logs are shown.
     with _sigint_ignored(), dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENV}):
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                                dashboard_address=":0", env=WORKER_ENV,
-                               silence_logs=logging.ERROR)
+                               silence_logs=logging.CRITICAL)
     try:
         with Client(cluster) as client:
             yield client

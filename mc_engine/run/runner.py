@@ -10,24 +10,20 @@ from __future__ import annotations
 
 import time
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from distributed import as_completed
+from distributed import Future, as_completed
 from tqdm import tqdm
 
 import mc_engine
 from mc_engine.errors import UserInputError
 from mc_engine.results import ResultStore, trial_rows
-from mc_engine.run.cluster import RunError, open_client
+from mc_engine.run.cluster import RunError, check_scheduler_address, open_client
 from mc_engine.run.tasks import portable_model, run_ideal, run_trial
 from mc_engine.study import Study, Trial, parse_study
-
-if TYPE_CHECKING:
-    import torch
-
-    from mc_engine.data import Dataset
+from mc_engine.study.inputs import CHANGED, Inputs
+from mc_engine.study.spec import FINGERPRINT_KEYS
 
 #: A batch is written when it holds this many trials or is this old, whichever comes first.
 BATCH_TRIALS = 500
@@ -54,21 +50,23 @@ def run_study(study: Study, out_dir: str | Path = "results", *, workers: int | N
     """Run every trial of ``study`` not yet in ``<out_dir>/<study name>/`` and write the rows.
 
     Data and model are loaded (and zoo models trained into ``cache_dir``, default
-    ``<out_dir>/.cache``) before anything is written, so a bad ``[model]`` or ``[data]`` table
-    fails early. ``fresh`` deletes earlier results of this study first. ``scheduler`` is the
-    address of an existing Dask scheduler; otherwise a LocalCluster of ``workers`` processes
-    runs the trials. A KeyboardInterrupt stops the run after writing what has arrived.
+    ``<out_dir>/.cache``) and checked against each other before anything is written, so a bad
+    ``[model]`` or ``[data]`` table fails early. ``fresh`` deletes earlier results of this study
+    first. ``scheduler`` is the address of an existing Dask scheduler; otherwise a LocalCluster
+    of ``workers`` processes runs the trials. A KeyboardInterrupt stops the run after writing
+    what has arrived.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    dataset = study.load_data()
-    model = study.load_model(Path(cache_dir) if cache_dir is not None else out_dir / ".cache")
+    if scheduler:
+        check_scheduler_address(scheduler)
+    inputs = study.load(Path(cache_dir) if cache_dir is not None else out_dir / ".cache")
 
     store = ResultStore(out_dir / study.name)
     try:
         with store.locked():
-            n_skipped, n_run = _run_locked(study, store, model, dataset, workers, scheduler,
-                                           fresh, batch_trials, flush_s, progress)
+            n_skipped, n_run = _run_locked(study, store, inputs, workers, scheduler, fresh,
+                                           batch_trials, flush_s, progress)
     except BlockingIOError:
         raise RunError(f"another mc-engine run is writing to {store.directory}",
                        hint="wait for it to finish, or give this run another --out") from None
@@ -76,15 +74,16 @@ def run_study(study: Study, out_dir: str | Path = "results", *, workers: int | N
                       n_run=n_run, wall_s=time.perf_counter() - started)
 
 
-def _run_locked(study: Study, store: ResultStore, model: torch.nn.Module, dataset: Dataset,
-                workers: int | None, scheduler: str | None, fresh: bool, batch_trials: int,
-                flush_s: float, progress: bool) -> tuple[int, int]:
+def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int | None,
+                scheduler: str | None, fresh: bool, batch_trials: int, flush_s: float,
+                progress: bool) -> tuple[int, int]:
     """The run proper, under the folder's lock; returns (trials skipped, trials run)."""
     if fresh:
         store.clear()
     store.remove_temporaries()
-    _check_resumable(store, study)
-    store.write_text(store.study_file.name, study.to_toml())
+    _check_resumable(store, study, inputs.fingerprint)
+    store.write_text(store.study_file.name,
+                     replace(study, fingerprint=inputs.fingerprint).to_toml())
 
     done = store.done_trials()
     trials = [t for t in study.trials() if (t.point_id, t.repeat) not in done]
@@ -93,41 +92,41 @@ def _run_locked(study: Study, store: ResultStore, model: torch.nn.Module, datase
     if not trials and not need_ideal:
         return n_skipped, 0
     with open_client(workers, scheduler) as client:
-        model_f = client.scatter(portable_model(model, study.base_dir), broadcast=True,
+        model_f = client.scatter(portable_model(inputs.model, study.base_dir), broadcast=True,
                                  hash=False)
-        x_f = client.scatter(dataset.x, broadcast=True, hash=False)
-        y_f = client.scatter(dataset.y, broadcast=True, hash=False)
-        by_future = {client.submit(run_trial, model_f, x_f, y_f, t.hardware,
-                                   study.inference_times_s, t.seed, retries=RETRIES,
-                                   pure=False): t for t in trials}
-        pending = as_completed(list(by_future))
+        x_f = client.scatter(inputs.dataset.x, broadcast=True, hash=False)
+        y_f = client.scatter(inputs.dataset.y, broadcast=True, hash=False)
+        # Every future, the ideal accuracy's too (trial None), so that clean-up cancels them all.
+        by_future: dict[Future, Trial | None] = {
+            client.submit(run_trial, model_f, x_f, y_f, t.hardware, study.inference_times_s,
+                          t.seed, retries=RETRIES, pure=False): t for t in trials}
         if need_ideal:
-            pending.add(client.submit(run_ideal, model_f, x_f, y_f, retries=RETRIES,
-                                      pure=False))
+            by_future[client.submit(run_ideal, model_f, x_f, y_f, retries=RETRIES,
+                                    pure=False)] = None
+        pending = as_completed(list(by_future))
         with tqdm(total=study.n_trials, initial=n_skipped, unit="trial", desc=study.name,
                   disable=not progress, dynamic_ncols=True) as bar:
             _collect(pending, by_future, study, store, bar, batch_trials, flush_s)
     return n_skipped, len(trials)
 
 
-def _collect(pending: as_completed, by_future: dict, study: Study, store: ResultStore,
-             bar: tqdm, batch_trials: int, flush_s: float) -> None:
-    """Write results as tasks finish; flush what arrived on any exit, cancel the rest on error."""
-    written: set[tuple[str, int]] = set()
+def _collect(pending: as_completed, by_future: dict[Future, Trial | None], study: Study,
+             store: ResultStore, bar: tqdm, batch_trials: int, flush_s: float) -> None:
+    """Write results as tasks finish; flush what arrived on any exit, cancel the rest on error.
+
+    Each trial is one future and ``as_completed`` yields each future once (Dask retries a lost
+    worker's task under the same future), so each (point_id, repeat) is written once.
+    """
     batch: list[dict] = []
     in_batch, last_flush = 0, time.monotonic()
     try:
         for future in pending:
-            trial: Trial | None = by_future.get(future)
+            trial = by_future[future]
             result = future.result()
             if trial is None:
                 store.write_ideal({"study": study.name, **result,
                                    "engine_version": mc_engine.__version__})
                 continue
-            key = (trial.point_id, trial.repeat)
-            if key in written:  # never write a trial twice, whatever Dask delivers
-                continue
-            written.add(key)
             batch += trial_rows(study.name, trial.point_id, trial.hardware, trial.repeat,
                                 trial.seed, result, mc_engine.__version__)
             in_batch += 1
@@ -143,10 +142,20 @@ def _collect(pending: as_completed, by_future: dict, study: Study, store: Result
                 future.cancel()
 
 
-def _check_resumable(store: ResultStore, study: Study) -> None:
-    """Refuse to add rows to results made with another seed, set of times, model or data."""
-    if not store.study_file.is_file() or not (store.parts() or store.ideal_file.is_file()):
+def _check_resumable(store: ResultStore, study: Study, fingerprint: dict[str, str]) -> None:
+    """Refuse to add rows to results made with another seed, set of times, model or data.
+
+    The tables must agree and so must the fingerprint of the loaded model weights and test
+    data; results whose study.toml is missing or lacks the fingerprint cannot be checked and
+    are refused too.
+    """
+    if not (store.parts() or store.ideal_file.is_file()):
         return
+    if not store.study_file.is_file():
+        raise UserInputError(f"the results in {store.directory} have no "
+                             f"{store.study_file.name}, so they cannot be checked against this "
+                             f"study; re-run with --fresh to discard them, or use another --out",
+                             source=study.source)
     try:
         stored = tomllib.loads(store.study_file.read_text(encoding="utf-8"))
         # Only the identity tables: hardware fields may have changed between engine versions.
@@ -164,3 +173,15 @@ def _check_resumable(store: ResultStore, study: Study) -> None:
                 f"({old[key]!r} there); re-run with --fresh to discard them, or use another "
                 f"--out", source=study.source,
                 key=f"study.{key}" if key not in ("model", "data") else key)
+    if not previous.fingerprint:
+        raise UserInputError(f"the results in {store.directory} were written without a "
+                             f"fingerprint of their model and data, so they cannot be checked "
+                             f"against this study; re-run with --fresh to discard them, or use "
+                             f"another --out", source=study.source)
+    for key in FINGERPRINT_KEYS:
+        if previous.fingerprint[key] != fingerprint[key]:
+            raise UserInputError(
+                f"the {key} differs from the one that wrote the results in {store.directory} "
+                f"(sha256 {fingerprint[key][:12]}... here, {previous.fingerprint[key][:12]}... "
+                f"there: {CHANGED[key]} changed); re-run with --fresh to discard them, or use "
+                f"another --out", source=study.source, key=key)

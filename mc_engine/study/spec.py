@@ -9,6 +9,7 @@ by :mod:`mc_engine.hardware` itself, so the allowed values are declared in one p
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -16,19 +17,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mc_engine.errors import UserInputError
+from mc_engine.errors import Fail, UserInputError, check_int
 from mc_engine.hardware import HardwareConfig, from_dict
 from mc_engine.study import toml_writer
 from mc_engine.study.keys import point_id, trial_seed
 from mc_engine.study.units import parse_duration
 
 if TYPE_CHECKING:
-    import torch
+    from mc_engine.study.inputs import Inputs
 
 TABLES = ("study", "model", "data", "hardware", "sweep")
-STUDY_KEYS = ("name", "seed", "repeats", "inference_times", "description")
+STUDY_KEYS = ("name", "seed", "repeats", "inference_times", "description", "fingerprint")
+FINGERPRINT_KEYS = ("model", "data")
+#: Trials per study (points x repeats): each is a Dask task and a few result rows; beyond this
+#: the scheduler alone would need more memory than a workstation has. Split bigger studies.
+MAX_TRIALS = 1_000_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_Fail = Callable[[str, str], UserInputError]
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,9 @@ class Study:
 
     ``points`` are the fully expanded and validated hardware points, in sweep order; ``hardware``,
     ``sweep`` and ``zips`` keep the tables as written so the study can be written back.
+    ``fingerprint`` (sha256 of the model's weights and of the test data, by
+    :func:`mc_engine.study.inputs.fingerprint`) is empty unless the file pins them, as the
+    resolved study.toml of a run does.
     """
 
     name: str
@@ -60,6 +68,7 @@ class Study:
     zips: tuple[dict[str, list[Any]], ...]
     points: tuple[HardwareConfig, ...]
     description: str = ""
+    fingerprint: dict[str, str] = field(default_factory=dict)
     source: str = "<study>"
     base_dir: Path = field(default_factory=Path)
 
@@ -80,28 +89,28 @@ class Study:
             trials += [Trial(pid, repeat, seed, hw) for pid, hw in zip(ids, self.points)]
         return trials
 
-    def swept_fields(self) -> list[str]:
-        """Hardware fields that differ between points, in the order the study sweeps them."""
-        names = list(self.sweep) + [k for z in self.zips for k in z]
-        return [n for n in names if len({getattr(p, n) for p in self.points}) > 1]
-
     def identity(self) -> dict[str, Any]:
         """What results on disk must share with this study to be resumed by it.
 
         Points and repeats may change between runs (new trials are added); the seed, times, model
-        and data may not, or old and new rows would not be comparable.
+        and data may not, or old and new rows would not be comparable. The fingerprint of the
+        model's weights and the data (which can change under an unchanged table) is checked
+        separately, since it is known only once they are loaded.
         """
         return {"name": self.name, "seed": self.seed, "inference_times": self.inference_times_s,
                 "model": self.model, "data": self.data}
 
     def to_toml(self) -> str:
-        """The resolved study as TOML: times in seconds, every base hardware parameter given."""
+        """The resolved study as TOML: times in seconds, every base hardware parameter given,
+        and the fingerprint when known."""
         from mc_engine import __version__
 
         study: dict[str, Any] = {"name": self.name, "seed": self.seed, "repeats": self.repeats,
                                  "inference_times": list(self.inference_times_s)}
         if self.description:
             study["description"] = self.description
+        if self.fingerprint:
+            study["fingerprint"] = self.fingerprint
         base = from_dict(self.hardware).to_dict()
         tables: dict[str, Mapping[str, Any]] = {"study": study, "model": self.model,
                                                 "data": self.data, "hardware": base}
@@ -112,17 +121,13 @@ class Study:
                   f"in [model] and [data] are\nrelative to {self.base_dir.resolve()}.")
         return toml_writer.dumps(tables, header, {"sweep.zip": list(self.zips)})
 
-    def load_data(self):
-        """The ``[data]`` table's dataset (``mc_engine.data.Dataset``)."""
-        from mc_engine.data import load_dataset
+    def load(self, cache_dir: str | Path) -> Inputs:
+        """The ``[model]`` and ``[data]`` tables loaded, checked against each other and
+        fingerprinted (zoo models are trained once into ``cache_dir``); see
+        :func:`mc_engine.study.inputs.load_inputs`."""
+        from mc_engine.study.inputs import load_inputs
 
-        return load_dataset(self.data, self.base_dir, self.source)
-
-    def load_model(self, cache_dir: Path) -> torch.nn.Module:
-        """The ``[model]`` table's trained model; zoo models are trained once into ``cache_dir``."""
-        from mc_engine.zoo import load_model
-
-        return load_model(self.model, self.base_dir, self.source, Path(cache_dir))
+        return load_inputs(self, Path(cache_dir))
 
 
 def load_study(path: str | Path) -> Study:
@@ -176,32 +181,49 @@ def parse_study(doc: Mapping[str, Any], *, source: str = "<study>",
     if not isinstance(name, str) or not _NAME.match(name):
         raise fail("study.name", f"expected a name of letters, digits, '.', '_' or '-' (it "
                                  f"names the results folder), got {name!r}")
-    seed = _int(study["seed"], 0, fail, "study.seed")
-    repeats = _int(study["repeats"], 1, fail, "study.repeats")
+    seed = check_int(study["seed"], "study.seed", fail, lo=0)
+    repeats = check_int(study["repeats"], "study.repeats", fail, hi=MAX_TRIALS)
     times = _times(study["inference_times"], source, fail)
     description = study.get("description", "")
     if not isinstance(description, str):
         raise fail("study.description", f"expected a string, got {description!r}")
+    fingerprint = _fingerprint(study.get("fingerprint", {}), fail)
 
     base = tables["hardware"]
     _hardware(base, source, lambda f: f"hardware.{f}")
     sweep, zips = _sweep(tables["sweep"], base, source, fail)
+    _check_size(sweep, zips, repeats, fail)
     points = _expand(base, sweep, zips, source, fail)
     return Study(name=name, seed=seed, repeats=repeats, inference_times_s=times,
                  model=tables["model"], data=tables["data"], hardware=base, sweep=sweep,
-                 zips=zips, points=points, description=description, source=source,
-                 base_dir=Path(base_dir) if base_dir is not None else Path())
+                 zips=zips, points=points, description=description, fingerprint=fingerprint,
+                 source=source, base_dir=Path(base_dir) if base_dir is not None else Path())
 
 
-def _int(value: Any, lo: int, fail: _Fail, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise fail(key, f"expected an integer, got {value!r}")
-    if value < lo:
-        raise fail(key, f"must be >= {lo}, got {value!r}")
-    return value
+def _fingerprint(value: Any, fail: Fail) -> dict[str, str]:
+    if value == {}:
+        return {}
+    if isinstance(value, dict) and sorted(value) == sorted(FINGERPRINT_KEYS) and \
+            all(isinstance(v, str) and _SHA256.match(v) for v in value.values()):
+        return dict(value)
+    raise fail("study.fingerprint", "expected { model = \"<sha256>\", data = \"<sha256>\" } as "
+                                    "'mc-engine run' writes it into the resolved study.toml, or "
+                                    "no fingerprint")
 
 
-def _times(value: Any, source: str, fail: _Fail) -> tuple[float, ...]:
+def _check_size(sweep: dict[str, list[Any]], zips: tuple[dict[str, list[Any]], ...],
+                repeats: int, fail: Fail) -> None:
+    """Refuse studies too big to run before expanding them (a few long lists multiply fast)."""
+    n_points = math.prod(len(v) for v in sweep.values()) * \
+        math.prod(len(next(iter(z.values()))) for z in zips)
+    if n_points * repeats > MAX_TRIALS:
+        raise fail("sweep" if n_points > MAX_TRIALS else "study.repeats",
+                   f"{n_points:_} hardware points x {repeats:_} repeats = "
+                   f"{n_points * repeats:_} trials; at most {MAX_TRIALS:_} fit one study: sweep "
+                   f"fewer values, use fewer repeats or split the study")
+
+
+def _times(value: Any, source: str, fail: Fail) -> tuple[float, ...]:
     if not isinstance(value, list) or not value:
         raise fail("study.inference_times", f"expected a non-empty list of durations such as "
                                             f"[\"0s\", \"1h\", \"1y\"], got {value!r}")
@@ -214,7 +236,7 @@ def _times(value: Any, source: str, fail: _Fail) -> tuple[float, ...]:
 
 
 def _sweep(table: dict[str, Any], base: dict[str, Any], source: str,
-           fail: _Fail) -> tuple[dict[str, list[Any]], tuple[dict[str, list[Any]], ...]]:
+           fail: Fail) -> tuple[dict[str, list[Any]], tuple[dict[str, list[Any]], ...]]:
     """Split ``[sweep]`` into grid lists and ``[[sweep.zip]]`` groups, checking every value."""
     raw_zips = table.pop("zip", [])
     if not isinstance(raw_zips, list) or not all(isinstance(z, dict) for z in raw_zips):
@@ -249,7 +271,7 @@ def _sweep(table: dict[str, Any], base: dict[str, Any], source: str,
 
 def _expand(base: dict[str, Any], sweep: dict[str, list[Any]],
             zips: tuple[dict[str, list[Any]], ...], source: str,
-            fail: _Fail) -> tuple[HardwareConfig, ...]:
+            fail: Fail) -> tuple[HardwareConfig, ...]:
     """The cartesian product of the grid lists and the zip groups, each point validated."""
     axes: list[list[dict[str, Any]]] = [[{k: v} for v in values] for k, values in sweep.items()]
     for group in zips:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 
-from mc_engine.errors import UserInputError
+from mc_engine.errors import UserInputError, short_repr
 
 #: Seconds per unit accepted in a study file.
 UNIT_SECONDS: dict[str, float] = {
@@ -46,9 +46,13 @@ def parse_duration(value: object, *, source: str | None = None, key: str | None 
                                  f"{', '.join(UNIT_SECONDS)}", source=source, key=key)
         seconds = float(number) * UNIT_SECONDS[unit or "s"]
     else:
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer beyond the float range, such as 10**400
+            seconds = math.inf
     if math.isnan(seconds) or math.isinf(seconds):
-        raise UserInputError(f"a duration must be finite, got {value!r}", source=source, key=key)
+        raise UserInputError(f"a duration must be finite (below 1e308 s), got "
+                             f"{short_repr(value)}", source=source, key=key)
     if seconds < 0:
         raise UserInputError(f"a duration must be >= 0 (time after programming), got {value!r}",
                              source=source, key=key)

@@ -8,7 +8,6 @@ the ``model.<key>`` at fault.
 from __future__ import annotations
 
 import itertools
-import os
 import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -17,13 +16,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from mc_engine.data.factory import call_factory, import_factory, one_line, table_checker
-from mc_engine.errors import UserInputError
+from mc_engine.data.factory import (
+    call_factory,
+    import_factory,
+    one_line,
+    resolve_path,
+    table_checker,
+)
+from mc_engine.errors import Fail, UserInputError, check_int
+from mc_engine.fileio import atomic_write
 from mc_engine.zoo.models import CIFAR_MODELS, DIGITS_MODELS, ZOO_NAMES, build
 from mc_engine.zoo.train import train_digits
 
 _KEYS = ("zoo", "factory", "num_classes", "checkpoint")
-_Fail = Callable[[str, str], UserInputError]
+#: Far beyond any classification benchmark; a larger value only builds a huge last layer.
+MAX_CLASSES = 100_000
 
 
 def load_model(spec: dict[str, Any], base_dir: Path, source: str | None,
@@ -67,26 +74,24 @@ def load_model(spec: dict[str, Any], base_dir: Path, source: str | None,
     return model.eval()
 
 
-def _checkpoint_path(value: object, base_dir: Path, fail: _Fail) -> Path | None:
+def _checkpoint_path(value: object, base_dir: Path, fail: Fail) -> Path | None:
     if value is None:
         return None
     if not isinstance(value, str):
         raise fail("checkpoint", f"expected a file path string, got {value!r}")
-    path = Path(value)
-    path = path if path.is_absolute() else Path(base_dir) / path
+    path = resolve_path(value, base_dir)
     if not path.is_file():
         raise fail("checkpoint", f"file {path} does not exist")
     return path
 
 
-def _num_classes(spec: dict[str, Any], name: str, fail: _Fail) -> int:
+def _num_classes(spec: dict[str, Any], name: str, fail: Fail) -> int:
     value = spec.get("num_classes", 10)
     if "num_classes" in spec and name not in CIFAR_MODELS:
         raise fail("num_classes", f"{name} has 10 classes; num_classes applies to "
                                   f"{', '.join(CIFAR_MODELS)}")
-    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-        raise fail("num_classes", f"expected an integer >= 2 (10 or 100 for CIFAR), got {value!r}")
-    return value
+    return check_int(value, "num_classes", fail, lo=2, hi=MAX_CLASSES,
+                     hint="(10 or 100 for CIFAR)")
 
 
 def _cached_digits(name: str, cache_dir: Path) -> nn.Module:
@@ -96,10 +101,7 @@ def _cached_digits(name: str, cache_dir: Path) -> nn.Module:
     if model is not None:
         return model
     model = train_digits(name)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir / f".{name}.{os.getpid()}.tmp"  # written aside, renamed: never a half file
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, file)
+    atomic_write(file, lambda temp: torch.save(model.state_dict(), temp))
     return model
 
 
@@ -115,7 +117,7 @@ def _read_cache(file: Path, name: str) -> nn.Module | None:
     return model
 
 
-def _load_checkpoint(model: nn.Module, path: Path, fail: _Fail) -> None:
+def _load_checkpoint(model: nn.Module, path: Path, fail: Fail) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unreadable file is a user input error

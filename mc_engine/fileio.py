@@ -1,0 +1,31 @@
+"""Writing files so that a crash or Ctrl-C never leaves a half-written one.
+
+Results, the resolved study and cached zoo weights are all written under a temporary name in the
+same folder and renamed into place (atomic on POSIX): readers see the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+#: Temporaries are hidden files ``.<name>.<pid>.tmp`` beside their target.
+TEMP_SUFFIX = ".tmp"
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(temp_path)``, then rename the temporary over ``path``; returns ``path``.
+
+    The process id in the temporary name keeps concurrent writers of the same file apart; the
+    last rename wins with a complete file. A failed write removes its temporary.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+    try:
+        write(temp)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    return path

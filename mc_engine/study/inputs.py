@@ -1,0 +1,114 @@
+"""What a study evaluates, loaded: its model and test set, checked against each other and
+fingerprinted.
+
+``mc-engine validate`` and ``mc-engine run`` both go through :func:`load_inputs`, so a model that
+cannot process the data (a CIFAR network on 8x8 digits, too few classes) is reported before any
+worker starts, as one line naming the study file and ``model``. The fingerprint is the sha256 of
+the model's weights and of the test arrays: a resumed run compares it with the one stored in the
+results' study.toml, because a changed checkpoint file, data file or cached zoo model changes it
+while the study's tables stay the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mc_engine.analog import convert
+from mc_engine.data import Dataset, load_dataset
+from mc_engine.data.factory import one_line
+from mc_engine.errors import UserInputError
+from mc_engine.study.spec import FINGERPRINT_KEYS
+from mc_engine.zoo import load_model
+
+if TYPE_CHECKING:
+    from mc_engine.study.spec import Study
+
+#: Inputs run through the model to check that it fits the data.
+PROBE_SAMPLES = 2
+#: What changes each fingerprint, for the messages.
+CHANGED = {"model": "the checkpoint file or the cached zoo model", "data": "the data file"}
+
+
+@dataclass(frozen=True, eq=False)
+class Inputs:
+    """A study's model (eval mode), test set and their fingerprint {"model": .., "data": ..}."""
+
+    model: nn.Module
+    dataset: Dataset
+    fingerprint: dict[str, str]
+
+
+def load_inputs(study: Study, cache_dir: Path) -> Inputs:
+    """Load ``[data]`` and ``[model]``, check that they fit and that they match the study's
+    fingerprint if it has one; every problem is a :class:`UserInputError`."""
+    dataset = load_dataset(study.data, study.base_dir, study.source)
+    model = load_model(study.model, study.base_dir, study.source, cache_dir)
+    check_model_fits(model, dataset, study.model, study.source)
+    try:   # layers that cannot go on tiles, non-finite weights: before any worker starts
+        convert(model)
+    except UserInputError as exc:
+        raise exc.with_source(study.source) from None
+    prints = fingerprint(model, dataset)
+    for key in FINGERPRINT_KEYS if study.fingerprint else ():
+        if study.fingerprint[key] != prints[key]:
+            raise UserInputError(
+                f"the {key} (sha256 {prints[key][:12]}...) differs from the one this study was "
+                f"run with ({study.fingerprint[key][:12]}...): {CHANGED[key]} changed; remove "
+                f"study.fingerprint to use it anyway", source=study.source,
+                key=f"study.fingerprint.{key}")
+    return Inputs(model=model, dataset=dataset, fingerprint=prints)
+
+
+def check_model_fits(model: nn.Module, dataset: Dataset, spec: Mapping[str, Any],
+                     source: str | None) -> None:
+    """Run the model digitally on the first test inputs: it must give one row of class scores
+    per input, with a score for every label in the test set."""
+    what = ", ".join(f"{k} = {spec[k]!r}" for k in ("zoo", "factory", "checkpoint") if k in spec)
+    x = torch.from_numpy(dataset.x[:PROBE_SAMPLES])
+    inputs = f"the [data] inputs of shape {tuple(x.shape)} ({dataset.name})"
+
+    def fail(message: str) -> UserInputError:
+        return UserInputError(message, source=source, key="model")
+
+    try:
+        with torch.no_grad():
+            out = model.eval()(x)
+    except Exception as exc:  # any failure inside the user's model is a user input error
+        raise fail(f"the model ({what}) cannot process {inputs}: {type(exc).__name__}: "
+                   f"{one_line(exc)}") from exc
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or len(out) != len(x):
+        got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else \
+            f"a {type(out).__name__}"
+        raise fail(f"the model ({what}) returns {got} for {inputs}; expected class scores of "
+                   f"shape ({len(x)}, classes)")
+    top = int(dataset.y.max())
+    if out.shape[1] <= top:
+        raise fail(f"the model ({what}) gives {out.shape[1]} class scores per input, but the "
+                   f"labels of [data] ({dataset.name}) go up to {top}: it needs at least "
+                   f"{top + 1}")
+
+
+def fingerprint(model: nn.Module, dataset: Dataset) -> dict[str, str]:
+    """sha256 of the model's state_dict (names, dtypes, shapes, bytes, in order) and of the
+    test arrays x and y (after ``limit``)."""
+    tensors = ((name, t.detach().cpu().contiguous()) for name, t in model.state_dict().items())
+    return {"model": _sha256((name, str(t.dtype), t.reshape(-1).view(torch.uint8).numpy(),
+                              tuple(t.shape)) for name, t in tensors),
+            "data": _sha256((name, a.dtype.str, np.ascontiguousarray(a).reshape(-1).view(np.uint8),
+                             a.shape) for name, a in (("x", dataset.x), ("y", dataset.y)))}
+
+
+def _sha256(items: Iterable[tuple[str, str, np.ndarray, tuple[int, ...]]]) -> str:
+    digest = hashlib.sha256()
+    for name, dtype, data, shape in items:
+        digest.update(f"{name}:{dtype}:{shape}:".encode())
+        digest.update(data)
+    return digest.hexdigest()
