@@ -44,15 +44,15 @@ def row_abs_max(x: np.ndarray, c0: int, c1: int, out: np.ndarray) -> None:
         out[i] = a
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _quantize_row(dst: np.ndarray, scale_row: np.ndarray, width: int, step: np.float32) -> None:
     """dst[c] = quantised dst[c]*scale_row[c // width]: one input scale per group of columns."""
     one = np.float32(1.0)
-    n = dst.shape[0]
     for g in range(scale_row.shape[0]):
         s = scale_row[g]
-        for c in range(g * width, min((g + 1) * width, n)):
-            dst[c] = _quantize(dst[c] * s, step, one)
+        seg = dst[g * width:(g + 1) * width]
+        for c in range(seg.shape[0]):
+            seg[c] = _quantize(seg[c] * s, step, one)
 
 
 @njit(cache=True, nogil=True)
