@@ -31,10 +31,10 @@ from mc_engine.kernels.periphery import (
 # evaluation order.
 STAGE_PROGRAM, STAGE_READ, STAGE_MVM = 0, 1, 2
 _EMPTY1 = np.zeros(0, np.float32)
+_EMPTY2 = np.zeros((0, 0), np.float32)
 # Rows are processed in pieces of about this many bytes of DAC output (a few MiB: the piece,
 # its GEMM and the epilogue stay in the last-level cache; smaller pieces cost Python overhead).
 BLOCK_BYTES = 1 << 22
-_EMPTY2 = np.zeros((0, 0), np.float32)
 
 
 def split_sizes(size: int, max_size: int) -> list[tuple[int, int]]:
@@ -77,6 +77,25 @@ class Periphery:
             return source.abs_max(c0, c1)
         value = 1.0 if mode == "none" else self.hw.nm_constant
         return np.full(source.n_rows, value, np.float32)
+
+    @staticmethod
+    def wake_zero_rows(alpha: np.ndarray, inp_noise: float) -> np.ndarray:
+        """An all-zero input vector (alpha 0) is silent, its output exactly 0, unless input
+        noise drives the lines; then it is converted like any other vector, with alpha = 1
+        (as aihwkit does)."""
+        return np.where(alpha > 0, alpha, np.float32(1.0)) if inp_noise > 0 else alpha
+
+    def weight_noise(self, x3: torch.Tensor, abs_w: torch.Tensor | None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Sigma of the short-term weight noise of every output, for DAC outputs x3 (rows ×
+        groups × inputs): per row, w_noise·‖x~‖₂ ('additive_constant', abs_w None), or per
+        output, w_noise·sqrt(Σ_j |W_ij| x~_j²) ('pcm_read', abs_w: groups × inputs × outputs).
+        Returned as (per row, per output), the unused one empty, rows × groups flattened."""
+        sq = x3 * x3
+        if abs_w is None:
+            return self.w_noise * np.sqrt(sq.sum(-1).numpy().reshape(-1)), _EMPTY2
+        sigma = np.sqrt(torch.einsum("mgi,gio->mgo", sq, abs_w).numpy())
+        return _EMPTY1, self.w_noise * sigma.reshape(-1, abs_w.shape[-1])
 
 
 class InputRows:
@@ -241,10 +260,7 @@ class Tile:
         inp_noise = per.inp_noise if noise is not None else 0.0
         out_noise = per.out_noise if noise is not None else np.float32(0.0)
         w_noise = per.w_noise if noise is not None else 0.0
-        if inp_noise > 0:
-            # An all-zero input vector is silent (output exactly 0) unless input noise drives
-            # the lines; then it is converted like any other vector, with alpha = 1 (aihwkit).
-            alpha = np.where(alpha > 0, alpha, np.float32(1.0))
+        alpha = per.wake_zero_rows(alpha, inp_noise)
         rows = np.flatnonzero(alpha > 0)
         if rows.size < alpha.size:
             out[alpha <= 0] = 0.0
@@ -261,12 +277,12 @@ class Tile:
             wn_row, wn_full, wnoise = _EMPTY1, _EMPTY2, _EMPTY2
             if w_noise > 0:
                 wnoise = noise.normal((k, n_out))
-                if hw.w_noise_type == "additive_constant":
-                    wn_row = w_noise * np.sqrt(np.einsum("ij,ij->i", xq, xq))
-                else:
+                abs_w = None
+                if hw.w_noise_type == "pcm_read":
                     if self.abs_w_t is None:
-                        self.abs_w_t = self.w_analog_t.abs()
-                    wn_full = w_noise * np.sqrt((torch.from_numpy(xq * xq) @ self.abs_w_t).numpy())
+                        self.abs_w_t = self.w_analog_t.abs()[None]
+                    abs_w = self.abs_w_t
+                wn_row, wn_full = per.weight_noise(torch.from_numpy(xq)[:, None], abs_w)
             noise_out = noise.normal((k, n_out)) if out_noise > 0 else _EMPTY2
             sat = np.empty(k, np.bool_)
             adc_rows(y, out_noise, noise_out, wn_row, wn_full, wnoise, per.step_out, per.bound,
@@ -400,8 +416,7 @@ def grouped_forward(matrices: list[AnalogMatrix], source: PatchRows) -> np.ndarr
             alpha = block.group_abs_max(n_groups)
         else:
             alpha = per.alpha(block, 0, 1)[:, None].repeat(n_groups, axis=1)
-        if per.inp_noise > 0:
-            alpha = np.where(alpha > 0, alpha, np.float32(1.0))
+        alpha = per.wake_zero_rows(alpha, per.inp_noise)
         active = alpha > 0
         scale = np.float32(1.0) / np.where(active, alpha, np.float32(1.0))
         xq = block.dac(0, n_groups * width, np.arange(m), scale, width, per.step_in)
@@ -412,11 +427,7 @@ def grouped_forward(matrices: list[AnalogMatrix], source: PatchRows) -> np.ndarr
         wn_row, wn_full, wnoise = _EMPTY1, _EMPTY2, _EMPTY2
         if per.w_noise > 0:
             wnoise = noise.normal((m * n_groups, n_out))
-            if abs_w is None:
-                wn_row = per.w_noise * np.sqrt((x3 * x3).sum(-1).numpy().reshape(-1))
-            else:
-                wn_full = per.w_noise * np.sqrt(
-                    torch.einsum("mgi,gio->mgo", x3 * x3, abs_w).numpy().reshape(-1, n_out))
+            wn_row, wn_full = per.weight_noise(x3, abs_w)
         noise_out = noise.normal((m * n_groups, n_out)) if per.out_noise > 0 else _EMPTY2
         out = y_all[r0:r0 + m].reshape(m * n_groups, n_out)
         sat = np.empty(m * n_groups, np.bool_)
