@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mc_engine.study.units import format_duration
+
 AIHWKIT_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "aihwkit"
 STD_RATIO = (0.6, 1.6)
 MARGIN = 0.003
@@ -81,18 +83,11 @@ def compare(ours: pd.DataFrame, reference: pd.DataFrame, model: str, config: str
     return table.reset_index()
 
 
-def _fmt_time(t: float) -> str:
-    for unit, s in (("y", 31536000), ("d", 86400), ("h", 3600)):
-        if t >= s:
-            return f"{t / s:g}{unit}"
-    return f"{t:g}s"
-
-
 def format_table(table: pd.DataFrame) -> str:
     lines = [f"{'model':5s} {'config':16s} {'t':>4s}  {'mc-engine':>15s}  {'aihwkit':>15s}  "
              f"{'Δmean':>7s} {'tol':>6s} {'σ ratio':>7s}  ok"]
     for r in table.itertuples():
-        lines.append(f"{r.model:5s} {r.config:16s} {_fmt_time(r.t_inference_s):>4s}  "
+        lines.append(f"{r.model:5s} {r.config:16s} {format_duration(r.t_inference_s):>4s}  "
                      f"{r.mean_ours:.4f} ± {r.std_ours:.4f}  {r.mean_aihwkit:.4f} ± "
                      f"{r.std_aihwkit:.4f}  {r.delta:+.4f} {r.tolerance:.4f} {r.std_ratio:7.2f}  "
                      f"{'yes' if r.ok else 'NO'}")
