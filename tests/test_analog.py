@@ -238,7 +238,7 @@ def _programmed_tile(pair_drift: str):
 def test_net_pair_drift_remaps_the_programmed_net_weight_to_one_device():
     tile = _programmed_tile("net")
     n = tile.w_ideal.size
-    w_p = (tile.g_prog[:n] - tile.g_prog[n:]) / tile.scale
+    w_p = (tile.g_prog[:n] - tile.g_prog[n:]) / tile.mapping.scale
     nu = np.where(w_p >= 0, tile.state[:n], tile.state[n:])
     t = 86400.0
     tile.read(t, np.random.default_rng(0))
@@ -252,7 +252,7 @@ def test_independent_pair_drift_drifts_both_programmed_devices():
     t = 86400.0
     f = ((t + 20.0) / 20.0) ** -tile.state
     tile.read(t, np.random.default_rng(0))
-    expected = (tile.g_prog[:n] * f[:n] - tile.g_prog[n:] * f[n:]) / tile.scale
+    expected = (tile.g_prog[:n] * f[:n] - tile.g_prog[n:] * f[n:]) / tile.mapping.scale
     np.testing.assert_allclose(tile.w.ravel(), expected, rtol=1e-5)
 
 

@@ -71,8 +71,9 @@ class AnalogConv2d(AnalogLayer):
         self.padding = _conv_padding(layer, name)
         w = _as_numpy(layer.weight)                          # (out, in/groups, kh, kw)
         per_group = layer.out_channels // layer.groups
+        w_max = float(np.abs(w).max())
         self.matrices = [AnalogMatrix(w[g * per_group:(g + 1) * per_group].reshape(per_group, -1),
-                                      hw, index, g) for g in range(layer.groups)]
+                                      hw, index, g, w_max) for g in range(layer.groups)]
         self.bias = None if layer.bias is None else layer.bias.detach().clone()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,7 +84,8 @@ class AnalogConv2d(AnalogLayer):
         padded = F.pad(x.to(torch.float32), (pw, pw, ph, ph)) if ph or pw else x
         rows = PatchRows(_as_numpy(padded), self.kernel_size, self.stride, self.dilation,
                          (ho, wo))
-        if len(self.matrices) > 1 and all(m.n_tiles == 1 for m in self.matrices):
+        if len(self.matrices) > 1 and all(m.n_tiles == 1 and m.tiles[0][0].readout is None
+                                          for m in self.matrices):
             y = torch.from_numpy(grouped_forward(self.matrices, rows))
         else:
             width = self.matrices[0].in_features

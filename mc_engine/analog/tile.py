@@ -17,7 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from mc_engine.hardware.config import HardwareConfig
+from mc_engine.analog.mapping import make_mapping
+from mc_engine.analog.readout import Readout, convert
 from mc_engine.hardware.devices import DEVICES, DeviceModel
+from mc_engine.hardware.variation import NO_FAULTS, apply_variation, has_variation
 from mc_engine.kernels.periphery import (
     adc_rows,
     dac_rows,
@@ -29,7 +32,7 @@ from mc_engine.kernels.periphery import (
 # Random-stream stages: every draw comes from SeedSequence(seed, spawn_key=(layer, group, stage,
 # tile, time)), so a trial's numbers do not depend on worker count, thread count or
 # evaluation order.
-STAGE_PROGRAM, STAGE_READ, STAGE_MVM = 0, 1, 2
+STAGE_PROGRAM, STAGE_READ, STAGE_MVM, STAGE_FAULTS = 0, 1, 2, 3
 _EMPTY1 = np.zeros(0, np.float32)
 _EMPTY2 = np.zeros((0, 0), np.float32)
 # Rows are processed in pieces of about this many bytes of DAC output (a few MiB: the piece,
@@ -184,14 +187,27 @@ class PatchRows(InputRows):
 
 
 class Tile:
-    """One crossbar array holding the block ``w_ideal`` (out_c × in_c, model units)."""
+    """One crossbar array holding the block ``w_ideal`` (out_c × in_c, model units).
 
-    def __init__(self, w_ideal: np.ndarray, periphery: Periphery, device: DeviceModel):
+    The mapping (:mod:`mc_engine.analog.mapping`) turns the block into target conductances and
+    read conductances into the array matrix; the device model programs and reads them;
+    variation and faults (:mod:`mc_engine.hardware.variation`) sit on top of the device model.
+    The forward pass is the fused default of DESIGN.md §2.1 or, for bit slices, offset schemes,
+    bit-serial inputs and row-by-row read-out, :func:`mc_engine.analog.readout.convert`.
+    """
+
+    def __init__(self, w_ideal: np.ndarray, periphery: Periphery, device: DeviceModel,
+                 w_max: float | None = None):
         self.w_ideal = np.ascontiguousarray(w_ideal, dtype=np.float32)
         self.per = periphery
         self.device = device
         hw = periphery.hw
         n_out = w_ideal.shape[0]
+        self.mapping = make_mapping(self.w_ideal, hw,
+                                    float(np.abs(self.w_ideal).max()) if w_max is None else w_max)
+        general = not self.mapping.weight_units or hw.readout != "parallel" or \
+            hw.input_bits_per_cycle > 0
+        self.readout = Readout(hw) if general else None
         # Weight scaling omega (§2.1 step 3): the array holds W*k, outputs are scaled by 1/k.
         if hw.weight_scaling_omega > 0:
             absw = np.abs(self.w_ideal)
@@ -203,45 +219,39 @@ class Tile:
             self.k = np.ones(n_out, np.float32)
         self.comp = np.ones(n_out, np.float32)
         self.m0: np.ndarray | None = None
-        self.set_weights(self.w_ideal)
+        self.set_weights(self.mapping.ideal_matrix())
         self.g_prog: np.ndarray | None = None
         self.state: np.ndarray | None = None
-        self.scale = 1.0
+        self.faults = NO_FAULTS
 
     # ---- weights in the array ----
     def set_weights(self, w: np.ndarray) -> None:
+        """Set the array matrix (columns × in): weights, or g/g_max in conductance units."""
         self.w = np.ascontiguousarray(w, dtype=np.float32)
-        self.w_analog_t = torch.from_numpy(np.ascontiguousarray((self.w * self.k[:, None]).T))
+        held = self.w * self.k[:, None] if self.mapping.weight_units else self.w
+        self.w_analog_t = torch.from_numpy(np.ascontiguousarray(held.T))
         self.abs_w_t = None
 
-    def _pair_targets(self, w: np.ndarray) -> tuple[np.ndarray, float]:
-        """Differential-pair target conductances [g+, g-] (flat) and the scale s = g_max/max|W|."""
-        wmax = float(np.abs(w).max())
-        s = self.per.hw.g_max / (wmax if wmax > 0 else 1.0)
-        sw = s * w.astype(np.float64).ravel()
-        return np.concatenate([np.maximum(sw, 0.0), np.maximum(-sw, 0.0)]), s
-
-    def _net(self, g: np.ndarray, s: float) -> np.ndarray:
-        n = g.size // 2
-        return ((g[:n] - g[n:]) / s).reshape(self.w_ideal.shape)
-
-    def program(self, rng: np.random.Generator) -> None:
-        """Program both devices of every pair (programming noise, drift exponents)."""
-        g_target, self.scale = self._pair_targets(self.w_ideal)
+    def program(self, rng: np.random.Generator, rng_faults: np.random.Generator | None) -> None:
+        """Program every device (programming noise, drift exponents, variation and faults)."""
+        g_target = self.mapping.targets()
         self.g_prog, self.state = self.device.program(g_target, rng)
+        if rng_faults is not None:
+            self.g_prog, self.faults = apply_variation(self.g_prog, self.per.hw, rng_faults)
         self.comp = np.ones_like(self.comp)
-        self.set_weights(self._net(self.g_prog, self.scale))
+        self.set_weights(self.mapping.matrix(self.g_prog))
 
     def read(self, t_s: float, rng: np.random.Generator) -> None:
         """Weights seen at time t: drift and fresh read noise (DESIGN.md §2.2 pair_drift)."""
         if self.g_prog is None or self.device.exact:
             return
         if self.per.hw.pair_drift == "net":
-            w_p = self._net(self.g_prog, self.scale)
-            g, s = self._pair_targets(w_p)
+            g, s = self.mapping.remap_net(self.g_prog)
         else:
-            g, s = self.g_prog, self.scale
-        self.set_weights(self._net(self.device.read(g, self.state, t_s, rng), s))
+            g, s = self.g_prog, None
+        g_read = self.faults.pin(self.device.read(g, self.state, t_s, rng))
+        self.set_weights(self.mapping.matrix(g_read) if s is None
+                         else self.mapping.matrix(g_read, s))
 
     # ---- forward ----
     def forward(self, source: InputRows, c0: int, alpha: np.ndarray, noise: NoiseStream | None,
@@ -255,50 +265,70 @@ class Tile:
         """
         per = self.per
         hw = per.hw
-        n_out, n_in = self.w.shape
+        n_in = self.w_ideal.shape[1]
         c1 = c0 + n_in
         inp_noise = per.inp_noise if noise is not None else 0.0
-        out_noise = per.out_noise if noise is not None else np.float32(0.0)
-        w_noise = per.w_noise if noise is not None else 0.0
         alpha = per.wake_zero_rows(alpha, inp_noise)
         rows = np.flatnonzero(alpha > 0)
         if rows.size < alpha.size:
             out[alpha <= 0] = 0.0
         inv_alpha = np.float32(1.0) / alpha[rows]
         post = post.reshape(1, -1)
+        one_pass = self._pass if self.readout is None else self._readout_pass
         while rows.size:
-            k = rows.size
             last = hw.bound_management == "none" or r > per.r_last
             scale = inv_alpha / np.float32(r)
             xq = source.dac(c0, c1, rows, scale[:, None], n_in, per.step_in)
-            if inp_noise > 0:
-                xq += inp_noise * noise.normal((k, n_in))
-            y = (torch.from_numpy(xq) @ self.w_analog_t).numpy()
-            wn_row, wn_full, wnoise = _EMPTY1, _EMPTY2, _EMPTY2
-            if w_noise > 0:
-                wnoise = noise.normal((k, n_out))
-                abs_w = None
-                if hw.w_noise_type == "pcm_read":
-                    if self.abs_w_t is None:
-                        self.abs_w_t = self.w_analog_t.abs()[None]
-                    abs_w = self.abs_w_t
-                wn_row, wn_full = per.weight_noise(torch.from_numpy(xq)[:, None], abs_w)
-            noise_out = noise.normal((k, n_out)) if out_noise > 0 else _EMPTY2
-            sat = np.empty(k, np.bool_)
-            adc_rows(y, out_noise, noise_out, wn_row, wn_full, wnoise, per.step_out, per.bound,
-                     scale, rows, last, post, out, sat)
+            sat = one_pass(xq, noise, scale, rows, last, post, out)
             if last or not sat.any():
                 break
             rows, inv_alpha = rows[sat], inv_alpha[sat]
             r *= 2.0
 
+    def _pass(self, xq, noise, scale, rows, last, post, out) -> np.ndarray:
+        """One default pass (§2.1 steps 3-5, fused): MVM, noise, ADC, rescale into ``out``."""
+        per = self.per
+        k, n_in = xq.shape
+        n_out = self.w.shape[0]
+        inp_noise = per.inp_noise if noise is not None else 0.0
+        out_noise = per.out_noise if noise is not None else np.float32(0.0)
+        w_noise = per.w_noise if noise is not None else 0.0
+        if inp_noise > 0:
+            xq += inp_noise * noise.normal((k, n_in))
+        y = (torch.from_numpy(xq) @ self.w_analog_t).numpy()
+        wn_row, wn_full, wnoise = _EMPTY1, _EMPTY2, _EMPTY2
+        if w_noise > 0:
+            wnoise = noise.normal((k, n_out))
+            wn_row, wn_full = per.weight_noise(torch.from_numpy(xq)[:, None], self._abs_w())
+        noise_out = noise.normal((k, n_out)) if out_noise > 0 else _EMPTY2
+        sat = np.empty(k, np.bool_)
+        adc_rows(y, out_noise, noise_out, wn_row, wn_full, wnoise, per.step_out, per.bound,
+                 scale, rows, last, post, out, sat)
+        return sat
+
+    def _readout_pass(self, xq, noise, scale, rows, last, post, out) -> np.ndarray:
+        """One pass through a read-out scheme (slices, offsets, cycles, row groups)."""
+        y, sat = convert(self.readout, self.mapping.layout, self.w_analog_t,
+                         self._abs_w() if self.per.w_noise > 0 else None, xq, self.per, noise)
+        keep = slice(None) if last else ~sat
+        out[rows[keep]] = (y[keep] / scale[keep, None]) * post
+        return sat
+
+    def _abs_w(self) -> torch.Tensor | None:
+        """|array matrix| for 'pcm_read' weight noise (groups × in × columns), else None."""
+        if self.per.hw.w_noise_type != "pcm_read":
+            return None
+        if self.abs_w_t is None:
+            self.abs_w_t = self.w_analog_t.abs()[None]
+        return self.abs_w_t
+
     def probe(self, noise: NoiseStream | None) -> np.ndarray:
         """Outputs for the one-hot probe (identity matrix of in_size inputs), in_c × out_c."""
-        n_in = self.w.shape[1]
+        n_out, n_in = self.w_ideal.shape
         eye = DenseRows(np.eye(n_in, dtype=np.float32))
-        out = np.empty((n_in, self.w.shape[0]), np.float32)
+        out = np.empty((n_in, n_out), np.float32)
         self.forward(eye, 0, self.per.alpha(eye, 0, n_in), noise, out,
-                     np.ones(self.w.shape[0], np.float32))
+                     np.ones(n_out, np.float32))
         return out
 
     def reference_level(self, noise: NoiseStream | None) -> np.ndarray:
@@ -314,8 +344,12 @@ class Tile:
 class AnalogMatrix:
     """A layer's weight matrix on analog tiles: program, read at a time t, forward."""
 
-    def __init__(self, weight: np.ndarray, hw: HardwareConfig, layer_index: int, group: int = 0):
+    def __init__(self, weight: np.ndarray, hw: HardwareConfig, layer_index: int, group: int = 0,
+                 w_max: float | None = None):
+        """``w_max``: max|W| of the whole layer when this matrix is one group of it (the
+        weight quantization and conductance scale of DESIGN.md §2.3 are layer-wide)."""
         weight = np.asarray(weight, dtype=np.float32)
+        w_max = float(np.abs(weight).max()) if w_max is None else w_max
         self.hw = hw
         self.key = (layer_index, group)
         self.out_features, self.in_features = weight.shape
@@ -323,7 +357,7 @@ class AnalogMatrix:
         device = DEVICES[hw.device](hw)
         self.in_chunks = split_sizes(self.in_features, hw.max_input_size)
         self.out_chunks = split_sizes(self.out_features, hw.max_output_size)
-        self.tiles = [[Tile(weight[o0:o1, i0:i1], self.periphery, device)
+        self.tiles = [[Tile(weight[o0:o1, i0:i1], self.periphery, device, w_max)
                        for (o0, o1) in self.out_chunks] for (i0, i1) in self.in_chunks]
         self.seed: int | Sequence[int] = 0
         self.noise = NoiseStream(self._seed_seq(STAGE_MVM, 0, 0))
@@ -347,10 +381,11 @@ class AnalogMatrix:
         self.noise = NoiseStream(self._seed_seq(STAGE_MVM, 0, time_key(-1.0)))
         mode = self.hw.drift_compensation
         for i, tile in enumerate(self._all_tiles()):
-            tile.program(self._rng(STAGE_PROGRAM, i, 0))
+            tile.program(self._rng(STAGE_PROGRAM, i, 0),
+                         self._rng(STAGE_FAULTS, i, 0) if has_variation(self.hw) else None)
             if mode == "exact":
                 w_p = tile.w
-                tile.set_weights(tile.w_ideal)
+                tile.set_weights(tile.mapping.ideal_matrix())
                 tile.m0 = tile.reference_level(None)
                 tile.set_weights(w_p)
             elif mode != "none":

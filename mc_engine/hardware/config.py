@@ -70,6 +70,37 @@ class HardwareConfig:
                                          lo=0.0)
     weight_scaling_columnwise: bool = _param(False, "Apply weight_scaling_omega per output column "
                                                     "instead of per tile.")
+    # --- mapping: weight quantization, bit slicing, conductance range (DESIGN.md §2.3) ---
+    weight_bits: int = _param(0, "Symmetric weight quantization before mapping: W_int = "
+                                 "rint(W/w_max*(2^(B-1)-1)), w_max = max|W| of the layer. 0 = off "
+                                 "(analog weights). Any value > 0 puts the ADC in conductance "
+                                 "units.", lo=0, hi=16)
+    cell_bits: int = _param(0, "Device precision c in bits: weights are bit-sliced LSB first into "
+                               "ceil((weight_bits-1)/c) slices on separate devices. 0 = one device "
+                               "(pair) per weight (c = weight_bits - 1).", lo=0, hi=16)
+    slice_recombination: str = _param("digital", "How slices recombine: 'digital' (each slice "
+                                                 "its own ADC, shift-and-add after) or 'analog' "
+                                                 "(significance-weighted currents summed before "
+                                                 "one ADC).", choices=("digital", "analog"))
+    on_off_ratio: float = _param(math.inf, "Device on/off ratio R: g_min = g_max/R; inf = "
+                                           "g_min 0.", lo=1.0, lo_open=True, inf_ok=True)
+    offset: str = _param("differential", "Signed-weight scheme: 'differential' (a device pair "
+                                         "per weight), 'dummy_column' (one device per weight "
+                                         "plus a reference column at (g_max+g_min)/2 subtracted "
+                                         "after the ADC) or 'digital' (one device per weight, "
+                                         "offset subtracted exactly after the ADC).",
+                         choices=("differential", "dummy_column", "digital"))
+    # --- read-out (periphery) ---
+    input_bits_per_cycle: int = _param(0, "Bit-serial inputs: k magnitude bits of the DAC "
+                                          "output per cycle (LSB first), each cycle through "
+                                          "noise and the ADC, shift-and-add after. 0 = whole "
+                                          "input in one cycle.", lo=0, hi=19)
+    readout: str = _param("parallel", "ADC read-out: 'parallel' (all rows of a tile in one "
+                                      "conversion per column) or 'row_by_row' (rows_per_adc "
+                                      "rows at a time, partial sums added digitally).",
+                          choices=("parallel", "row_by_row"))
+    rows_per_adc: int = _param(1, "Rows activated per conversion with readout = 'row_by_row'.",
+                               lo=1, hi=1_000_000)
     # --- device (PCM statistical model) ---
     device: str = _param("pcm", "Device model: 'pcm' (Nandakumar/Joshi PCM statistics), 'ideal' "
                                 "(exact weights, no drift), 'state_independent', or the name of a "
@@ -88,6 +119,16 @@ class HardwareConfig:
                                      "fraction of g_max.", lo=0.0)
     sigma_read: float = _param(0.01, "state_independent device: read-noise sigma as a fraction of "
                                      "g_max.", lo=0.0)
+    # --- device-to-device variation and faults ---
+    d2d_sigma: float = _param(0.0, "Device-to-device variation: a fixed relative error per "
+                                   "device drawn at programming, g <- g*(1 + d2d_sigma*xi).",
+                              lo=0.0, hi=10.0)
+    stuck_off_fraction: float = _param(0.0, "Fraction of devices stuck at g_min (drawn at "
+                                            "programming; no drift, no read noise).",
+                                       lo=0.0, hi=1.0)
+    stuck_on_fraction: float = _param(0.0, "Fraction of devices stuck at g_max (drawn at "
+                                           "programming; no drift, no read noise).",
+                                      lo=0.0, hi=1.0)
     # --- compensation ---
     drift_compensation: str = _param("global", "Drift compensation: 'global' (one factor per "
                                                "tile from a one-hot probe through the noisy "
@@ -99,6 +140,8 @@ class HardwareConfig:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             object.__setattr__(self, f.name, _check(f, value))
+        from mc_engine.hardware.combinations import check_combination
+        check_combination(self)
 
     # --- introspection used by studies and results ---
     @classmethod
@@ -127,6 +170,29 @@ class HardwareConfig:
     def inp_res(self) -> float:
         """DAC resolution as a fraction of the half range: 1/(2^b - 2); 0 when off."""
         return 1.0 / (2 ** self.dac_bits - 2) if self.dac_bits > 1 else 0.0
+
+    @property
+    def conductance_units(self) -> bool:
+        """True when the ADC sees conductance units (DESIGN.md §2.3): weights quantized or an
+        offset scheme; False on the default path, where it sees the model's weight units."""
+        return self.weight_bits > 0 or self.offset != "differential"
+
+    @property
+    def g_min(self) -> float:
+        """Lowest device conductance in µS: g_max / on_off_ratio (0 for an infinite ratio)."""
+        return self.g_max / self.on_off_ratio
+
+    @property
+    def n_slices(self) -> int:
+        """Number of bit slices S = ceil((weight_bits - 1)/cell_bits); 1 without slicing."""
+        if self.weight_bits == 0 or self.cell_bits == 0:
+            return 1
+        return max(1, math.ceil((self.weight_bits - 1) / self.cell_bits))
+
+    @property
+    def slice_bits(self) -> int:
+        """Bits c per slice (cell_bits, or weight_bits - 1 when cell_bits = 0)."""
+        return self.cell_bits or max(self.weight_bits - 1, 1)
 
     @property
     def out_res(self) -> float:
@@ -173,7 +239,7 @@ def _check(f: dataclasses.Field, value: Any) -> Any:
         raise UserInputError(f"must be {op} {lo}, got {value!r}", key=name)
     if hi is not None and value > hi:
         raise UserInputError(f"must be <= {hi}, got {value!r}", key=name)
-    if kind is int and name.endswith("_bits") and value == 1:
+    if kind is int and name in ("dac_bits", "adc_bits", "weight_bits") and value == 1:
         raise UserInputError("1 bit leaves no level besides 0; use 0 (off) or >= 2", key=name)
     return value
 

@@ -1,0 +1,106 @@
+"""Read-out schemes of a tile (DESIGN.md §2.3): bit-serial inputs, row-by-row conversion, bit
+slices, dummy column and digital offset, with their digital recombination.
+
+The default tile forward (all rows and all input bits at once, one weight-unit column per output)
+is fused in :meth:`mc_engine.analog.tile.Tile.forward`; everything else goes through
+:func:`convert` here. One call converts a block of DAC outputs: for each input cycle and each
+group of rows it runs the MVM over every column of the array matrix (all slices and the dummy
+column in one GEMM), adds the noise, digitises each column with the ADC and recombines the
+digital numbers: shift-and-add over slices, dummy or offset subtraction, sum over row groups,
+shift-and-add over cycles, and the rescale to weight units.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from mc_engine.analog.mapping import Layout
+from mc_engine.hardware.config import HardwareConfig
+from mc_engine.kernels.periphery import adc_rows
+
+
+class Readout:
+    """The read-out constants of one configuration: input cycles and row groups."""
+
+    def __init__(self, hw: HardwareConfig):
+        self.k = hw.input_bits_per_cycle
+        self.m = hw.dac_bits - 1                       # magnitude bits of the DAC output
+        self.cycles = math.ceil(self.m / self.k) if self.k else 1
+        self.rows_per_adc = hw.rows_per_adc if hw.readout == "row_by_row" else 0
+        # Y = acc·(2^k − 1)·2^(kK − m)·2^m/(2^m − 1) after acc ← (acc + y_j)/2^k per cycle
+        self.serial_gain = ((2 ** self.k - 1) * 2.0 ** (self.k * self.cycles - self.m) *
+                            2.0 ** self.m / (2 ** self.m - 1)) if self.k else 1.0
+
+    def row_groups(self, n_in: int) -> list[tuple[int, int]]:
+        r = self.rows_per_adc or n_in
+        return [(j0, min(j0 + r, n_in)) for j0 in range(0, n_in, r)]
+
+    def input_cycles(self, xq: np.ndarray) -> Iterator[np.ndarray]:
+        """The cycle inputs sign(x~)·d_j/(2^k − 1), LSB first (just ``xq`` when not serial)."""
+        if not self.k:
+            yield xq
+            return
+        mag = np.rint(np.abs(xq) * np.float32(2 ** self.m - 1))
+        sign = np.sign(xq)
+        base, top = np.float32(2 ** self.k), np.float32(2 ** self.k - 1)
+        for _ in range(self.cycles):
+            digit = np.mod(mag, base)
+            mag = np.floor(mag / base)
+            yield sign * digit / top
+
+
+def convert(readout: Readout, layout: Layout, w_t: torch.Tensor, abs_w_t: torch.Tensor | None,
+            xq: np.ndarray, per, noise) -> tuple[np.ndarray, np.ndarray]:
+    """Digitised and recombined outputs of DAC outputs ``xq`` (rows × in), in weight units of
+    the scaled input, and which rows saturated the ADC in any conversion.
+
+    ``w_t`` is the array matrix transposed (in × columns of ``layout``); ``per`` the tile's
+    :class:`~mc_engine.analog.tile.Periphery`; ``noise`` a NoiseStream or None (noise off).
+    """
+    m, n_in = xq.shape
+    n_out, n_cols = layout.n_out, layout.n_cols
+    inp_noise = per.inp_noise if noise is not None else 0.0
+    out_noise = per.out_noise if noise is not None else np.float32(0.0)
+    w_noise = per.w_noise if noise is not None else 0.0
+    ones_m, rows_m, post = np.ones(m, np.float32), np.arange(m), np.ones((1, n_cols), np.float32)
+    saturated = np.zeros(m, np.bool_)
+    sat = np.empty(m, np.bool_)
+    empty1, empty2 = np.zeros(0, np.float32), np.zeros((0, 0), np.float32)
+    groups = readout.row_groups(n_in)
+    acc = np.zeros((m, n_out), np.float32)
+    for x_cycle in readout.input_cycles(xq):
+        x_line = x_cycle + inp_noise * noise.normal(x_cycle.shape) if inp_noise > 0 else x_cycle
+        part = np.zeros((m, n_out), np.float32)
+        for j0, j1 in groups:
+            xg = torch.from_numpy(np.ascontiguousarray(x_line[:, j0:j1]))
+            y = (xg @ w_t[j0:j1]).numpy()
+            wn_row, wn_full, wnoise = empty1, empty2, empty2
+            if w_noise > 0:
+                wnoise = noise.normal((m, n_cols))
+                wn_row, wn_full = per.weight_noise(
+                    xg[:, None], None if abs_w_t is None else abs_w_t[:, j0:j1])
+            noise_out = noise.normal((m, n_cols)) if out_noise > 0 else empty2
+            adc_rows(y, out_noise, noise_out, wn_row, wn_full, wnoise, per.step_out, per.bound,
+                     ones_m, rows_m, True, post, y, sat)
+            saturated |= sat
+            part += _recombine(layout, y, x_cycle[:, j0:j1])
+        acc = (acc + part) / np.float32(2 ** readout.k) if readout.k else part
+    gain = np.float32(layout.rescale * readout.serial_gain)
+    return acc * gain if gain != 1 else acc, saturated
+
+
+def _recombine(layout: Layout, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Slices shift-and-added, dummy column or digital offset subtracted (conductance units)."""
+    n_out = layout.n_out
+    out = y[:, :n_out] * np.float32(layout.coefs[0]) if layout.coefs[0] != 1 else y[:, :n_out]
+    for i, coef in enumerate(layout.coefs[1:], start=1):
+        out = out + np.float32(coef) * y[:, i * n_out:(i + 1) * n_out]
+    if layout.dummy:
+        out = out - y[:, -1:]
+    if layout.offset:
+        out = out - np.float32(layout.offset) * x.sum(axis=1, keepdims=True, dtype=np.float32)
+    return out
