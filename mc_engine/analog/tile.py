@@ -16,9 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mc_engine.hardware.config import HardwareConfig
 from mc_engine.analog.mapping import make_mapping
 from mc_engine.analog.readout import Readout, convert
+from mc_engine.hardware.config import HardwareConfig
 from mc_engine.hardware.devices import DEVICES, DeviceModel
 from mc_engine.hardware.variation import NO_FAULTS, apply_variation, has_variation
 from mc_engine.kernels.periphery import (
