@@ -13,14 +13,13 @@ shift-and-add over cycles, and the rescale to weight units.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 from mc_engine.analog.mapping import Layout
 from mc_engine.hardware.config import HardwareConfig
-from mc_engine.kernels.periphery import adc_rows
+from mc_engine.kernels.periphery import adc_rows, bit_serial_cycles
 
 
 class Readout:
@@ -39,18 +38,14 @@ class Readout:
         r = self.rows_per_adc or n_in
         return [(j0, min(j0 + r, n_in)) for j0 in range(0, n_in, r)]
 
-    def input_cycles(self, xq: np.ndarray) -> Iterator[np.ndarray]:
-        """The cycle inputs sign(x~)·d_j/(2^k − 1), LSB first (just ``xq`` when not serial)."""
+    def input_cycles(self, xq: np.ndarray) -> np.ndarray:
+        """The cycle inputs sign(x~)·d_j/(2^k − 1), LSB first: cycles × rows × in (just
+        ``xq[None]`` when not serial)."""
         if not self.k:
-            yield xq
-            return
-        mag = np.rint(np.abs(xq) * np.float32(2 ** self.m - 1))
-        sign = np.sign(xq)
-        base, top = np.float32(2 ** self.k), np.float32(2 ** self.k - 1)
-        for _ in range(self.cycles):
-            digit = np.mod(mag, base)
-            mag = np.floor(mag / base)
-            yield sign * digit / top
+            return xq[None]
+        out = np.empty((self.cycles, *xq.shape), np.float32)
+        bit_serial_cycles(xq, self.m, self.k, out)
+        return out
 
 
 def convert(readout: Readout, layout: Layout, w_t: torch.Tensor, abs_w_t: torch.Tensor | None,
@@ -66,31 +61,44 @@ def convert(readout: Readout, layout: Layout, w_t: torch.Tensor, abs_w_t: torch.
     inp_noise = per.inp_noise if noise is not None else 0.0
     out_noise = per.out_noise if noise is not None else np.float32(0.0)
     w_noise = per.w_noise if noise is not None else 0.0
-    ones_m, rows_m, post = np.ones(m, np.float32), np.arange(m), np.ones((1, n_cols), np.float32)
-    saturated = np.zeros(m, np.bool_)
-    sat = np.empty(m, np.bool_)
+    cycles = readout.input_cycles(xq)                 # K × m × in
+    n_conv = cycles.shape[0] * m                      # every cycle's rows in one GEMM
+    lines = cycles + inp_noise * noise.normal(cycles.shape) if inp_noise > 0 else cycles
+    ones_k, rows_k = np.ones(n_conv, np.float32), np.arange(n_conv)
+    post = np.ones((1, n_cols), np.float32)
+    sat = np.empty(n_conv, np.bool_)
+    saturated = np.zeros(n_conv, np.bool_)
     empty1, empty2 = np.zeros(0, np.float32), np.zeros((0, 0), np.float32)
     groups = readout.row_groups(n_in)
-    acc = np.zeros((m, n_out), np.float32)
-    for x_cycle in readout.input_cycles(xq):
-        x_line = x_cycle + inp_noise * noise.normal(x_cycle.shape) if inp_noise > 0 else x_cycle
-        part = np.zeros((m, n_out), np.float32)
-        for j0, j1 in groups:
-            xg = torch.from_numpy(np.ascontiguousarray(x_line[:, j0:j1]))
-            y = (xg @ w_t[j0:j1]).numpy()
-            wn_row, wn_full, wnoise = empty1, empty2, empty2
-            if w_noise > 0:
-                wnoise = noise.normal((m, n_cols))
-                wn_row, wn_full = per.weight_noise(
-                    xg[:, None], None if abs_w_t is None else abs_w_t[:, j0:j1])
-            noise_out = noise.normal((m, n_cols)) if out_noise > 0 else empty2
-            adc_rows(y, out_noise, noise_out, wn_row, wn_full, wnoise, per.step_out, per.bound,
-                     ones_m, rows_m, True, post, y, sat)
-            saturated |= sat
-            part += _recombine(layout, y, x_cycle[:, j0:j1])
-        acc = (acc + part) / np.float32(2 ** readout.k) if readout.k else part
+    part = None
+    for j0, j1 in groups:
+        if len(groups) == 1:
+            x_in, x_line = cycles.reshape(n_conv, n_in), lines.reshape(n_conv, n_in)
+        else:
+            x_in = cycles[:, :, j0:j1].reshape(n_conv, j1 - j0)
+            x_line = np.ascontiguousarray(lines[:, :, j0:j1]).reshape(n_conv, j1 - j0)
+        xg = torch.from_numpy(x_line)
+        y = (xg @ w_t[j0:j1]).numpy()
+        wn_row, wn_full, wnoise = empty1, empty2, empty2
+        if w_noise > 0:
+            wnoise = noise.normal((n_conv, n_cols))
+            wn_row, wn_full = per.weight_noise(
+                xg[:, None], None if abs_w_t is None else abs_w_t[:, j0:j1])
+        noise_out = noise.normal((n_conv, n_cols)) if out_noise > 0 else empty2
+        adc_rows(y, out_noise, noise_out, wn_row, wn_full, wnoise, per.step_out, per.bound,
+                 ones_k, rows_k, True, post, y, sat)
+        saturated |= sat
+        y = _recombine(layout, y, x_in)
+        part = y if part is None else part + y
+    part = part.reshape(cycles.shape[0], m, n_out)
+    if readout.k:
+        acc = np.zeros((m, n_out), np.float32)
+        for y_cycle in part:                           # acc <- (acc + y_j)/2^k, LSB first
+            acc = (acc + y_cycle) / np.float32(2 ** readout.k)
+    else:
+        acc = part[0]
     gain = np.float32(layout.rescale * readout.serial_gain)
-    return acc * gain if gain != 1 else acc, saturated
+    return (acc * gain if gain != 1 else acc), saturated.reshape(-1, m).any(axis=0)
 
 
 def _recombine(layout: Layout, y: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -169,3 +169,27 @@ def adc_rows(y: np.ndarray, out_noise: np.float32, noise: np.ndarray, wn_row: np
             p = post[i % post.shape[0]]
             for j in range(n):
                 out[i, j] = (y[k, j] / s) * p[j]
+
+
+@njit(cache=True, nogil=True)
+def bit_serial_cycles(xq: np.ndarray, m_bits: int, k_bits: int, out: np.ndarray) -> None:
+    """Bit-serial cycle inputs of DAC outputs xq (rows × n): out[j] = sign(x)·d_j/(2^k − 1),
+    d_j the j-th group of k bits (LSB first) of x_int = rint(|x|·(2^m − 1)); out is K × rows × n.
+    """
+    full = np.float32(2 ** m_bits - 1)
+    top = np.float32(1.0) / np.float32(2 ** k_bits - 1)
+    mask = np.int32((1 << k_bits) - 1)
+    x = xq.reshape(-1)
+    n = x.size
+    mag = np.empty(n, np.int32)
+    sign = np.empty(n, np.float32)
+    for i in range(n):
+        v = x[i]
+        mag[i] = np.int32(_rint(abs(v) * full))
+        sign[i] = top if v > 0 else (-top if v < 0 else np.float32(0.0))
+    planes = out.reshape(out.shape[0], n)
+    for j in range(out.shape[0]):
+        dst = planes[j]
+        shift = np.int32(j * k_bits)
+        for i in range(n):
+            dst[i] = sign[i] * np.float32((mag[i] >> shift) & mask)
