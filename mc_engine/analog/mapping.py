@@ -27,8 +27,9 @@ class Layout:
     """The columns of a tile's array matrix and the digital recombination of their outputs.
 
     The array matrix has ``len(coefs) * n_out`` weight columns (slice i in columns
-    i*n_out .. (i+1)*n_out), then one dummy column if ``dummy``. The read-out computes
-    ``rescale * (sum_i coefs[i]*y_i - y_dummy - offset*sum_j x_j)`` from the digitised outputs.
+    i*n_out .. (i+1)*n_out), then, if ``dummy``, one dummy column per slice. The read-out
+    computes ``rescale * sum_i coefs[i]*(y_i - y_dummy_i - offset*sum_j x_j)`` from the
+    digitised outputs.
     """
 
     n_out: int
@@ -39,7 +40,7 @@ class Layout:
 
     @property
     def n_cols(self) -> int:
-        return len(self.coefs) * self.n_out + int(self.dummy)
+        return len(self.coefs) * (self.n_out + int(self.dummy))
 
 
 class WeightUnitPairs:
@@ -84,11 +85,15 @@ class WeightUnitPairs:
 
 
 class ConductanceMapping:
-    """Quantized, optionally bit-sliced or offset-mapped weights in conductance units (§2.3).
+    """Quantized, optionally bit-sliced, pair- or offset-mapped weights in conductance units
+    (DESIGN.md §2.3).
 
-    ``w_max`` is max|W| of the whole layer (every tile of the layer shares it). Device layout of
-    the flat target vector: differential, slice by slice, [g+ of slice i, g- of slice i] each
-    (out × in); offset schemes, one device per weight (out × in), then the dummy column (in).
+    ``w_max`` is max|W| of the whole layer (every tile of the layer shares it). Each slice i
+    holds the signed value v_i = sign(W_int)·d_i/(2^c − 1) (without quantization, one slice
+    v = W/w_max). Differential: g± = g_min + (g_max − g_min)·max(±v_i, 0); offset schemes: one
+    device g = g_min + (g_max − g_min)·(v_i + 1)/2, and with ``dummy_column`` one reference
+    column per slice at (g_max + g_min)/2. Flat target vector, slice by slice: [g+, g-] (each
+    out × in) or [g (out × in)], then the dummy columns (in each).
     """
 
     weight_units = False
@@ -98,57 +103,57 @@ class ConductanceMapping:
         self.g_max, self.g_min = hw.g_max, hw.g_min
         self.w_max = w_max if w_max > 0 else 1.0
         self.differential = hw.offset == "differential"
-        self.analog_sum = hw.slice_recombination == "analog"
         span = self.g_max - self.g_min
         v = w.astype(np.float64) / self.w_max
-        n_out = w.shape[0]
         if hw.weight_bits > 0:
             levels = 2 ** (hw.weight_bits - 1) - 1
             w_int = np.rint(v * levels)
-            v = w_int / levels
-        if self.differential:          # weight_bits > 0 here (see hardware.combinations)
-            c, n_slices = hw.slice_bits, hw.n_slices
-            self.cell_levels = 2 ** c - 1
-            self.digits = slice_digits(np.abs(w_int).astype(np.int64), c, n_slices)
-            self.sign = np.sign(w_int)
-            coefs = tuple(float(2 ** (i * c)) for i in range(n_slices))
-            rescale = self.w_max * self.cell_levels * self.g_max / (span * levels)
-            if self.analog_sum:
-                self.sig = np.array(coefs)
-                coefs = (1.0,)
-            self.layout = Layout(n_out=n_out, coefs=coefs, rescale=rescale)
+            c = hw.slice_bits
+            cell_levels = 2 ** c - 1
+            digits = slice_digits(np.abs(w_int).astype(np.int64), c, hw.n_slices)
+            self.v = np.sign(w_int) * digits / cell_levels           # S × out × in
+            coefs = tuple(float(2 ** (i * c)) for i in range(hw.n_slices))
+            gain = self.w_max * cell_levels / levels
         else:
-            self.v = v
-            self.layout = Layout(n_out=n_out, dummy=hw.offset == "dummy_column",
-                                 offset=(self.g_max + self.g_min) / (2 * self.g_max)
-                                 if hw.offset == "digital" else 0.0,
-                                 rescale=2 * self.w_max * self.g_max / span)
+            self.v, coefs, gain = v[None], (1.0,), self.w_max
+        self.sig = np.array(coefs)
+        self.analog_sum = hw.slice_recombination == "analog" and len(coefs) > 1
+        self.layout = Layout(
+            n_out=w.shape[0], coefs=(1.0,) if self.analog_sum else coefs,
+            dummy=hw.offset == "dummy_column",
+            offset=(self.g_max + self.g_min) / (2 * self.g_max) * (
+                self.sig.sum() if self.analog_sum else 1.0) if hw.offset == "digital" else 0.0,
+            rescale=gain * self.g_max / span * (1.0 if self.differential else 2.0))
 
     def targets(self) -> np.ndarray:
         span = self.g_max - self.g_min
         if self.differential:
-            parts = []
-            for d in self.digits:
-                g_on = self.g_min + span * d / self.cell_levels
-                parts += [np.where(self.sign > 0, g_on, self.g_min).ravel(),
-                          np.where(self.sign < 0, g_on, self.g_min).ravel()]
-            return np.concatenate(parts)
+            g = np.stack([np.maximum(self.v, 0.0), np.maximum(-self.v, 0.0)], axis=1)
+            return (self.g_min + span * g).ravel()
         g = (self.g_min + span * (self.v + 1.0) / 2.0).ravel()
         if self.layout.dummy:
-            g = np.concatenate([g, np.full(self.shape[1], (self.g_max + self.g_min) / 2.0)])
+            n_dummy = self.v.shape[0] * self.shape[1]
+            g = np.concatenate([g, np.full(n_dummy, (self.g_max + self.g_min) / 2.0)])
         return g
 
     def matrix(self, g: np.ndarray) -> np.ndarray:
         """The array matrix (columns × in) in units of g/g_max for conductances ``g``."""
+        n_slices = self.v.shape[0]
         n_out, n_in = self.shape
-        size = n_out * n_in
+        size = n_slices * n_out * n_in
         if self.differential:
-            pairs = g.reshape(-1, 2, size)
+            pairs = g.reshape(n_slices, 2, n_out * n_in)
             slices = (pairs[:, 0] - pairs[:, 1]) / self.g_max      # S × (out·in)
-            if self.analog_sum:
-                slices = np.tensordot(self.sig, slices, axes=1)[None]
-            return slices.reshape(-1, n_in)
-        return (g / self.g_max).reshape(-1, n_in)
+            dummy = None
+        else:
+            slices = (g[:size] / self.g_max).reshape(n_slices, n_out * n_in)
+            dummy = (g[size:] / self.g_max).reshape(n_slices, n_in) if self.layout.dummy \
+                else None
+        if self.analog_sum:          # significance-weighted currents summed on one column
+            slices = np.tensordot(self.sig, slices, axes=1)[None]
+            dummy = None if dummy is None else np.tensordot(self.sig, dummy, axes=1)[None]
+        cols = slices.reshape(-1, n_in)
+        return cols if dummy is None else np.concatenate([cols, dummy])
 
     def ideal_matrix(self) -> np.ndarray:
         return self.matrix(self.targets())
@@ -159,7 +164,7 @@ class ConductanceMapping:
         have one device per weight already."""
         if not self.differential:
             return g_prog, None
-        pairs = g_prog.reshape(-1, 2, g_prog.size // 2 // self.digits.shape[0])
+        pairs = g_prog.reshape(self.v.shape[0], 2, -1)
         net = pairs[:, 0] - pairs[:, 1]
         out = np.stack([np.maximum(net, 0.0), np.maximum(-net, 0.0)], axis=1) + self.g_min
         return out.reshape(-1), None

@@ -102,13 +102,19 @@ def convert(readout: Readout, layout: Layout, w_t: torch.Tensor, abs_w_t: torch.
 
 
 def _recombine(layout: Layout, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Slices shift-and-added, dummy column or digital offset subtracted (conductance units)."""
-    n_out = layout.n_out
-    out = y[:, :n_out] * np.float32(layout.coefs[0]) if layout.coefs[0] != 1 else y[:, :n_out]
-    for i, coef in enumerate(layout.coefs[1:], start=1):
-        out = out + np.float32(coef) * y[:, i * n_out:(i + 1) * n_out]
-    if layout.dummy:
-        out = out - y[:, -1:]
+    """Dummy column or digital offset subtracted, slices shift-and-added (conductance units)."""
+    n_out, n_slices = layout.n_out, len(layout.coefs)
+    base = n_slices * n_out
+    out = None
+    for i, coef in enumerate(layout.coefs):
+        y_i = y[:, i * n_out:(i + 1) * n_out]
+        if layout.dummy:
+            y_i = y_i - y[:, base + i:base + i + 1]
+        if coef != 1:
+            y_i = np.float32(coef) * y_i
+        out = y_i if out is None else out + y_i
     if layout.offset:
-        out = out - np.float32(layout.offset) * x.sum(axis=1, keepdims=True, dtype=np.float32)
+        total = float(sum(layout.coefs))
+        out = out - np.float32(layout.offset * total) * x.sum(axis=1, keepdims=True,
+                                                               dtype=np.float32)
     return out

@@ -29,10 +29,6 @@ def _rules(hw: HardwareConfig):
            "(or cell_bits = 0)")
     yield ("slice_recombination", hw.slice_recombination == "digital" or hw.weight_bits > 0,
            "slice_recombination = 'analog' combines bit slices: it needs weight_bits > 0")
-    yield ("offset", hw.offset == "differential" or hw.n_slices == 1,
-           f"offset = {hw.offset!r} stores one device per weight; bit slicing "
-           f"({hw.n_slices} slices of cell_bits = {hw.cell_bits}) uses differential pairs: set "
-           "offset = 'differential' or cell_bits = 0")
     yield ("weight_scaling_omega", hw.weight_scaling_omega == 0 or not hw.conductance_units,
            "weight_scaling_omega rescales weights in weight units; with weight_bits > 0 or an "
            "offset scheme the array works in conductance units (g/g_max): set it to 0")
