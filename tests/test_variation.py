@@ -27,7 +27,7 @@ def test_d2d_variation_is_a_fixed_relative_error_of_the_configured_sigma():
     # ~6 standard errors, while a sigma off by 5 % (or applied twice) fails.
     rng = np.random.default_rng(0)
     w = rng.uniform(-1, 1, (128, 320))
-    _, tile = _tile(w, device="ideal", offset="digital", d2d_sigma=0.1)
+    _, tile = _tile(w, device="ideal", offset="digital", on_off_ratio=10.0, d2d_sigma=0.1)
     rel = tile.g_prog / tile.mapping.targets() - 1.0
     assert rel.std() == pytest.approx(0.1, rel=0.02)
     assert abs(rel.mean()) < 5 * 0.1 / np.sqrt(rel.size)
