@@ -34,13 +34,15 @@ def table_checker(spec: object, table: str, keys: tuple[str, ...], example: str,
     return fail
 
 
-def import_factory(ref: object, base_dir: Path, source: str | None, key: str) -> Callable[..., Any]:
-    """The callable named by ``ref`` ("module:function", dotted names allowed on both sides)."""
+def import_factory(ref: object, base_dir: Path, source: str | None, key: str,
+                   kind: str = "function") -> Callable[..., Any]:
+    """The callable named by ``ref`` ("module:function", dotted names allowed on both sides;
+    ``kind`` names what is expected in messages: "module:Class")."""
     if not isinstance(ref, str) or ref.count(":") != 1:
-        raise UserInputError(f"expected 'module:function', got {ref!r}", source=source, key=key)
+        raise UserInputError(f"expected 'module:{kind}', got {ref!r}", source=source, key=key)
     module_name, attr_path = ref.split(":")
     if not module_name or not attr_path:
-        raise UserInputError(f"expected 'module:function', got {ref!r}", source=source, key=key)
+        raise UserInputError(f"expected 'module:{kind}', got {ref!r}", source=source, key=key)
     folder = str(Path(base_dir).resolve())
     if folder not in sys.path:
         sys.path.insert(0, folder)

@@ -104,7 +104,13 @@ class HardwareConfig:
     # --- device (PCM statistical model) ---
     device: str = _param("pcm", "Device model: 'pcm' (Nandakumar/Joshi PCM statistics), 'ideal' "
                                 "(exact weights, no drift), 'state_independent', or the name of a "
-                                "registered DeviceModel subclass.")
+                                "registered DeviceModel subclass; in a study file also "
+                                "'module:Class' (a DeviceModel subclass in a module beside it).")
+    device_params: tuple[tuple[str, float], ...] = field(
+        default=(), metadata={"doc": "The device model's own parameters (DeviceModel.params), "
+                                     "as sorted (name, value) pairs, defaults filled in; given "
+                                     "as a mapping. Each is a key and a result column of its "
+                                     "own (docs/devices.md).", "column": False})
     g_max: float = _param(25.0, "Maximum device conductance g_max, in microsiemens.", lo=0.0,
                           lo_open=True)
     prog_noise_scale: float = _param(1.0, "Multiplier of the programming-noise sigma.", lo=0.0)
@@ -139,18 +145,26 @@ class HardwareConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            object.__setattr__(self, f.name, _check(f, value))
+            if f.name == "device_params":  # checked against the (already valid) device's params
+                from mc_engine.hardware.devices import check_device_params
+                value = check_device_params(self.device, value)
+            else:
+                value = _check(f, value)
+            object.__setattr__(self, f.name, value)
         from mc_engine.hardware.combinations import check_combination
         check_combination(self)
 
     # --- introspection used by studies and results ---
     @classmethod
     def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
+        """The fixed parameters: study keys and result columns (``device_params`` is not one:
+        its entries are, under their own names)."""
+        return [f.name for f in dataclasses.fields(cls) if f.metadata.get("column", True)]
 
     @classmethod
     def field_types(cls) -> dict[str, type]:
-        return {f.name: _TYPES[f.type] for f in dataclasses.fields(cls)}
+        return {f.name: _TYPES[f.type] for f in dataclasses.fields(cls)
+                if f.metadata.get("column", True)}
 
     @classmethod
     def describe(cls) -> str:
@@ -160,10 +174,23 @@ class HardwareConfig:
         return "\n".join(rows)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every parameter by name, the device's own parameters flattened in after ``device``
+        (what a study file's [hardware] table and a result row hold); ``from_dict`` inverts it."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "device_params":
+                out.update(self.device_params)
+            else:
+                out[f.name] = getattr(self, f.name)
+        return out
 
     def replace(self, **changes: Any) -> HardwareConfig:
-        return from_dict({**self.to_dict(), **changes})
+        base = self.to_dict()
+        if changes.get("device", self.device) != self.device:  # the old model's params go
+            for name, _ in self.device_params:
+                base.pop(name)
+        params = dict(changes.pop("device_params", {}))
+        return from_dict({**base, **changes, **params})
 
     # --- derived quantities (DESIGN.md §2.1) ---
     @property
@@ -230,6 +257,11 @@ def _check(f: dataclasses.Field, value: Any) -> Any:
     if name == "device":
         from mc_engine.hardware.devices import DEVICES
         choices = tuple(DEVICES)
+        if value not in choices and ":" in value:
+            raise UserInputError(f"{value!r} is not registered: a 'module:Class' device is "
+                                 f"imported by the study file that names it; in Python, import "
+                                 f"the class and call register_device(cls) first (registered: "
+                                 f"{_fmt_choices(choices)})", key=name)
     if choices is not None and value not in choices:
         raise UserInputError(f"expected one of {_fmt_choices(choices)}, got {value!r}",
                              key=name)
@@ -249,10 +281,25 @@ def _fmt_choices(choices: tuple) -> str:
 
 
 def from_dict(values: dict[str, Any]) -> HardwareConfig:
-    """Build a config from a mapping, rejecting unknown keys with the list of known ones."""
+    """Build a config from a flat mapping (``to_dict``'s form: the device's own parameters under
+    their names), rejecting unknown keys with the list of known ones."""
+    from mc_engine.hardware.devices import DEVICES
+
+    values = dict(values)
+    device = values.get("device", _DEFAULTS["device"])
+    if "device" in values:  # a bad device first, not its parameters as unknown keys
+        device = _check(_FIELDS["device"], device)
+    declared = DEVICES[device].params
+    params = {k: values.pop(k) for k in list(values) if k in declared}
     known = set(HardwareConfig.field_names())
     unknown = sorted(set(values) - known)
     if unknown:
-        raise UserInputError(f"unknown hardware parameter; known: {', '.join(sorted(known))}",
-                             key=unknown[0])
-    return HardwareConfig(**values)
+        own = f"; parameters of device {device!r}: {', '.join(sorted(declared))}" \
+            if declared else ""
+        raise UserInputError(f"unknown hardware parameter; known: {', '.join(sorted(known))}"
+                             f"{own}", key=unknown[0])
+    return HardwareConfig(**values, device_params=params)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(HardwareConfig)}
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(HardwareConfig)}

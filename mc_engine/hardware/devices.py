@@ -1,13 +1,18 @@
 """Device models: how a target conductance is programmed and how it reads back over time.
 
-This is the documented extension point of DESIGN.md §2.2: subclass :class:`DeviceModel`,
-implement ``program`` and ``read``, and register it with :func:`register_device`; the name then
-becomes a valid ``device`` value in ``HardwareConfig`` and in study files. The engine calls only
-these two methods, with flat float64 arrays of conductances in microsiemens.
+This is the documented extension point of DESIGN.md §2.2 (docs/devices.md): subclass
+:class:`DeviceModel`, implement ``program`` and ``read``, declare the model's own parameters in
+``params``, and register it with :func:`register_device`; the name then becomes a valid
+``device`` value in ``HardwareConfig`` and in study files. A study file can also name a class in
+a module beside it, ``device = "my_devices:MyDevice"``, which the study layer imports and
+registers under that name. The engine calls only ``program`` and ``read``, with flat float64
+arrays of conductances in microsiemens.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -18,14 +23,67 @@ if TYPE_CHECKING:
     from mc_engine.hardware.config import HardwareConfig
 
 
+#: Names a device parameter cannot take: they are result columns already.
+RESERVED_NAMES = frozenset({"study", "point_id", "repeat", "t_inference_s", "accuracy",
+                            "n_correct", "n_samples", "seed", "wall_s", "engine_version",
+                            "device_params"})
+
+
+@dataclass(frozen=True)
+class DeviceParam:
+    """One parameter of a device model: a float with a default, a doc line and its range.
+
+    ``lo``/``hi`` bound the value (``lo_open``: strictly above ``lo``); values must be finite.
+    The parameter is set in a study file's ``[hardware]`` table under its own name, swept like
+    any hardware parameter, and stored as a float64 result column of that name.
+    """
+
+    default: float
+    doc: str
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+
+    def allowed(self) -> str:
+        """The allowed values in words: 'a finite number > 0 and <= 1'."""
+        parts = []
+        if self.lo is not None:
+            parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
+        if self.hi is not None:
+            parts.append(f"<= {self.hi:g}")
+        return "a finite number" + (f" {' and '.join(parts)}" if parts else "")
+
+    def check(self, value: object) -> str | None:
+        """Why ``value`` is not allowed, or None if it is."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"expected {self.allowed()}, got {value!r}"
+        try:
+            value = float(value)
+        except OverflowError:
+            return f"expected {self.allowed()}, got a number beyond the floating-point range"
+        if not math.isfinite(value) or (self.lo is not None and (
+                value < self.lo or (self.lo_open and value == self.lo))) or \
+                (self.hi is not None and value > self.hi):
+            return f"expected {self.allowed()}, got {value!r}"
+        return None
+
+
 class DeviceModel:
-    """Base class of a device model. ``exact = True`` marks a model without any randomness."""
+    """Base class of a device model. ``exact = True`` marks a model without any randomness.
+
+    ``params`` declares the model's own parameters (name -> :class:`DeviceParam`); their values
+    for the hardware point being simulated are in ``self.values`` (defaults filled in).
+    """
 
     name: ClassVar[str] = ""
     exact: ClassVar[bool] = False
+    params: ClassVar[dict[str, DeviceParam]] = {}
 
     def __init__(self, hw: HardwareConfig):
         self.hw = hw
+        given = dict(hw.device_params)
+        self.values: dict[str, float] = {k: float(given.get(k, p.default))
+                                         for k, p in self.params.items()}
 
     def program(self, g_target: np.ndarray, rng: np.random.Generator
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -95,13 +153,72 @@ class StateIndependentDevice(DeviceModel):
 DEVICES: dict[str, type[DeviceModel]] = {}
 
 
-def register_device(cls: type[DeviceModel]) -> type[DeviceModel]:
-    """Make ``cls`` available as ``device = cls.name`` (usable as a class decorator)."""
-    if not (isinstance(cls, type) and issubclass(cls, DeviceModel)) or not cls.name:
+def declaration_problem(cls: object) -> str | None:
+    """What is wrong with ``cls`` as a device model (not a subclass, bad ``params``), or None."""
+    if not (isinstance(cls, type) and issubclass(cls, DeviceModel)) or cls is DeviceModel:
+        what = cls.__name__ if isinstance(cls, type) else type(cls).__name__
+        return f"is not a subclass of mc_engine.hardware.devices.DeviceModel (it is {what!r})"
+    params = cls.params
+    if not isinstance(params, dict):
+        return f"params must be a dict of name -> DeviceParam, got {type(params).__name__}"
+    from mc_engine.hardware.config import HardwareConfig
+
+    fields = set(HardwareConfig.field_names())
+    for key, param in params.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            return f"parameter name {key!r} is not a valid identifier"
+        if key in fields:
+            return (f"parameter {key!r} has the name of a HardwareConfig field; a device "
+                    f"parameter needs a name of its own (it becomes a study key and a result "
+                    f"column)")
+        if key in RESERVED_NAMES:
+            return f"parameter {key!r} has the name of a result column; rename it"
+        if not isinstance(param, DeviceParam):
+            return f"params[{key!r}] must be a DeviceParam, got {type(param).__name__}"
+        problem = param.check(param.default)
+        if problem:
+            return f"the default of parameter {key!r} is not allowed: {problem}"
+    return None
+
+
+def register_device(cls: type[DeviceModel], name: str | None = None) -> type[DeviceModel]:
+    """Make ``cls`` available as ``device = name`` (default ``cls.name``); usable as a class
+    decorator. Raises TypeError for a class that is not a valid device model."""
+    name = cls.name if name is None and isinstance(cls, type) else name
+    problem = declaration_problem(cls)
+    if problem:
+        raise TypeError(f"register_device: {getattr(cls, '__name__', cls)!r} {problem}")
+    if not name or not isinstance(name, str):
         raise TypeError("register_device expects a DeviceModel subclass with a non-empty name")
-    DEVICES[cls.name] = cls
+    DEVICES[name] = cls
     return cls
 
+
+def check_device_params(device: str, values: object) -> tuple[tuple[str, float], ...]:
+    """The canonical parameter values of registered ``device``: every declared parameter (the
+    defaults filled in), sorted by name, as floats. ``values`` is a mapping or (name, value)
+    pairs; an unknown name or a value out of range raises UserInputError keyed by the name."""
+    from mc_engine.errors import UserInputError
+
+    params = DEVICES[device].params
+    try:
+        given = dict(values)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise UserInputError(f"expected a mapping of parameter name -> value, got {values!r}",
+                             key="device_params") from None
+    for key, value in given.items():
+        if key not in params:
+            allowed = ", ".join(sorted(params)) or "none"
+            raise UserInputError(f"not a parameter of device {device!r}; its parameters: "
+                                 f"{allowed}", key=str(key))
+        problem = params[key].check(value)
+        if problem:
+            raise UserInputError(f"{problem} (a parameter of device {device!r})", key=key)
+    return tuple(sorted((k, float(given.get(k, p.default))) for k, p in params.items()))
+
+
+#: The models that ship with the engine (the rest are shipped to Dask workers by the runner).
+BUILTIN_DEVICES = ("pcm", "ideal", "state_independent")
 
 for _cls in (PCMDevice, IdealDevice, StateIndependentDevice):
     register_device(_cls)

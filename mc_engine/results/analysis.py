@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mc_engine.errors import UserInputError
-from mc_engine.results.schema import hardware_columns
+from mc_engine.results.schema import fixed_columns, hardware_columns
 from mc_engine.results.store import IDEAL_FILE, ResultStore
 
 #: Row order of :func:`load_results`: deterministic whatever the order trials finished in.
@@ -24,7 +24,8 @@ def load_results(path: str | Path) -> pd.DataFrame:
 
     ``path`` is a study's results folder, a folder of such folders (every study in it), or one
     Parquet file. The folder (a file's own folder) is remembered in ``df.attrs["results_dir"]``
-    so that :func:`summarize` finds ``ideal.parquet`` without being told.
+    so that :func:`summarize` finds ``ideal.parquet`` without being told, and the columns of
+    device-model parameters (those beyond the fixed schema) in ``df.attrs["device_params"]``.
     """
     path = Path(path)
     if path.is_file():
@@ -41,6 +42,8 @@ def load_results(path: str | Path) -> pd.DataFrame:
     df = table.to_pandas()
     df = df.sort_values(SORT_KEYS, kind="stable", ignore_index=True)
     df.attrs["results_dir"] = str(path if path.is_dir() else path.parent)
+    fixed = fixed_columns()
+    df.attrs["device_params"] = [c for c in df.columns if c not in fixed]
     return df
 
 
@@ -59,8 +62,14 @@ def load_ideal(path: str | Path) -> pd.DataFrame:
 
 
 def swept_columns(df: pd.DataFrame) -> list[str]:
-    """Hardware columns whose value differs between rows: what tells the points apart."""
-    return [c for c in hardware_columns() if c in df and df[c].nunique(dropna=False) > 1]
+    """Hardware columns (device parameters included) whose value differs between rows: what
+    tells the points apart."""
+    columns: list[str] = []
+    for name in hardware_columns():
+        columns.append(name)
+        if name == "device":  # the device models' own parameters, as load_results found them
+            columns += list(df.attrs.get("device_params", ()))
+    return [c for c in columns if c in df and df[c].nunique(dropna=False) > 1]
 
 
 def summarize(df: pd.DataFrame,

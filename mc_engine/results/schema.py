@@ -1,7 +1,9 @@
 """The Parquet schema of study results (DESIGN.md §5), declared once for writing and checking.
 
 Every hardware parameter is its own typed column, named as in :class:`HardwareConfig` and the
-study file, so results filter and group with plain pandas (``df[df.adc_bits == 8]``).
+study file, so results filter and group with plain pandas (``df[df.adc_bits == 8]``). A device
+model's own parameters (``DeviceModel.params``, docs/devices.md) are float64 columns of their
+own, right after ``device``; a study on the built-in devices has none.
 """
 
 from __future__ import annotations
@@ -37,11 +39,21 @@ def hardware_columns() -> list[str]:
     return HardwareConfig.field_names()
 
 
-def result_schema() -> pa.Schema:
-    """study, point_id, one typed column per hardware parameter, then :data:`TRIAL_FIELDS`."""
-    hardware = [(name, _ARROW_TYPES[kind]) for name, kind in HardwareConfig.field_types().items()]
+def result_schema(device_params: Sequence[str] = ()) -> pa.Schema:
+    """study, point_id, one typed column per hardware parameter (the ``device_params`` names,
+    float64, after ``device``), then :data:`TRIAL_FIELDS`."""
+    hardware: list[tuple[str, pa.DataType]] = []
+    for name, kind in HardwareConfig.field_types().items():
+        hardware.append((name, _ARROW_TYPES[kind]))
+        if name == "device":
+            hardware += [(param, pa.float64()) for param in device_params]
     return pa.schema([("study", pa.string()), ("point_id", pa.string()), *hardware,
                       *TRIAL_FIELDS])
+
+
+def fixed_columns() -> frozenset[str]:
+    """The columns every result file has; any other column is a device parameter."""
+    return frozenset(result_schema().names)
 
 
 def trial_rows(study: str, point_id: str, hardware: HardwareConfig, repeat: int, seed: int,
@@ -54,6 +66,8 @@ def trial_rows(study: str, point_id: str, hardware: HardwareConfig, repeat: int,
              "engine_version": engine_version} for e in evaluations]
 
 
-def rows_to_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
-    """Rows as an Arrow table with exactly :func:`result_schema`."""
-    return pa.Table.from_pylist(list(rows), schema=result_schema())
+def rows_to_table(rows: Sequence[Mapping[str, Any]],
+                  device_params: Sequence[str] = ()) -> pa.Table:
+    """Rows as an Arrow table with exactly :func:`result_schema` (of ``device_params``; a row
+    of a device without one of them holds null there)."""
+    return pa.Table.from_pylist(list(rows), schema=result_schema(device_params))

@@ -98,12 +98,17 @@ class ResultStore:
     def write_text(self, name: str, text: str) -> None:
         atomic_write(self.directory / name, lambda temp: temp.write_text(text, encoding="utf-8"))
 
-    def write_trials(self, rows: Sequence[Mapping[str, Any]]) -> Path:
-        """Write rows (complete trials) as the next part file; returns its path."""
+    def write_trials(self, rows: Sequence[Mapping[str, Any]],
+                     device_params: Sequence[str] = ()) -> Path:
+        """Write rows (complete trials) as the next part file; returns its path.
+
+        ``device_params``: the study's device-parameter columns (``Study.device_params``), so
+        that every part file of a study has the same columns.
+        """
         parts = self.parts()
         number = int(_PART.match(parts[-1].name).group(1)) + 1 if parts else 0
         path = self.directory / f"part-{number:05d}.parquet"
-        table = rows_to_table(rows)
+        table = rows_to_table(rows, device_params)
         return atomic_write(path, lambda temp: pq.write_table(table, temp))
 
     def write_ideal(self, row: Mapping[str, Any]) -> None:

@@ -20,7 +20,7 @@ import mc_engine
 from mc_engine.errors import UserInputError
 from mc_engine.results import ResultStore, trial_rows
 from mc_engine.run.cluster import RunError, check_scheduler_address, open_client
-from mc_engine.run.tasks import portable_model, run_ideal, run_trial
+from mc_engine.run.tasks import portable_devices, portable_model, run_ideal, run_trial
 from mc_engine.study import Study, Trial, parse_study
 from mc_engine.study.inputs import CHANGED, Inputs
 from mc_engine.study.spec import FINGERPRINT_KEYS
@@ -96,10 +96,13 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
                                  hash=False)
         x_f = client.scatter(inputs.dataset.x, broadcast=True, hash=False)
         y_f = client.scatter(inputs.dataset.y, broadcast=True, hash=False)
+        custom = study.custom_devices  # device models the workers may not be able to import
+        devices_f = client.scatter(portable_devices(custom), broadcast=True, hash=False) \
+            if custom else None
         # Every future, the ideal accuracy's too (trial None), so that clean-up cancels them all.
         by_future: dict[Future, Trial | None] = {
             client.submit(run_trial, model_f, x_f, y_f, t.hardware, study.inference_times_s,
-                          t.seed, retries=RETRIES, pure=False): t for t in trials}
+                          t.seed, devices_f, retries=RETRIES, pure=False): t for t in trials}
         if need_ideal:
             by_future[client.submit(run_ideal, model_f, x_f, y_f, retries=RETRIES,
                                     pure=False)] = None
@@ -132,11 +135,11 @@ def _collect(pending: as_completed, by_future: dict[Future, Trial | None], study
             in_batch += 1
             bar.update(1)
             if in_batch >= batch_trials or time.monotonic() - last_flush >= flush_s:
-                store.write_trials(batch)
+                store.write_trials(batch, study.device_params)
                 batch, in_batch, last_flush = [], 0, time.monotonic()
     finally:
         if batch:
-            store.write_trials(batch)
+            store.write_trials(batch, study.device_params)
         for future in by_future:
             if not future.done():
                 future.cancel()

@@ -1,7 +1,9 @@
 """The functions Dask runs on workers: one trial, and the ideal (digital) accuracy.
 
 They take the scattered model and test set (shipped to each worker once) plus a few scalars, and
-return plain dicts, so a task is cheap to send, retry and deduplicate.
+return plain dicts, so a task is cheap to send, retry and deduplicate. Device models that do not
+ship with the engine (a study's ``device = "module:Class"``) travel by value the same way and are
+registered on the worker before the trial runs.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import numpy as np
 import torch
 
 from mc_engine.hardware import HardwareConfig
+from mc_engine.hardware.devices import DEVICES, DeviceModel
 
 _LOADED: dict[bytes, torch.nn.Module] = {}
+_REGISTERED: list[bytes] = []
 
 
 def portable_model(model: torch.nn.Module, base_dir: Path) -> bytes:
@@ -34,6 +38,31 @@ def portable_model(model: torch.nn.Module, base_dir: Path) -> bytes:
     return cloudpickle.dumps(model)
 
 
+def portable_devices(devices: dict[str, type[DeviceModel]]) -> bytes:
+    """Device model classes by name as bytes any worker can load, local or remote.
+
+    A class from a module that is not installed (a study's ``"module:Class"`` beside it, a
+    module on this process's path only) is pickled by value, so workers need not import it.
+    """
+    for cls in devices.values():
+        module = sys.modules.get(cls.__module__)
+        path = getattr(module, "__file__", None)
+        installed = path is None or cls.__module__ == "__main__" or "site-packages" in path \
+            or "dist-packages" in path or cls.__module__.split(".")[0] == "mc_engine"
+        if not installed:
+            cloudpickle.register_pickle_by_value(module)
+    return cloudpickle.dumps(dict(devices))
+
+
+def register_devices(blob: bytes | None) -> None:
+    """Register the device models of ``portable_devices`` bytes in this process (once per
+    worker and set of devices; again if another study's devices came in between)."""
+    if blob is None or _REGISTERED[-1:] == [blob]:
+        return
+    DEVICES.update(cloudpickle.loads(blob))
+    _REGISTERED[:] = [blob]
+
+
 def _model(blob: bytes) -> torch.nn.Module:
     """The unpickled model, once per worker and study (keyed by the scattered bytes)."""
     if blob not in _LOADED:
@@ -49,11 +78,16 @@ def _one_thread() -> None:
 
 
 def run_trial(model: bytes, x: np.ndarray, y: np.ndarray, hardware: HardwareConfig,
-              times_s: Sequence[float], seed: int) -> list[dict]:
-    """``evaluate_trial`` for one (hardware point, repeat): one dict per inference time."""
+              times_s: Sequence[float], seed: int, devices: bytes | None = None) -> list[dict]:
+    """``evaluate_trial`` for one (hardware point, repeat): one dict per inference time.
+
+    ``devices``: the study's device models that do not ship with the engine
+    (:func:`portable_devices`), registered here first.
+    """
     from mc_engine.analog import evaluate_trial
 
     _one_thread()
+    register_devices(devices)
     return evaluate_trial(_model(model), hardware, x, y, times_s, seed)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mc_engine.hardware import HardwareConfig
+from mc_engine.hardware import HardwareConfig, from_dict
 
 POINT_ID_LENGTH = 12
 
@@ -24,10 +24,11 @@ POINT_ID_LENGTH = 12
 def point_id(hardware: HardwareConfig | Mapping[str, Any]) -> str:
     """A short stable hash of a hardware point's full, canonical parameter set.
 
-    A mapping is completed with the defaults first, so spelling out a default value does not
-    change the id.
+    A mapping (``to_dict``'s flat form) is completed with the defaults first, so spelling out a
+    default value does not change the id. A device's own parameters enter under their names, so
+    the ids of points on the built-in devices (which have none) are unchanged by them.
     """
-    config = hardware if isinstance(hardware, HardwareConfig) else HardwareConfig(**hardware)
+    config = hardware if isinstance(hardware, HardwareConfig) else from_dict(hardware)
     canonical = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:POINT_ID_LENGTH]
 

@@ -17,8 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mc_engine.data.factory import import_factory
 from mc_engine.errors import Fail, UserInputError, check_int
 from mc_engine.hardware import HardwareConfig, from_dict
+from mc_engine.hardware.devices import (
+    BUILTIN_DEVICES,
+    DEVICES,
+    DeviceModel,
+    declaration_problem,
+    register_device,
+)
 from mc_engine.study import toml_writer
 from mc_engine.study.keys import point_id, trial_seed
 from mc_engine.study.units import parse_duration
@@ -80,6 +88,19 @@ class Study:
     def n_trials(self) -> int:
         return len(self.points) * self.repeats
 
+    @property
+    def custom_devices(self) -> dict[str, type[DeviceModel]]:
+        """The device models of the points that do not ship with the engine, by name (what
+        the runner sends to the workers)."""
+        return {p.device: DEVICES[p.device] for p in self.points
+                if p.device not in BUILTIN_DEVICES}
+
+    @property
+    def device_params(self) -> tuple[str, ...]:
+        """The names of the device models' own parameters over all points, sorted: the extra
+        float columns of the results."""
+        return tuple(sorted({name for p in self.points for name, _ in p.device_params}))
+
     def trials(self) -> list[Trial]:
         """Every trial, repeat-major, so partial results cover all points evenly."""
         ids = self.point_ids
@@ -119,6 +140,8 @@ class Study:
         header = (f"Resolved study written by mc-engine {__version__} from {self.source}:\n"
                   f"{len(self.points)} hardware points x {self.repeats} repeats. Relative paths "
                   f"in [model] and [data] are\nrelative to {self.base_dir.resolve()}.")
+        if any(":" in name for name in self.custom_devices):
+            header += "\n'module:Class' devices are imported from that folder too."
         return toml_writer.dumps(tables, header, {"sweep.zip": list(self.zips)})
 
     def load(self, cache_dir: str | Path) -> Inputs:
@@ -190,6 +213,8 @@ def parse_study(doc: Mapping[str, Any], *, source: str = "<study>",
     fingerprint = _fingerprint(study.get("fingerprint", {}), fail)
 
     base = tables["hardware"]
+    _load_devices(base, tables["sweep"], Path(base_dir) if base_dir is not None else Path(),
+                  source)
     _hardware(base, source, lambda f: f"hardware.{f}")
     sweep, zips = _sweep(tables["sweep"], base, source, fail)
     _check_size(sweep, zips, repeats, fail)
@@ -198,6 +223,34 @@ def parse_study(doc: Mapping[str, Any], *, source: str = "<study>",
                  model=tables["model"], data=tables["data"], hardware=base, sweep=sweep,
                  zips=zips, points=points, description=description, fingerprint=fingerprint,
                  source=source, base_dir=Path(base_dir) if base_dir is not None else Path())
+
+
+def load_device(ref: str, base_dir: Path, source: str | None, key: str) -> type[DeviceModel]:
+    """Import the DeviceModel subclass named ``"module:Class"`` (the module looked up in the
+    study file's folder first, as factories are) and register it under ``ref``."""
+    cls = import_factory(ref, base_dir, source, key, kind="Class")
+    problem = declaration_problem(cls)
+    if problem:
+        raise UserInputError(f"{ref!r} {problem}", source=source, key=key)
+    register_device(cls, name=ref)
+    return cls
+
+
+def _load_devices(hardware: dict[str, Any], sweep: dict[str, Any], base_dir: Path,
+                  source: str) -> None:
+    """Import every ``"module:Class"`` device the study names, in [hardware] or swept, so that
+    the hardware points can be validated against the class's parameters. Values of the wrong
+    shape are left to the hardware and sweep checks."""
+    refs: list[tuple[str, Any]] = [("hardware.device", hardware.get("device"))]
+    if isinstance(sweep.get("device"), list):
+        refs += [("sweep.device", v) for v in sweep["device"]]
+    zips = sweep.get("zip")
+    for i, group in enumerate(zips if isinstance(zips, list) else []):
+        if isinstance(group, dict) and isinstance(group.get("device"), list):
+            refs += [(f"sweep.zip[{i}].device", v) for v in group["device"]]
+    for key, ref in refs:
+        if isinstance(ref, str) and ":" in ref:
+            load_device(ref, base_dir, source, key)
 
 
 def _fingerprint(value: Any, fail: Fail) -> dict[str, str]:
