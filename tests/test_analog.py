@@ -9,7 +9,8 @@ from torch import nn
 
 import mc_engine
 from mc_engine import HardwareConfig, UserInputError
-from mc_engine.analog.tile import AnalogMatrix, PatchRows, split_sizes
+from mc_engine.analog.rows import PatchRows
+from mc_engine.analog.tile import AnalogMatrix, split_sizes
 from tests.conftest import AIHWKIT, linear_with
 
 QUIET = dict(device="ideal", out_noise=0.0, drift_compensation="none")

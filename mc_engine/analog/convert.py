@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mc_engine.analog.tile import AnalogMatrix, PatchRows, grouped_forward
+from mc_engine.analog.rows import PatchRows
+from mc_engine.analog.tile import AnalogMatrix, grouped_forward
 from mc_engine.errors import UserInputError
 from mc_engine.hardware.config import HardwareConfig
 

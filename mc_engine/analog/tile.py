@@ -10,24 +10,18 @@ the input dimension are summed digitally.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mc_engine.analog.mapping import make_mapping
 from mc_engine.analog.readout import Readout, convert
+from mc_engine.analog.rows import DenseRows, InputRows, PatchRows
 from mc_engine.hardware.config import HardwareConfig
 from mc_engine.hardware.devices import DEVICES, DeviceModel
 from mc_engine.hardware.variation import NO_FAULTS, apply_variation, has_variation
-from mc_engine.kernels.periphery import (
-    adc_rows,
-    dac_rows,
-    patch_abs_max,
-    patch_dac_rows,
-    row_abs_max,
-)
+from mc_engine.kernels.periphery import adc_rows
 
 # Random-stream stages: every draw comes from SeedSequence(seed, spawn_key=(layer, group, stage,
 # tile, time)), so a trial's numbers do not depend on worker count, thread count or
@@ -35,9 +29,6 @@ from mc_engine.kernels.periphery import (
 STAGE_PROGRAM, STAGE_READ, STAGE_MVM, STAGE_FAULTS = 0, 1, 2, 3
 _EMPTY1 = np.zeros(0, np.float32)
 _EMPTY2 = np.zeros((0, 0), np.float32)
-# Rows are processed in pieces of about this many bytes of DAC output (a few MiB: the piece,
-# its GEMM and the epilogue stay in the last-level cache; smaller pieces cost Python overhead).
-BLOCK_BYTES = 1 << 22
 
 
 def split_sizes(size: int, max_size: int) -> list[tuple[int, int]]:
@@ -99,91 +90,6 @@ class Periphery:
             return self.w_noise * np.sqrt(sq.sum(-1).numpy().reshape(-1)), _EMPTY2
         sigma = np.sqrt(torch.einsum("mgi,gio->mgo", sq, abs_w).numpy())
         return _EMPTY1, self.w_noise * sigma.reshape(-1, abs_w.shape[-1])
-
-
-class InputRows:
-    """The input vectors of a layer, read column range by column range (one per tile)."""
-
-    n_rows: int
-
-    def abs_max(self, c0: int, c1: int) -> np.ndarray:
-        raise NotImplementedError
-
-    def blocks(self, n_cols: int) -> Iterator[tuple[int, InputRows]]:
-        """(first row, view) pieces of about BLOCK_BYTES of DAC output each, so that the DAC
-        output, its GEMM and the ADC epilogue of a piece stay in cache."""
-        raise NotImplementedError
-
-    def dac(self, c0: int, c1: int, rows: np.ndarray, scale: np.ndarray, width: int,
-            step: np.float32) -> np.ndarray:
-        """DAC output (len(rows) × (c1 - c0)) of the selected rows; columns c0 + g*width ..
-        are scaled by scale[k, g] (one group, i.e. one tile, per ``width`` columns)."""
-        raise NotImplementedError
-
-
-class DenseRows(InputRows):
-    """Rows of a (M × n) float32 matrix (Linear inputs, drift-compensation probes)."""
-
-    def __init__(self, x: np.ndarray):
-        self.x = np.ascontiguousarray(x, dtype=np.float32)
-        self.n_rows = self.x.shape[0]
-
-    def abs_max(self, c0, c1):
-        a = np.empty(self.n_rows, np.float32)
-        row_abs_max(self.x, c0, c1, a)
-        return a
-
-    def blocks(self, n_cols):
-        step = max(64, BLOCK_BYTES // (4 * n_cols))
-        for r0 in range(0, self.n_rows, step):
-            yield r0, DenseRows(self.x[r0:r0 + step])
-
-    def dac(self, c0, c1, rows, scale, width, step):
-        out = np.empty((rows.size, c1 - c0), np.float32)
-        dac_rows(self.x, c0, c1, rows, scale, width, step, out)
-        return out
-
-
-class PatchRows(InputRows):
-    """The im2col rows of a convolution, gathered on the fly from the padded images."""
-
-    def __init__(self, x_padded: np.ndarray, kernel, stride, dilation, out_hw):
-        self.xp = np.ascontiguousarray(x_padded, dtype=np.float32)
-        self.geom = (*kernel, *stride, *dilation, *out_hw)
-        self.n_rows = self.xp.shape[0] * out_hw[0] * out_hw[1]
-
-    def abs_max(self, c0, c1):
-        kh, kw, sh, sw, dh, dw = self.geom[:6]
-        kk = kh * kw
-        if c0 % kk == 0 and c1 % kk == 0:
-            # whole channels: channel-wise max of |x|, then a max-pool over the kernel window
-            # (exact, and torch's pooling is much faster than gathering patches)
-            a = torch.from_numpy(self.xp[:, c0 // kk:c1 // kk]).abs().amax(dim=1, keepdim=True)
-            pooled = F.max_pool2d(a, (kh, kw), (sh, sw), dilation=(dh, dw))
-            return np.ascontiguousarray(pooled.numpy().reshape(-1))
-        a = np.empty(self.n_rows, np.float32)
-        patch_abs_max(self.xp, *self.geom, c0, c1, a)
-        return a
-
-    def group_abs_max(self, groups: int) -> np.ndarray:
-        """abs_max alpha of every (im2col row, channel group): rows × groups, one pass."""
-        kh, kw, sh, sw, dh, dw = self.geom[:6]
-        n, c, h, w = self.xp.shape
-        a = torch.from_numpy(self.xp).view(n, groups, c // groups, h, w).abs().amax(dim=2)
-        pooled = F.max_pool2d(a, (kh, kw), (sh, sw), dilation=(dh, dw))   # n, G, ho, wo
-        return np.ascontiguousarray(pooled.permute(0, 2, 3, 1).numpy().reshape(-1, groups))
-
-    def blocks(self, n_cols):
-        per_image = self.geom[-1] * self.geom[-2]
-        images = max(1, BLOCK_BYTES // (4 * n_cols * per_image))
-        for n0 in range(0, self.xp.shape[0], images):
-            yield n0 * per_image, PatchRows(self.xp[n0:n0 + images], self.geom[:2],
-                                            self.geom[2:4], self.geom[4:6], self.geom[6:])
-
-    def dac(self, c0, c1, rows, scale, width, step):
-        out = np.empty((rows.size, c1 - c0), np.float32)
-        patch_dac_rows(self.xp, *self.geom, c0, c1, rows, scale, width, step, out)
-        return out
 
 
 class Tile:
