@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -102,9 +105,32 @@ class _StuckDevice(DeviceModel):
         return 0.9 * g
 
 
-@pytest.mark.parametrize("name", ["pcm", "ideal", "state_independent", "test_ninety_percent"])
-def test_device_model_conformance(name):
+def _retention_example() -> type[DeviceModel]:
+    """The worked example of docs/devices.md (a non-PCM retention device)."""
+    spec = importlib.util.spec_from_file_location(
+        "retention_device", Path(__file__).parents[1] / "docs" / "examples" / "retention_device.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Retention
+
+
+@pytest.fixture
+def registered(request):
+    """The device under test registered for the test only (the docs example is not built in)."""
+    name = request.param
+    if name == "test_retention_example":
+        register_device(_retention_example(), name)
+    yield name
+    if name == "test_retention_example":
+        del DEVICES[name]
+
+
+@pytest.mark.parametrize("registered", ["pcm", "ideal", "state_independent",
+                                        "test_ninety_percent", "test_retention_example"],
+                         indirect=True)
+def test_device_model_conformance(registered):
     """Every registered device model: shapes, non-negative conductances, determinism by rng."""
+    name = registered
     device = DEVICES[name](HardwareConfig(device=name))
     g_t = np.linspace(0, 25, 1001)
     g1, s1 = device.program(g_t, np.random.default_rng(7))
