@@ -5,11 +5,6 @@ workers that cannot import the user's module."""
 from __future__ import annotations
 
 import importlib.util
-import os
-import signal
-import socket
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -23,10 +18,10 @@ from mc_engine.errors import UserInputError
 from mc_engine.hardware import HardwareConfig
 from mc_engine.hardware.devices import DEVICES, DeviceModel, DeviceParam, register_device
 from mc_engine.results import load_results, summarize
-from mc_engine.run import WORKER_ENV, run_study
+from mc_engine.run import run_study
 from mc_engine.study import load_study, parse_study, point_id
+from tests.conftest import dask_processes
 
-BIN = Path(sys.executable).parent
 EXAMPLES = Path(__file__).parents[1] / "docs" / "examples"
 DEVICE = "retention_device:Retention"
 
@@ -272,28 +267,10 @@ def test_local_run_writes_parameter_columns_and_resumes(local_run, cache_dir):
 def dask_cluster(tmp_path):
     """A real `dask scheduler` and two `dask worker` processes, started in a folder of their
     own: the study's device module is not importable there."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    address = f"tcp://127.0.0.1:{port}"
     cwd = tmp_path / "workers"
     cwd.mkdir()
-    common = {"cwd": cwd, "env": {**os.environ, **WORKER_ENV}, "stdout": subprocess.DEVNULL,
-              "stderr": subprocess.DEVNULL, "start_new_session": True}
-    procs = [subprocess.Popen([BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port",
-                               str(port), "--dashboard-address", "127.0.0.1:0"], **common)]
-    try:
-        procs += [subprocess.Popen([BIN / "dask", "worker", address, "--nthreads", "1",
-                                    "--no-dashboard", "--host", "127.0.0.1"], **common)
-                  for _ in range(2)]
-        with Client(address, timeout="30s") as client:
-            client.wait_for_workers(2, timeout=60)
+    with dask_processes(cwd) as address:
         yield address
-    finally:
-        for proc in procs:
-            os.killpg(proc.pid, signal.SIGKILL)
-        for proc in procs:
-            proc.wait(timeout=30)
 
 
 def test_a_device_module_beside_the_study_runs_on_remote_workers(dask_cluster, local_run,

@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 import tomllib
@@ -17,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from distributed import Client, LocalCluster
+from distributed import LocalCluster
 
 from mc_engine.cli import main
 from mc_engine.data import digits_split
@@ -26,8 +24,7 @@ from mc_engine.results import ResultStore, load_results
 from mc_engine.run import WORKER_ENV, RunError, run_study
 from mc_engine.study import load_study
 from mc_engine.zoo import build
-
-BIN = Path(sys.executable).parent
+from tests.conftest import BIN, dask_processes
 
 TINY = """
 [study]
@@ -62,12 +59,6 @@ def comparable(df: pd.DataFrame) -> pd.DataFrame:
     return df.drop(columns=["wall_s"])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     """One zoo cache for every run of the session (the digits model is trained once)."""
@@ -96,25 +87,8 @@ def warm_cluster():
 @pytest.fixture
 def dask_cluster(tmp_path):
     """A real `dask scheduler` and two `dask worker --nthreads 1` processes on loopback."""
-    address = f"tcp://127.0.0.1:{free_port()}"
-    common = {"cwd": tmp_path, "env": {**os.environ, **WORKER_ENV},
-              "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
-              "start_new_session": True}
-    procs = [subprocess.Popen([BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port",
-                               address.rsplit(":", 1)[1], "--dashboard-address", "127.0.0.1:0"],
-                              **common)]
-    try:
-        procs += [subprocess.Popen([BIN / "dask", "worker", address, "--nthreads", "1",
-                                    "--no-dashboard", "--host", "127.0.0.1"], **common)
-                  for _ in range(2)]
-        with Client(address, timeout="30s") as client:
-            client.wait_for_workers(2, timeout=60)
+    with dask_processes(tmp_path) as address:
         yield address
-    finally:
-        for proc in procs:  # each in its own session: the group holds the worker it spawned
-            os.killpg(proc.pid, signal.SIGKILL)
-        for proc in procs:
-            proc.wait(timeout=30)
 
 
 def test_rows_follow_the_result_contract(local_two):
