@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from mc_engine.kernels.rng import normal
+
 _MAGIC = np.float32(12582912.0)   # 1.5 * 2^23: (q + M) - M is rint(q) for |q| < 2^22
 _LIMIT = np.float32(2.0**21)      # quantizers have <= 20 bits, so levels lie well inside this
 
@@ -67,6 +69,35 @@ def dac_rows(x: np.ndarray, c0: int, c1: int, rows: np.ndarray, scale: np.ndarra
         dst = out[k]
         dst[:] = x[rows[k], c0:c1]
         _quantize_row(dst, scale[k], width, step)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _abs_max_quantize(dst: np.ndarray, step: np.float32, wake: bool, alpha: np.ndarray,
+                      scale: np.ndarray, k: int) -> None:
+    """Noise management fused with the DAC for one row already gathered into ``dst``:
+    alpha[k] = max|dst| (1 for an all-zero row when ``wake``: input noise drives its lines),
+    scale[k] = 1/alpha[k] (0 for a silent row), dst quantised with that scale."""
+    one = np.float32(1.0)
+    a = np.float32(0.0)
+    for c in range(dst.shape[0]):
+        a = max(a, abs(dst[c]))
+    if a == 0 and wake:
+        a = one
+    s = one / a if a > 0 else np.float32(0.0)
+    alpha[k] = a
+    scale[k] = s
+    for c in range(dst.shape[0]):
+        dst[c] = _quantize(dst[c] * s, step, one)
+
+
+@njit(cache=True, nogil=True)
+def dac_abs_max_rows(x: np.ndarray, c0: int, c1: int, step: np.float32, wake: bool,
+                     alpha: np.ndarray, scale: np.ndarray, out: np.ndarray) -> None:
+    """abs_max noise management and DAC of every row of x (columns c0..c1) in one pass."""
+    for k in range(x.shape[0]):
+        dst = out[k]
+        dst[:] = x[k, c0:c1]
+        _abs_max_quantize(dst, step, wake, alpha, scale, k)
 
 
 @njit(cache=True, nogil=True)
@@ -126,49 +157,81 @@ def patch_dac_rows(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, 
 
 
 @njit(cache=True, nogil=True)
-def adc_rows(y: np.ndarray, out_noise: np.float32, noise: np.ndarray, wn_row: np.ndarray,
-             wn_full: np.ndarray, wnoise: np.ndarray, step: np.float32, bound: np.float32,
-             scale: np.ndarray, rows: np.ndarray, last: bool, post: np.ndarray,
-             out: np.ndarray, saturated: np.ndarray) -> None:
+def patch_dac_abs_max(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int,
+                      ho: int, wo: int, c0: int, c1: int, step: np.float32, wake: bool,
+                      alpha: np.ndarray, scale: np.ndarray, out: np.ndarray) -> None:
+    """Fused im2col + abs_max noise management + DAC of every im2col row (columns c0..c1)."""
+    row, col = _patch_offsets(xp, kh, kw, sh, sw, dh, dw, ho, wo, c0, c1)
+    flat = xp.reshape(-1)
+    for k in range(row.size):
+        base = row[k]
+        dst = out[k]
+        for c in range(col.size):
+            dst[c] = flat[base + col[c]]
+        _abs_max_quantize(dst, step, wake, alpha, scale, k)
+
+
+@njit(cache=True, nogil=True)
+def adc_rows(y: np.ndarray, out_noise: np.float32, key_out: np.uint64, wn_row: np.ndarray,
+             wn_full: np.ndarray, key_w: np.uint64, ids: np.ndarray, step: np.float32,
+             bound: np.float32, scale: np.ndarray, rows: np.ndarray, last: bool,
+             post: np.ndarray, out: np.ndarray, saturated: np.ndarray) -> None:
     """Weight noise, output noise, ADC and digital rescale of one pass over the selected rows.
 
     y[k] is the analog MVM of input row rows[k] (scaled by scale[k] = (1/alpha)/r). Short-term
     weight noise has sigma wn_row[k] (additive constant) or wn_full[k, j] (pcm_read), either may
-    be empty; output noise has sigma out_noise. Outputs are rounded with ``step`` (0 = off) and
-    clipped at ±bound. A row whose rounded output lies strictly beyond the bound is flagged in
-    ``saturated``; unless ``last``, it is not written so that bound management can retry it.
-    Every other row is written as out[i, j] = (y/scale[k]) * post[i % P, j], i = rows[k]: post
-    holds the digital factors of P interleaved groups (P = 1 for a plain tile).
+    be empty; output noise has sigma out_noise. The standard normals are drawn here, counter-
+    based (:mod:`mc_engine.kernels.rng`): element (k, j) takes draw ids[k]*n + j of the streams
+    ``key_w`` and ``key_out``, so the noise of a row does not depend on which other rows share
+    the pass. Outputs are rounded with ``step`` (0 = off) and clipped at ±bound. A row whose
+    rounded output lies strictly beyond the bound is flagged in ``saturated``; unless ``last``,
+    it is not written so that bound management can retry it. Every other row is written as
+    out[i, j] = (y/scale[k]) * post[i % P, j], i = rows[k]: post holds the digital factors of P
+    interleaved groups (P = 1 for a plain tile).
     """
     m, n = y.shape
     has_row = wn_row.shape[0] > 0
     has_full = wn_full.shape[0] > 0
+    n64 = np.uint64(n)
     for k in range(m):
+        base = np.uint64(ids[k]) * n64
+        yk = y[k]
+        if has_row:
+            s = wn_row[k]
+            for j in range(n):
+                yk[j] += s * normal(key_w, base + np.uint64(j))
+        elif has_full:
+            s_full = wn_full[k]
+            for j in range(n):
+                yk[j] += s_full[j] * normal(key_w, base + np.uint64(j))
+        if out_noise > 0:
+            for j in range(n):
+                yk[j] += out_noise * normal(key_out, base + np.uint64(j))
         sat = False
         for j in range(n):
-            v = y[k, j]
-            if has_row:
-                v += wn_row[k] * wnoise[k, j]
-            elif has_full:
-                v += wn_full[k, j] * wnoise[k, j]
-            if out_noise > 0:
-                v += out_noise * noise[k, j]
+            v = yk[j]
             if step > 0:
                 v = _rint(v / step) * step
-            if v > bound:
-                v = bound
-                sat = True
-            elif v < -bound:
-                v = -bound
-                sat = True
-            y[k, j] = v
+            sat |= (v > bound) | (v < -bound)
+            yk[j] = min(max(v, -bound), bound)
         saturated[k] = sat
         if last or not sat:
             i = rows[k]
             s = scale[k]
             p = post[i % post.shape[0]]
             for j in range(n):
-                out[i, j] = (y[k, j] / s) * p[j]
+                out[i, j] = (yk[j] / s) * p[j]
+
+
+@njit(cache=True, nogil=True)
+def add_normal_rows(x: np.ndarray, sigma: np.float32, key: np.uint64, ids: np.ndarray) -> None:
+    """x[k, j] += sigma * draw ids[k]*n + j of stream ``key`` (the input noise on the lines)."""
+    n = x.shape[1]
+    n64 = np.uint64(n)
+    for k in range(x.shape[0]):
+        base = np.uint64(ids[k]) * n64
+        for j in range(n):
+            x[k, j] += sigma * normal(key, base + np.uint64(j))
 
 
 @njit(cache=True, nogil=True)
