@@ -12,21 +12,17 @@ elements are split into blocks, tasks, chips or threads. The splitmix64 finalize
 2014; the seeding generator of the xoshiro family) is a bijective avalanche hash of 64 bits; the
 key is itself derived from a ``numpy.random.SeedSequence``.
 
-Numba on these machines has no SVML, so ``math.log``/``math.cos`` would be scalar libm calls that
-stop LLVM from vectorising the loop. ``_log`` and ``_cos2pi`` are polynomial approximations in
-float32 (Cephes' logf, relative error ~1e-7; a degree-12 even Taylor polynomial of cos on
-[0, pi/2] after an exact quadrant reduction, absolute error < 1e-7) made of integer and
-floating-point operations only, so the loops vectorise (AVX-512: 16 draws per instruction).
+The log and cos are the vectorisable polynomials of :mod:`mc_engine.kernels.fastmath`, so the
+loops that draw vectorise (AVX-512: 16 draws per instruction).
 The distribution is tested at 1e8 draws (moments, tails, KS distance) in tests/test_rng.py.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
 from numba import njit
-from numba.core import types
-from numba.extending import intrinsic
+
+from mc_engine.kernels.fastmath import cos2pi, log
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -36,30 +32,6 @@ _LOW32 = np.uint64(0xFFFFFFFF)
 _ONE64 = np.uint64(1)
 _TWO_M24 = np.float32(2.0 ** -24)
 _LN2_32 = np.float32(32.0 * 0.6931471805599453)
-_SQRTHF = np.float32(0.707106781186547524)
-_TWO_PI = np.float32(2.0 * np.pi)
-
-
-@intrinsic
-def _f32_bits(typingctx, x):
-    """The IEEE-754 bit pattern of a float32 as int32 (a register bitcast, vectorisable)."""
-    if x != types.float32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-    return types.int32(types.float32), codegen
-
-
-@intrinsic
-def _bits_f32(typingctx, x):
-    """The float32 whose IEEE-754 bit pattern is the int32 ``x``."""
-    if x != types.int32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-    return types.float32(types.int32), codegen
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -71,56 +43,13 @@ def mix64(z):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _log(v):
-    """ln(v) for a finite float32 v > 0 (Cephes logf: exponent from the bits, degree-9
-    polynomial of the mantissa in [sqrt(1/2), sqrt(2)))."""
-    bits = _f32_bits(v)
-    e = np.float32(((bits >> 23) & 0xFF) - 126)
-    m = _bits_f32(np.int32((bits & 0x007FFFFF) | 0x3F000000))      # in [0.5, 1)
-    small = m < _SQRTHF
-    e = e - np.float32(1.0) if small else e
-    x = (m + m if small else m) - np.float32(1.0)
-    z = x * x
-    y = np.float32(7.0376836292e-2) * x - np.float32(1.1514610310e-1)
-    y = y * x + np.float32(1.1676998740e-1)
-    y = y * x - np.float32(1.2420140846e-1)
-    y = y * x + np.float32(1.4249322787e-1)
-    y = y * x - np.float32(1.6668057665e-1)
-    y = y * x + np.float32(2.0000714765e-1)
-    y = y * x - np.float32(2.4999993993e-1)
-    y = y * x + np.float32(3.3333331174e-1)
-    y = y * x * z
-    y += np.float32(-2.12194440e-4) * e
-    y -= np.float32(0.5) * z
-    return x + y + np.float32(0.693359375) * e
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _cos2pi(u):
-    """cos(2 pi u) for u in [0, 1): reduced exactly to b in [0, 1/4], then an even polynomial."""
-    a = abs(u - np.float32(0.5))                   # cos(2 pi u) = -cos(2 pi a), a in [0, 1/2]
-    far = a > np.float32(0.25)
-    b = np.float32(0.5) - a if far else a          # cos(2 pi a) = -cos(2 pi b) when a > 1/4
-    x = _TWO_PI * b
-    x2 = x * x
-    c = np.float32(1.0 / 479001600.0)
-    c = c * x2 - np.float32(1.0 / 3628800.0)
-    c = c * x2 + np.float32(1.0 / 40320.0)
-    c = c * x2 - np.float32(1.0 / 720.0)
-    c = c * x2 + np.float32(1.0 / 24.0)
-    c = c * x2 - np.float32(0.5)
-    c = c * x2 + np.float32(1.0)
-    return c if far else -c
-
-
-@njit(cache=True, nogil=True, inline="always")
 def normal(key, i):
     """Standard normal draw ``i`` (uint64) of the stream ``key`` (uint64), as float32."""
     h = mix64(key ^ (i * _GAMMA))
     v = np.float32((h >> _S32) + _ONE64)            # in [1, 2^32]: u1 = v / 2^32 in (0, 1]
     u2 = np.float32((h & _LOW32) >> _S8) * _TWO_M24
-    r2 = np.float32(2.0) * (_LN2_32 - _log(v))
-    return np.sqrt(max(r2, np.float32(0.0))) * _cos2pi(u2)
+    r2 = np.float32(2.0) * (_LN2_32 - log(v))
+    return np.sqrt(max(r2, np.float32(0.0))) * cos2pi(u2)
 
 
 @njit(cache=True, nogil=True)
