@@ -312,3 +312,27 @@ def test_batched_grouped_conv_noise_has_the_per_tile_statistics():
     # out noise 0.2 and additive weight noise 0.1 * ||x|| = 0.3 per output: sigma sqrt(0.13)
     np.testing.assert_allclose(y.std(0), np.sqrt(0.2**2 + 0.3**2), rtol=0.03)
     np.testing.assert_allclose(y.mean(0), 0.9, atol=0.01)
+
+
+@pytest.mark.parametrize("hw", [HardwareConfig(), HardwareConfig(noise_management="constant",
+                                                                  nm_constant=2.0),
+                                HardwareConfig(out_bound=0.3), HardwareConfig(inp_noise=0.05)],
+                         ids=["default", "constant alpha", "saturating", "input noise"])
+def test_drift_probe_without_gemm_equals_the_full_forward(hw):
+    """The compensation probe computes its one-hot MVM as q*W (no GEMM); noise, ADC and bound
+    management then run as for any input, so it must equal the forward of the identity rows
+    bitwise, including the saturating rows that bound management retries."""
+    from mc_engine.analog.noise import MVMNoise
+    from mc_engine.analog.rows import DenseRows
+
+    w = np.random.default_rng(4).standard_normal((12, 40)).astype(np.float32)
+    matrix = AnalogMatrix(w, hw, 0)
+    matrix.program(3)
+    tile = matrix.tiles[0][0]
+    fast = tile.probe(MVMNoise(11))
+    eye = DenseRows(np.eye(40, dtype=np.float32))
+    full = np.empty_like(fast)
+    tile.forward(eye, 0, tile.per.alpha(eye, 0, 40), MVMNoise(11), full,
+                 np.ones(12, np.float32))
+    np.testing.assert_array_equal(fast, full)
+    assert np.abs(fast).max() > 0

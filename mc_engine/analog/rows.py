@@ -86,6 +86,11 @@ class DenseRows(InputRows):
         dac_abs_max_rows(self.x, c0, c1, step, wake, alpha, scale, out)
 
 
+class ProbeRows(DenseRows):
+    """The rows of an identity matrix: the one-hot probe of drift compensation, whose MVM a
+    tile computes without a GEMM."""
+
+
 class PatchRows(InputRows):
     """The im2col rows of a convolution, gathered on the fly from the padded images."""
 

@@ -18,7 +18,7 @@ import torch
 from mc_engine.analog.mapping import make_mapping
 from mc_engine.analog.noise import KIND_INP, KIND_OUT, KIND_W, MVMNoise, NoiseKeys
 from mc_engine.analog.readout import Readout, convert
-from mc_engine.analog.rows import DenseRows, InputRows
+from mc_engine.analog.rows import DenseRows, InputRows, ProbeRows
 from mc_engine.hardware.config import HardwareConfig
 from mc_engine.hardware.devices import DEVICES, DeviceModel
 from mc_engine.hardware.variation import NO_FAULTS, apply_variation, has_variation
@@ -201,21 +201,27 @@ class Tile:
             if xq is None:
                 xq = source.dac(c0, c1, rows, scale[:, None], n_in, per.step_in)
             pass_noise = None if noise is None else noise.sub(self.noise_id, attempt)
-            sat = one_pass(xq, pass_noise, scale, rows, row0 + rows, last, post, out)
+            if isinstance(source, ProbeRows) and self.readout is None:
+                sat = self._pass(xq, pass_noise, scale, rows, row0 + rows, last, post, out,
+                                 y=self._probe_mvm(xq, rows, scale, pass_noise))
+            else:
+                sat = one_pass(xq, pass_noise, scale, rows, row0 + rows, last, post, out)
             if last or not sat.any():
                 break
             rows, inv_alpha, xq = rows[sat], inv_alpha[sat], None
             r *= 2.0
             attempt += 1
 
-    def _pass(self, xq, noise, scale, rows, ids, last, post, out) -> np.ndarray:
-        """One default pass (§2.1 steps 3-5, fused): MVM, noise, ADC, rescale into ``out``."""
+    def _pass(self, xq, noise, scale, rows, ids, last, post, out, y=None) -> np.ndarray:
+        """One default pass (§2.1 steps 3-5, fused): MVM, noise, ADC, rescale into ``out``.
+        ``y``: the MVM when the caller already has it (the probe's one-hot rows)."""
         per = self.per
         off = noise is None
         if per.inp_noise > 0 and not off:
             xq = xq.copy()                      # the DAC output may be shared by other tiles
             add_normal_rows(xq, per.inp_noise, noise.stream(KIND_INP), ids)
-        y = (torch.from_numpy(xq) @ self.w_analog_t).numpy()
+        if y is None:
+            y = (torch.from_numpy(xq) @ self.w_analog_t).numpy()
         wn_row, wn_full = _EMPTY1, _EMPTY2
         if per.w_noise > 0 and not off:
             wn_row, wn_full = per.weight_noise(torch.from_numpy(xq)[:, None], self._abs_w())
@@ -242,10 +248,20 @@ class Tile:
             self.abs_w_t = self.w_analog_t.abs()[None]
         return self.abs_w_t
 
+    def _probe_mvm(self, xq: np.ndarray, rows: np.ndarray, scale: np.ndarray,
+                   noise: MVMNoise | None) -> np.ndarray | None:
+        """The MVM of one-hot DAC outputs without the GEMM: row k holds one value q at column
+        rows[k], so y[k] = q * W[:, rows[k]] exactly (the GEMM adds only exact zeros). None
+        where that does not hold (input noise on the lines, rows with different scales)."""
+        if (noise is not None and self.per.inp_noise > 0) or scale.min() != scale.max():
+            return None
+        q = xq[0, rows[0]]
+        return self.w_analog_t.numpy()[rows] * q
+
     def probe(self, noise: MVMNoise | None) -> np.ndarray:
         """Outputs for the one-hot probe (identity matrix of in_size inputs), in_c × out_c."""
         n_out, n_in = self.w_ideal.shape
-        eye = DenseRows(np.eye(n_in, dtype=np.float32))
+        eye = ProbeRows(np.eye(n_in, dtype=np.float32))
         out = np.empty((n_in, n_out), np.float32)
         self.forward(eye, 0, self.per.alpha(eye, 0, n_in), noise, out,
                      np.ones(n_out, np.float32))
