@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from mc_engine.analog import convert
+from mc_engine.bench.forward import _best_of
 from mc_engine.hardware import HardwareConfig
 
 BIN = Path(sys.executable).parent
@@ -73,15 +74,6 @@ def _run(study_text: str, folder: Path, workers: int, sample_rss: bool = False
     if proc.returncode != 0:
         raise RuntimeError(f"mc-engine run failed ({proc.returncode}): {err.strip()[-500:]}")
     return time.perf_counter() - start, peak / 2**20 if sample_rss else float("nan")
-
-
-def _best_of(fn, repeats: int = 5) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def trial_cost(folder: Path, repeats: tuple[int, int] = (4, 24)) -> dict:
