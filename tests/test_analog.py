@@ -336,3 +336,28 @@ def test_drift_probe_without_gemm_equals_the_full_forward(hw):
                  np.ones(12, np.float32))
     np.testing.assert_array_equal(fast, full)
     assert np.abs(fast).max() > 0
+
+
+@pytest.mark.parametrize("hw", [HardwareConfig(), HardwareConfig(d2d_sigma=0.1,
+                                                                  stuck_on_fraction=0.01,
+                                                                  weight_bits=6, cell_bits=2,
+                                                                  out_bound=20.0)],
+                         ids=["default", "faults+slices"])
+def test_reprogrammed_conversion_is_the_same_chip_as_a_fresh_one(digits_mlp, hw):
+    """evaluate_trial converts once per (model, hardware) and re-programs per chip: chip 5 after
+    chip 9 must equal chip 5 on a fresh conversion, at every time."""
+    from mc_engine.analog import evaluate
+    from mc_engine.analog.evaluate import evaluate_trial
+
+    model, x, y = digits_mlp
+    x = x.numpy()
+    evaluate._CONVERTED.clear()
+    fresh = evaluate_trial(model, hw, x, y, [0.0, 3.15e7], 5)
+    evaluate_trial(model, hw, x, y, [3600.0], 9)
+    assert evaluate._CONVERTED and evaluate._CONVERTED[0][0] is model
+    again = evaluate_trial(model, hw, x, y, [0.0, 3.15e7], 5)
+    assert [r["n_correct"] for r in fresh] == [r["n_correct"] for r in again]
+    reused = evaluate._CONVERTED[0][2]
+    logits = [reused.program(5).drift(60.0)(torch.from_numpy(x)),
+              mc_engine.analog.convert(model, hw).program(5).drift(60.0)(torch.from_numpy(x))]
+    assert torch.equal(*logits)

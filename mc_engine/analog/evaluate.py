@@ -13,6 +13,9 @@ from mc_engine.analog.convert import convert
 from mc_engine.hardware.config import HardwareConfig
 
 BATCH_SIZE = 500
+#: The last (model, hardware, converted model) of this process: a worker evaluating many chips
+#: of one hardware point converts the model once and re-programs it per chip.
+_CONVERTED: list[tuple[nn.Module, HardwareConfig, object]] = []
 
 
 def _count_correct(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int) -> int:
@@ -41,7 +44,7 @@ def evaluate_trial(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.nd
     drift, fresh read noise and drift compensation. The result depends only on the arguments.
     """
     start = time.perf_counter()
-    analog = convert(model, hw).program(seed)
+    analog = _converted(model, hw).program(seed)
     rows = []
     for t in sorted(float(t) for t in times_s):
         analog.drift(t)
@@ -51,3 +54,14 @@ def evaluate_trial(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.nd
                      "accuracy": n_correct / len(y), "wall_s": now - start})
         start = now
     return rows
+
+
+def _converted(model: nn.Module, hw: HardwareConfig):
+    """``convert(model, hw)``, reused while the model object and the hardware point stay the
+    same (programming resets every device, compensation and noise key, so a re-programmed
+    conversion is the same chip as a fresh one: tested)."""
+    if _CONVERTED and _CONVERTED[0][0] is model and _CONVERTED[0][1] == hw:
+        return _CONVERTED[0][2]
+    analog = convert(model, hw)
+    _CONVERTED[:] = [(model, hw, analog)]
+    return analog
