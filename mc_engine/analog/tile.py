@@ -184,16 +184,23 @@ class Tile:
         c1 = c0 + n_in
         if first is None:
             alpha = per.wake_zero_rows(alpha, per.inp_noise if noise is not None else 0.0)
+        # Silent rows (alpha 0: an all-zero input vector) have output 0. A few of them ride
+        # along with scale 1 (their DAC output is 0), which keeps the rows of the pass
+        # consecutive (no copy, vectorised noise); most of them are left out.
         silent = alpha <= 0
-        rows = np.flatnonzero(~silent) if silent.any() else np.arange(alpha.size)
-        if rows.size < alpha.size:
-            out[silent] = 0.0
+        n_silent = int(np.count_nonzero(silent))
+        live = ~silent
+        ride = 0 < n_silent and 2 * n_silent < alpha.size
+        rows = np.flatnonzero(live) if n_silent and not ride else np.arange(alpha.size)
         if first is not None:
             inv_alpha, xq = first
-            if rows.size < alpha.size:
+            if ride:
+                inv_alpha = np.where(live, inv_alpha, np.float32(1.0))
+            elif rows.size < alpha.size:
                 inv_alpha, xq = inv_alpha[rows], xq[rows]
         else:
-            inv_alpha, xq = np.float32(1.0) / alpha[rows], None
+            inv_alpha = np.float32(1.0) / np.where(live, alpha, np.float32(1.0))[rows]
+            xq = None
         post = post.reshape(1, -1)
         one_pass = self._pass if self.readout is None else self._readout_pass
         attempt = int(round(math.log2(r)))
@@ -208,11 +215,15 @@ class Tile:
                                  y=self._probe_mvm(xq, rows, scale, pass_noise))
             else:
                 sat = one_pass(xq, pass_noise, scale, rows, row0 + rows, last, post, out)
+            if ride:
+                sat &= live[rows]
             if last or not sat.any():
                 break
             rows, inv_alpha, xq = rows[sat], inv_alpha[sat], None
             r *= 2.0
             attempt += 1
+        if n_silent:
+            out[silent] = 0.0
 
     def _pass(self, xq, noise, scale, rows, ids, last, post, out, y=None) -> np.ndarray:
         """One default pass (§2.1 steps 3-5, fused): MVM, noise, ADC, rescale into ``out``.
