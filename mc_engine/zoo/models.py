@@ -21,6 +21,13 @@ def digits_mlp() -> nn.Sequential:
     return nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
 
 
+def digits_mlp_wide() -> nn.Sequential:
+    """64–128–64–10 MLP for 8×8 digits: wide enough that hardware-aware training pays off
+    clearly under harsh PCM noise (the hwa_digits study)."""
+    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
+                         nn.Linear(64, 10))
+
+
 def digits_cnn() -> nn.Sequential:
     """Two-conv CNN for 8×8 digits (flat 64-pixel input); the reference network's layout."""
     return nn.Sequential(
@@ -122,6 +129,7 @@ def mobilenet(num_classes: int = 10) -> nn.Sequential:
 
 
 DIGITS_MODELS: dict[str, Callable[[], nn.Module]] = {"digits_mlp": digits_mlp,
+                                                      "digits_mlp_wide": digits_mlp_wide,
                                                       "digits_cnn": digits_cnn}
 CIFAR_MODELS: dict[str, Callable[[int], nn.Module]] = {"resnet20": resnet20, "vgg8": vgg8,
                                                        "mobilenet": mobilenet}
