@@ -110,12 +110,14 @@ def test_programming_noise_is_the_engines_draw_for_the_same_stream():
 
 
 def test_noise_matches_the_engine_in_distribution():
-    """Output and short-term weight noise: the std of (noisy - clean) agrees with the engine's
-    over 40 000 outputs each; the std's standard error is ~0.4 %, the tolerance 3 %."""
+    """Output, input and short-term weight noise (both types): the std of (noisy - clean) agrees
+    with the engine's over 40 000 outputs each; the std's standard error is ~0.4 %, the
+    tolerance 3 %."""
     torch.manual_seed(0)
     layer = nn.Sequential(nn.Linear(30, 40))
     x = torch.rand(1000, 30)
-    for noise in (dict(out_noise=0.1), dict(w_noise=0.05)):
+    for noise in (dict(out_noise=0.1), dict(w_noise=0.05),
+                  dict(w_noise=0.05, w_noise_type="pcm_read"), dict(inp_noise=0.05)):
         config = HardwareConfig(**{**ENGINE_QUIET, "dac_bits": 0, "adc_bits": 0,
                                    "out_bound": math.inf, **noise})
         clean = layer(x).detach()

@@ -40,7 +40,8 @@ def plot(df: pd.DataFrame, out_png: str | Path, ideal=None) -> Path:
     for (study, pid), point in summary.groupby(["study", "point_id"], sort=False):
         point = point.sort_values("t_inference_s")
         x = point["t_inference_s"].map(position).to_numpy()
-        values = [f"{c}={point[c].iloc[0]}" for c in label_columns]
+        values = [f"{c}={Path(point[c].iloc[0]).name if c == 'checkpoint' else point[c].iloc[0]}"
+                  for c in label_columns]
         label = ", ".join(values) if values else str(pid)
         if several:
             label = f"{study}: {label}"

@@ -162,9 +162,10 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
                 scheduler.step()
             model.zero_grad(set_to_none=True)
             acc = accuracy(model, held_out, dev)
-            history.append({"epoch": epoch + 1, "loss": loss_sum / len(y_all),
-                            "train_accuracy": correct / len(y_all), "held_out_accuracy": acc})
-            paths = _save(spec, model, held_out, history, out_dir, started)
+            entry = {"epoch": epoch + 1, "loss": loss_sum / len(y_all),
+                     "train_accuracy": correct / len(y_all), "held_out_accuracy": acc}
+            paths = _save(spec, model, held_out, [*history, entry], out_dir, started)
+            history.append(entry)   # only once its weights are on disk
             bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", held_out=f"{acc:.4f}")
     except KeyboardInterrupt:
         interrupted = True
