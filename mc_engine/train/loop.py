@@ -30,7 +30,7 @@ from mc_engine.train.augment import crop_flip
 from mc_engine.train.noisy import NoiseSource, clip_weights, noisy_forward
 from mc_engine.train.spec import TrainSpec
 from mc_engine.zoo import load_model
-from mc_engine.zoo.loader import _load_checkpoint
+from mc_engine.zoo.loader import load_checkpoint
 
 DEFAULT_OUT = Path("results") / "checkpoints"
 EVAL_BATCH = 500
@@ -61,7 +61,7 @@ def prepare(spec: TrainSpec) -> tuple[nn.Module, Dataset, Dataset]:
         def fail(key: str, message: str) -> UserInputError:
             return UserInputError(message, source=spec.source, key="train.init")
 
-        _load_checkpoint(model, spec.init, fail)
+        load_checkpoint(model, spec.init, fail)
     try:   # a layer that cannot go on tiles is better known before hours of training
         convert(model)
     except UserInputError as exc:

@@ -73,7 +73,7 @@ def load_model(spec: dict[str, Any], base_dir: Path, source: str | None,
                                   f"got {type(model).__name__}")
         source_key = "factory"
     if checkpoint is not None:
-        _load_checkpoint(model, checkpoint, fail)
+        load_checkpoint(model, checkpoint, fail)
         source_key = "checkpoint"
     _check_finite(model, lambda msg: fail(source_key, msg))
     return model.eval()
@@ -122,7 +122,10 @@ def _read_cache(file: Path, name: str) -> nn.Module | None:
     return model
 
 
-def _load_checkpoint(model: nn.Module, path: Path, fail: Fail) -> None:
+def load_checkpoint(model: nn.Module, path: Path, fail: Fail) -> None:
+    """Load the state_dict file ``path`` into ``model`` (weights-only loading); every problem
+    (unreadable, not a state_dict, names or shapes that do not fit) is ``fail("checkpoint",
+    message)``."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unreadable file is a user input error
