@@ -151,47 +151,69 @@ def noisy_weights(w: torch.Tensor, spec: NoiseSpec, src: NoiseSource) -> list[to
 
 def analog_mvm(x: torch.Tensor, w: torch.Tensor, per: Periphery, src: NoiseSource
                ) -> torch.Tensor:
-    """y = W·x of one layer's input rows x (rows × in) through DESIGN.md §2.1 steps 1-7:
-    noise management, DAC, input/weight/output noise, ADC and iterative bound management."""
+    """y = W_g·x of every input row and group through DESIGN.md §2.1 steps 1-7: noise
+    management, DAC, input/weight/output noise, ADC and iterative bound management.
+
+    ``x`` is rows × groups × in, ``w`` groups × out × in: group g of a row is one input vector
+    of its own tile (a grouped convolution's groups; one group for a plain layer), with its own
+    alpha and its own bound-management retries. Returns rows × groups × out.
+    """
     hw = per.hw
-    n_rows, n_out = x.shape[0], w.shape[0]
+    n_rows, n_groups, n_in = x.shape
+    n_out = w.shape[1]
     if hw.noise_management == "abs_max":
-        alpha = x.detach().abs().amax(1) if x.shape[1] else x.new_zeros(n_rows)
+        alpha = x.detach().abs().amax(2) if n_in else x.new_zeros((n_rows, n_groups))
     else:
-        alpha = x.new_full((n_rows,), 1.0 if hw.noise_management == "none" else hw.nm_constant)
+        alpha = x.new_full((n_rows, n_groups),
+                           1.0 if hw.noise_management == "none" else hw.nm_constant)
     if per.inp_noise > 0:
         alpha = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
-    rows = torch.nonzero(alpha > 0).flatten()
-    inv_alpha = 1.0 / alpha[rows]
-    wt = w.t().contiguous()
+    todo = alpha > 0                                     # (row, group) pairs still to convert
+    inv_alpha = 1.0 / torch.where(todo, alpha, torch.ones_like(alpha))
+    wt = w.transpose(1, 2).contiguous()                  # groups × in × out
     abs_wt = wt.abs() if hw.w_noise > 0 and hw.w_noise_type == "pcm_read" else None
     step_in, step_out, bound = float(per.step_in), float(per.step_out), float(per.bound)
-    out = x.new_zeros((n_rows, n_out))
+    out = x.new_zeros((n_rows, n_groups, n_out))
+    rows = torch.nonzero(todo.any(1)).flatten()
     r = 1.0
     while rows.numel():
         last = hw.bound_management == "none" or r > per.r_last
-        scale = (inv_alpha / r)[:, None]
-        xq = quantize(x[rows] * scale, step_in, 1.0)
+        every = rows.numel() == n_rows        # the first pass, usually: no gather, no scatter
+        scale = ((inv_alpha if every else inv_alpha[rows]) / r)[:, :, None]
+        xq = quantize((x if every else x[rows]) * scale, step_in, 1.0)
         if per.inp_noise > 0:
             xq = xq + float(per.inp_noise) * src.normal(tuple(xq.shape), xq)
-        y = xq @ wt
+        y = _matmul(xq, wt)
         if per.w_noise > 0:
             sq = xq * xq
-            sigma = sq.sum(1, keepdim=True).sqrt() if abs_wt is None else (sq @ abs_wt).sqrt()
+            sigma = sq.sum(2, keepdim=True).sqrt() if abs_wt is None else _matmul(sq, abs_wt).sqrt()
             y = y + float(per.w_noise) * sigma.detach() * src.normal(tuple(y.shape), y)
         if per.out_noise > 0:
             y = y + float(per.out_noise) * src.normal(tuple(y.shape), y)
         if step_out > 0:
             y = RoundSTE.apply(y, torch.tensor(step_out, dtype=y.dtype, device=y.device))
-        sat = ((y.detach() > bound) | (y.detach() < -bound)).any(1)
+        sat = ((y.detach() > bound) | (y.detach() < -bound)).any(2)
         y = y.clamp(-bound, bound)
-        keep = torch.ones_like(sat) if last else ~sat
-        out = out.index_put((rows[keep],), y[keep] / scale[keep])
+        pending = todo[rows]
+        keep = pending if last else pending & ~sat
+        if every and bool(keep.all()):
+            out = y / scale
+        else:
+            at_row, at_group = torch.nonzero(keep, as_tuple=True)
+            out = out.index_put((rows[at_row], at_group), (y / scale)[at_row, at_group])
         if last:
             break
-        rows, inv_alpha = rows[sat], inv_alpha[sat]
+        todo = todo.index_put((rows,), pending & sat)
+        rows = rows[(pending & sat).any(1)]
         r *= 2.0
     return out
+
+
+def _matmul(x: torch.Tensor, wt: torch.Tensor) -> torch.Tensor:
+    """rows × groups × in times groups × in × out; one group is a plain GEMM (the engine's)."""
+    if wt.shape[0] == 1:
+        return (x[:, 0] @ wt[0])[:, None]
+    return torch.einsum("mgi,gio->mgo", x, wt)
 
 
 def _linear(layer: nn.Linear, spec: NoiseSpec, per: Periphery | None, src: NoiseSource,
@@ -201,8 +223,8 @@ def _linear(layer: nn.Linear, spec: NoiseSpec, per: Periphery | None, src: Noise
         if per is None:
             parts.append(F.linear(xk, wk))
             continue
-        flat = xk.reshape(-1, xk.shape[-1])
-        parts.append(analog_mvm(flat, wk, per, src).reshape(*xk.shape[:-1], wk.shape[0]))
+        flat = xk.reshape(-1, 1, xk.shape[-1])
+        parts.append(analog_mvm(flat, wk[None], per, src).reshape(*xk.shape[:-1], wk.shape[0]))
     y = parts[0] if len(parts) == 1 else torch.cat(parts)
     return y if layer.bias is None else y + layer.bias
 
@@ -230,12 +252,9 @@ def _analog_conv(layer: nn.Conv2d, x: torch.Tensor, w: torch.Tensor, per: Periph
     wo = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     cols = F.unfold(x, (kh, kw), dilation=(dh, dw), padding=(ph, pw), stride=(sh, sw))
     rows = cols.transpose(1, 2).reshape(n * ho * wo, -1)
-    per_group = layer.out_channels // layer.groups
-    width = rows.shape[1] // layer.groups
-    ys = [analog_mvm(rows[:, g * width:(g + 1) * width],
-                     w[g * per_group:(g + 1) * per_group].reshape(per_group, -1), per, src)
-          for g in range(layer.groups)]
-    y = ys[0] if len(ys) == 1 else torch.cat(ys, 1)
+    groups = layer.groups
+    y = analog_mvm(rows.view(len(rows), groups, -1), w.reshape(groups, w.shape[0] // groups, -1),
+                   per, src).reshape(len(rows), layer.out_channels)
     return y.view(n, ho * wo, layer.out_channels).transpose(1, 2).reshape(
         n, layer.out_channels, ho, wo)
 
