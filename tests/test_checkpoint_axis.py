@@ -17,7 +17,7 @@ from distributed import LocalCluster
 from mc_engine import HardwareConfig
 from mc_engine.cli import main
 from mc_engine.errors import UserInputError
-from mc_engine.results import load_results, result_schema, summarize
+from mc_engine.results import load_results, plot, result_schema, summarize
 from mc_engine.results.analysis import load_ideal
 from mc_engine.run import WORKER_ENV, run_study
 from mc_engine.study import load_study, parse_study
@@ -145,6 +145,9 @@ def test_a_study_compares_checkpoints_on_the_same_chips_and_resumes(tmp_path, sc
     assert sorted(ideal.checkpoint) == ["a.pt", "a2.pt", "b.pt"]
     table = summarize(df)
     assert "checkpoint" in table and table.ideal_accuracy.notna().all()
+    assert table.groupby("checkpoint").ideal_accuracy.first().to_dict() == \
+        dict(zip(ideal.checkpoint, ideal.accuracy))
+    assert plot(df, tmp_path / "acc.png").stat().st_size > 0
     stored = tomllib.loads((first.results_dir / "study.toml").read_text())
     assert set(stored["study"]["fingerprint"]["checkpoints"]) == {"a.pt", "a2.pt", "b.pt"}
 
