@@ -33,7 +33,7 @@ fidelity: $(STAMP)
 	$(PY) -m mc_engine.bench fidelity
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check mc_engine tests bench
+	$(VENV)/bin/ruff check mc_engine tests
 
 clean:
 	rm -rf $(VENV) results/.cache
