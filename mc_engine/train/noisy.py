@@ -101,7 +101,19 @@ def quantize_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
     if w_max == 0:
         return w
     q = (w_max * torch.round(w64 / w_max * levels) / levels).to(w.dtype)
-    return w + (q - w).detach() if w.requires_grad else q
+    return StraightThrough.apply(w, q)
+
+
+class StraightThrough(torch.autograd.Function):
+    """``q`` forward (exactly), the gradient of ``w`` backward: w → q passes gradients through."""
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        return q
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
 
 
 def programming_delta(w: torch.Tensor, hw: HardwareConfig, rng: np.random.Generator
