@@ -4,6 +4,7 @@
     mc-engine validate STUDY
     mc-engine summary RESULTS_DIR
     mc-engine report RESULTS_DIR [--out FILE.png]
+    mc-engine train TRAIN [--out DIR] [--threads N]
 
 Exit status: 0 done, 2 invalid input (one line naming file and key, never a traceback), 1 any
 other failure (one line and a hint), 130 interrupted by Ctrl-C or SIGTERM (what was written
@@ -115,6 +116,14 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("results", type=Path, help="results folder of a study")
     report.add_argument("--out", type=Path, default=None,
                         help="PNG file to write (default: RESULTS/accuracy_vs_time.png)")
+
+    train = command("train", _train, "Train a model from a train file (plain or hardware-aware) "
+                                      "into a checkpoint a study can load.")
+    train.add_argument("train", type=Path, help="train file (.toml)")
+    train.add_argument("--out", type=Path, default=DEFAULT_OUT / "checkpoints",
+                       help="folder of <name>.pt and <name>.json (default: results/checkpoints)")
+    train.add_argument("--threads", type=_positive_int, default=1,
+                       help="torch CPU threads (default 1: bitwise reproducible for a seed)")
     return parser
 
 
@@ -176,6 +185,25 @@ def _report(args: argparse.Namespace) -> int:
     df = load_results(args.results)
     out = args.out if args.out is not None else Path(args.results) / "accuracy_vs_time.png"
     print(plot(df, out))
+    return EXIT_OK
+
+
+def _train(args: argparse.Namespace) -> int:
+    from mc_engine.train import load_train, train
+
+    spec = load_train(args.train)
+    with _sigterm_as_interrupt():
+        outcome = train(spec, args.out, threads=args.threads)
+    if outcome.checkpoint is None:
+        _error("interrupted before the first epoch completed; nothing written")
+        return EXIT_INTERRUPTED
+    print(f"{outcome.checkpoint} ({outcome.epochs_done} of {spec.epochs} epochs, held-out "
+          f"accuracy {outcome.held_out_accuracy:.4f}, {outcome.wall_s:.1f} s; recipe and "
+          f"accuracies in {outcome.sidecar})")
+    if outcome.interrupted:
+        _error(f"interrupted: {outcome.checkpoint} holds the last completed epoch "
+               f"({outcome.epochs_done})")
+        return EXIT_INTERRUPTED
     return EXIT_OK
 
 

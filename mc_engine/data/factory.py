@@ -65,10 +65,12 @@ def import_factory(ref: object, base_dir: Path, source: str | None, key: str,
     return obj
 
 
-def call_factory(fn: Callable[..., Any], ref: str, source: str | None, key: str) -> Any:
-    """Call a user factory with no arguments; its exceptions become one-line input errors."""
+def call_factory(fn: Callable[..., Any], ref: str, source: str | None, key: str,
+                 **kwargs: Any) -> Any:
+    """Call a user factory (with no arguments unless given); its exceptions become one-line
+    input errors."""
     try:
-        return fn()
+        return fn(**kwargs)
     except Exception as exc:  # any failure inside user code is a user input error
         raise UserInputError(f"{ref!r} raised {type(exc).__name__}: {one_line(exc)}",
                              source=source, key=key) from exc

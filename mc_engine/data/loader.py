@@ -40,8 +40,14 @@ class Dataset:
         return len(self.y)
 
 
-def load_dataset(spec: dict[str, Any], base_dir: Path, source: str | None) -> Dataset:
-    """The test set described by a study's ``[data]`` table (digits when the table is empty)."""
+def load_dataset(spec: dict[str, Any], base_dir: Path, source: str | None,
+                 split: str = "test") -> Dataset:
+    """The test set described by a study's ``[data]`` table (digits when the table is empty).
+
+    ``split = "train"`` gives the training split instead (``mc-engine train``): digits' train
+    half, CIFAR's ``data_batch_*``, an npz file's x_train/y_train, or what a factory returns
+    when called as ``factory(split="train")``.
+    """
     fail = table_checker(spec, "data", _KEYS, "dataset = 'digits'", source)
     if "dataset" in spec and "factory" in spec:
         raise fail("factory", "give either dataset or factory, not both")
@@ -54,12 +60,14 @@ def load_dataset(spec: dict[str, Any], base_dir: Path, source: str | None) -> Da
             raise fail("path", "not used with factory (the factory loads its own data)")
         ref = spec["factory"]
         fn = import_factory(ref, base_dir, source, "data.factory")
-        name, (x, y) = ref, _factory_arrays(call_factory(fn, ref, source, "data.factory"), fail)
+        kwargs = {"split": "train"} if split == "train" else {}
+        name, (x, y) = ref, _factory_arrays(call_factory(fn, ref, source, "data.factory",
+                                                         **kwargs), fail)
     else:
         name = spec.get("dataset", "digits")
         if name not in DATASETS:
             raise fail("dataset", f"expected one of {', '.join(DATASETS)}, got {name!r}")
-        x, y = _builtin_arrays(name, spec, base_dir, fail)
+        x, y = _builtin_arrays(name, spec, base_dir, fail, split)
         if name == "npz":
             name = f"npz:{spec['path']}"
     x, y = _validated(x, y, fail, "factory" if "factory" in spec else "path")
@@ -68,13 +76,13 @@ def load_dataset(spec: dict[str, Any], base_dir: Path, source: str | None) -> Da
     return Dataset(name=name, x=x, y=y)
 
 
-def _builtin_arrays(name: str, spec: dict[str, Any], base_dir: Path,
-                    fail: Fail) -> tuple[np.ndarray, np.ndarray]:
+def _builtin_arrays(name: str, spec: dict[str, Any], base_dir: Path, fail: Fail,
+                    split: str = "test") -> tuple[np.ndarray, np.ndarray]:
     if name == "digits":
         if "path" in spec:
             raise fail("path", "not used with dataset = 'digits' (it is embedded)")
-        split = digits_split()
-        return split["x_test"], split["y_test"]
+        halves = digits_split()
+        return halves[f"x_{split}"], halves[f"y_{split}"]
     if "path" not in spec:
         raise fail("path", f"required with dataset = {name!r}")
     if not isinstance(spec["path"], str):
@@ -83,21 +91,23 @@ def _builtin_arrays(name: str, spec: dict[str, Any], base_dir: Path,
     if not path.exists():
         raise fail("path", f"{path} does not exist")
     if name == "npz":
-        return _npz_arrays(path, fail)
+        return _npz_arrays(path, fail, split)
     try:
-        return load_cifar(path, kind=name, split="test")
+        return load_cifar(path, kind=name, split=split)
     except UserInputError as err:
         raise fail("path", str(err)) from err
 
 
-def _npz_arrays(path: Path, fail: Fail) -> tuple[np.ndarray, np.ndarray]:
+def _npz_arrays(path: Path, fail: Fail, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    keys = (f"x_{split}", f"y_{split}")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in ("x_test", "y_test") if k not in npz.files]
+            missing = [k for k in keys if k not in npz.files]
             if missing:
+                have = ", ".join(npz.files) or "none"
                 raise fail("path", f"{path} lacks array {missing[0]!r}; an npz dataset holds "
-                                   f"x_test and y_test (it has {', '.join(npz.files) or 'none'})")
-            return npz["x_test"], npz["y_test"]
+                                   f"{' and '.join(keys)} (it has {have})")
+            return npz[keys[0]], npz[keys[1]]
     except UserInputError:
         raise
     except Exception as exc:  # any unreadable file is a user input error

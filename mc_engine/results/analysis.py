@@ -62,13 +62,14 @@ def load_ideal(path: str | Path) -> pd.DataFrame:
 
 
 def swept_columns(df: pd.DataFrame) -> list[str]:
-    """Hardware columns (device parameters included) whose value differs between rows: what
-    tells the points apart."""
+    """Hardware columns (device parameters included), then a checkpoint axis, whose value
+    differs between rows: what tells the points apart."""
     columns: list[str] = []
     for name in hardware_columns():
         columns.append(name)
         if name == "device":  # the device models' own parameters, as load_results found them
             columns += list(df.attrs.get("device_params", ()))
+    columns.append("checkpoint")  # a checkpoint axis last: recipes side by side per point
     return [c for c in columns if c in df and df[c].nunique(dropna=False) > 1]
 
 
@@ -99,13 +100,14 @@ def summarize(df: pd.DataFrame,
         half = t_crit * out["std"].to_numpy() / np.sqrt(n)
     out["ci95_lo"] = out["mean"] - half
     out["ci95_hi"] = out["mean"] + half
-    out["ideal_accuracy"] = _ideal_per_study(out["study"], df, ideal)
+    out["ideal_accuracy"] = _ideal_per_study(out["study"], df, ideal, out["point_id"])
     out["drop_from_ideal"] = out["ideal_accuracy"] - out["mean"]
     return out
 
 
 def _ideal_per_study(studies: pd.Series, df: pd.DataFrame,
-                     ideal: numbers.Real | str | Path | pd.DataFrame | None) -> np.ndarray:
+                     ideal: numbers.Real | str | Path | pd.DataFrame | None,
+                     points: pd.Series | None = None) -> np.ndarray:
     if ideal is None:
         try:
             table = load_ideal(df.attrs["results_dir"])
@@ -116,4 +118,9 @@ def _ideal_per_study(studies: pd.Series, df: pd.DataFrame,
     else:
         table = ideal if isinstance(ideal, pd.DataFrame) else load_ideal(ideal)
     by_study = dict(zip(table["study"], table["accuracy"]))
+    if "checkpoint" in table and "checkpoint" in df:   # one ideal per checkpoint
+        point_checkpoint = dict(zip(df["point_id"], df["checkpoint"]))
+        by_pair = dict(zip(zip(table["study"], table["checkpoint"]), table["accuracy"]))
+        return np.array([by_pair.get((s, point_checkpoint.get(p)), by_study.get(s, math.nan))
+                         for s, p in zip(studies, points)], dtype=float)
     return studies.map(by_study).astype(float).to_numpy()

@@ -40,17 +40,21 @@ def plot(df: pd.DataFrame, out_png: str | Path, ideal=None) -> Path:
     for (study, pid), point in summary.groupby(["study", "point_id"], sort=False):
         point = point.sort_values("t_inference_s")
         x = point["t_inference_s"].map(position).to_numpy()
-        values = [f"{c}={point[c].iloc[0]}" for c in label_columns]
+        values = [f"{c}={Path(point[c].iloc[0]).name if c == 'checkpoint' else point[c].iloc[0]}"
+                  for c in label_columns]
         label = ", ".join(values) if values else str(pid)
         if several:
             label = f"{study}: {label}"
         (line,) = ax.plot(x, point["mean"], marker="o", label=label)
         ax.fill_between(x, point["q05"], point["q95"], color=line.get_color(), alpha=0.2,
                         linewidth=0)
-    for study, acc in summary.groupby("study")["ideal_accuracy"].first().items():
+    by = ["study", "checkpoint"] if "checkpoint" in summary else ["study"]  # one per checkpoint
+    for key, acc in summary.groupby(by)["ideal_accuracy"].first().items():
+        key = key if isinstance(key, tuple) else (key,)
+        names = ([key[0]] if several else []) + [Path(k).name for k in key[1:]]
         if np.isfinite(acc):
             ax.axhline(acc, color="0.3", linestyle="--", linewidth=1,
-                       label=f"ideal (digital), {study}" if several else "ideal (digital)")
+                       label=", ".join(["ideal (digital)", *names]))
     ax.set_xscale("log")
     ax.set_xticks(list(position.values()), [format_duration(t) for t in times])
     ax.minorticks_off()

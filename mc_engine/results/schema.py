@@ -3,7 +3,9 @@
 Every hardware parameter is its own typed column, named as in :class:`HardwareConfig` and the
 study file, so results filter and group with plain pandas (``df[df.adc_bits == 8]``). A device
 model's own parameters (``DeviceModel.params``, docs/devices.md) are float64 columns of their
-own, right after ``device``; a study on the built-in devices has none.
+own, right after ``device``; a study on the built-in devices has none. A study with a checkpoint
+axis (``[sweep] checkpoint = [...]``) has a ``checkpoint`` string column after ``point_id``, in
+its trial rows and in ideal.parquet; other studies' files are unchanged.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ TRIAL_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
 IDEAL_SCHEMA = pa.schema([("study", pa.string()), ("n_correct", pa.int64()),
                           ("n_samples", pa.int64()), ("accuracy", pa.float64()),
                           ("engine_version", pa.string())])
+CHECKPOINT_FIELD = ("checkpoint", pa.string())
+
+
+def ideal_schema(checkpoint: bool = False) -> pa.Schema:
+    """ideal.parquet's schema: one row per study, or per checkpoint of a checkpoint axis."""
+    return IDEAL_SCHEMA.insert(1, pa.field(*CHECKPOINT_FIELD)) if checkpoint else IDEAL_SCHEMA
 
 
 def hardware_columns() -> list[str]:
@@ -39,27 +47,34 @@ def hardware_columns() -> list[str]:
     return HardwareConfig.field_names()
 
 
-def result_schema(device_params: Sequence[str] = ()) -> pa.Schema:
-    """study, point_id, one typed column per hardware parameter (the ``device_params`` names,
-    float64, after ``device``), then :data:`TRIAL_FIELDS`."""
+def result_schema(device_params: Sequence[str] = (), checkpoint: bool = False) -> pa.Schema:
+    """study, point_id (then ``checkpoint`` for a checkpoint axis), one typed column per
+    hardware parameter (the ``device_params`` names, float64, after ``device``), then
+    :data:`TRIAL_FIELDS`."""
     hardware: list[tuple[str, pa.DataType]] = []
     for name, kind in HardwareConfig.field_types().items():
         hardware.append((name, _ARROW_TYPES[kind]))
         if name == "device":
             hardware += [(param, pa.float64()) for param in device_params]
-    return pa.schema([("study", pa.string()), ("point_id", pa.string()), *hardware,
-                      *TRIAL_FIELDS])
+    first = [("study", pa.string()), ("point_id", pa.string())]
+    if checkpoint:
+        first.append(CHECKPOINT_FIELD)
+    return pa.schema([*first, *hardware, *TRIAL_FIELDS])
 
 
 def fixed_columns() -> frozenset[str]:
-    """The columns every result file has; any other column is a device parameter."""
-    return frozenset(result_schema().names)
+    """The columns every result file has (or, ``checkpoint``, may have); any other column is a
+    device parameter."""
+    return frozenset(result_schema(checkpoint=True).names)
 
 
 def trial_rows(study: str, point_id: str, hardware: HardwareConfig, repeat: int, seed: int,
-               evaluations: Sequence[Mapping[str, Any]], engine_version: str) -> list[dict]:
+               evaluations: Sequence[Mapping[str, Any]], engine_version: str,
+               checkpoint: str | None = None) -> list[dict]:
     """One result row per inference time of a trial, from ``evaluate_trial``'s dicts."""
     fixed = {"study": study, "point_id": point_id, **hardware.to_dict(), "repeat": repeat}
+    if checkpoint is not None:
+        fixed["checkpoint"] = checkpoint
     return [{**fixed, "t_inference_s": float(e["t_inference_s"]),
              "accuracy": float(e["accuracy"]), "n_correct": int(e["n_correct"]),
              "n_samples": int(e["n_samples"]), "seed": seed, "wall_s": float(e["wall_s"]),
@@ -67,7 +82,7 @@ def trial_rows(study: str, point_id: str, hardware: HardwareConfig, repeat: int,
 
 
 def rows_to_table(rows: Sequence[Mapping[str, Any]],
-                  device_params: Sequence[str] = ()) -> pa.Table:
+                  device_params: Sequence[str] = (), checkpoint: bool = False) -> pa.Table:
     """Rows as an Arrow table with exactly :func:`result_schema` (of ``device_params``; a row
     of a device without one of them holds null there)."""
-    return pa.Table.from_pylist(list(rows), schema=result_schema(device_params))
+    return pa.Table.from_pylist(list(rows), schema=result_schema(device_params, checkpoint))

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mc_engine.fileio import TEMP_SUFFIX, atomic_write
-from mc_engine.results.schema import IDEAL_SCHEMA, rows_to_table
+from mc_engine.results.schema import ideal_schema, rows_to_table
 
 LOCK_FILE = ".lock"
 STUDY_FILE = "study.toml"
@@ -99,18 +99,21 @@ class ResultStore:
         atomic_write(self.directory / name, lambda temp: temp.write_text(text, encoding="utf-8"))
 
     def write_trials(self, rows: Sequence[Mapping[str, Any]],
-                     device_params: Sequence[str] = ()) -> Path:
+                     device_params: Sequence[str] = (), checkpoint: bool = False) -> Path:
         """Write rows (complete trials) as the next part file; returns its path.
 
         ``device_params``: the study's device-parameter columns (``Study.device_params``), so
-        that every part file of a study has the same columns.
+        that every part file of a study has the same columns; ``checkpoint``: the study has a
+        checkpoint axis (a ``checkpoint`` column).
         """
         parts = self.parts()
         number = int(_PART.match(parts[-1].name).group(1)) + 1 if parts else 0
         path = self.directory / f"part-{number:05d}.parquet"
-        table = rows_to_table(rows, device_params)
+        table = rows_to_table(rows, device_params, checkpoint)
         return atomic_write(path, lambda temp: pq.write_table(table, temp))
 
-    def write_ideal(self, row: Mapping[str, Any]) -> None:
-        table = pa.Table.from_pylist([dict(row)], schema=IDEAL_SCHEMA)
+    def write_ideal(self, row: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:
+        """Write ideal.parquet: one row, or one per checkpoint (rows with a checkpoint key)."""
+        rows = [dict(row)] if isinstance(row, Mapping) else [dict(r) for r in row]
+        table = pa.Table.from_pylist(rows, schema=ideal_schema("checkpoint" in rows[0]))
         atomic_write(self.ideal_file, lambda temp: pq.write_table(table, temp))

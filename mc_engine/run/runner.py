@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from distributed import Future, as_completed
 from tqdm import tqdm
 
@@ -22,7 +23,7 @@ from mc_engine.results import ResultStore, trial_rows
 from mc_engine.run.cluster import RunError, check_scheduler_address, open_client
 from mc_engine.run.tasks import portable_devices, portable_model, run_ideal, run_trial
 from mc_engine.study import Study, Trial, parse_study
-from mc_engine.study.inputs import CHANGED, Inputs
+from mc_engine.study.inputs import CHANGED, Inputs, fingerprint_mismatch
 from mc_engine.study.spec import FINGERPRINT_KEYS
 
 #: A batch is written when it holds this many trials or is this old, whichever comes first.
@@ -88,24 +89,28 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
     done = store.done_trials()
     trials = [t for t in study.trials() if (t.point_id, t.repeat) not in done]
     n_skipped = study.n_trials - len(trials)
-    need_ideal = not store.ideal_file.is_file()
+    need_ideal = _ideal_missing(store, study)
     if not trials and not need_ideal:
         return n_skipped, 0
     with open_client(workers, scheduler) as client:
-        model_f = client.scatter(portable_model(inputs.model, study.base_dir), broadcast=True,
-                                 hash=False)
+        # One model per checkpoint of a checkpoint axis (key None without one).
+        model_fs = {label: client.scatter(portable_model(model, study.base_dir), broadcast=True,
+                                          hash=False)
+                    for label, model in (inputs.models or {None: inputs.model}).items()}
         x_f = client.scatter(inputs.dataset.x, broadcast=True, hash=False)
         y_f = client.scatter(inputs.dataset.y, broadcast=True, hash=False)
         custom = study.custom_devices  # device models the workers may not be able to import
         devices_f = client.scatter(portable_devices(custom), broadcast=True, hash=False) \
             if custom else None
-        # Every future, the ideal accuracy's too (trial None), so that clean-up cancels them all.
-        by_future: dict[Future, Trial | None] = {
-            client.submit(run_trial, model_f, x_f, y_f, t.hardware, study.inference_times_s,
-                          t.seed, devices_f, retries=RETRIES, pure=False): t for t in trials}
+        # Every future, the ideal accuracies' too (an _Ideal), so that clean-up cancels them all.
+        by_future: dict[Future, Trial | _Ideal] = {
+            client.submit(run_trial, model_fs[t.checkpoint], x_f, y_f, t.hardware,
+                          study.inference_times_s, t.seed, devices_f, retries=RETRIES,
+                          pure=False): t for t in trials}
         if need_ideal:
-            by_future[client.submit(run_ideal, model_f, x_f, y_f, retries=RETRIES,
-                                    pure=False)] = None
+            for label, model_f in model_fs.items():
+                by_future[client.submit(run_ideal, model_f, x_f, y_f, retries=RETRIES,
+                                        pure=False)] = _Ideal(label)
         pending = as_completed(list(by_future))
         with tqdm(total=study.n_trials, initial=n_skipped, unit="trial", desc=study.name,
                   disable=not progress, dynamic_ncols=True) as bar:
@@ -113,7 +118,14 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
     return n_skipped, len(trials)
 
 
-def _collect(pending: as_completed, by_future: dict[Future, Trial | None], study: Study,
+@dataclass(frozen=True)
+class _Ideal:
+    """The task of the ideal accuracy of one checkpoint (None: the study's only model)."""
+
+    checkpoint: str | None
+
+
+def _collect(pending: as_completed, by_future: dict[Future, Trial | _Ideal], study: Study,
              store: ResultStore, bar: tqdm, batch_trials: int, flush_s: float) -> None:
     """Write results as tasks finish; flush what arrived on any exit, cancel the rest on error.
 
@@ -121,28 +133,46 @@ def _collect(pending: as_completed, by_future: dict[Future, Trial | None], study
     worker's task under the same future), so each (point_id, repeat) is written once.
     """
     batch: list[dict] = []
+    ideal: list[dict] = []
+    n_ideal = sum(isinstance(t, _Ideal) for t in by_future.values())
+    axis = bool(study.checkpoints)
     in_batch, last_flush = 0, time.monotonic()
     try:
         for future in pending:
             trial = by_future[future]
             result = future.result()
-            if trial is None:
-                store.write_ideal({"study": study.name, **result,
-                                   "engine_version": mc_engine.__version__})
+            if isinstance(trial, _Ideal):
+                label = {"checkpoint": trial.checkpoint} if axis else {}
+                ideal.append({"study": study.name, **label, **result,
+                              "engine_version": mc_engine.__version__})
+                if len(ideal) == n_ideal:   # written once complete: a resume redoes them all
+                    store.write_ideal(sorted(ideal, key=lambda r: str(r.get("checkpoint"))))
                 continue
             batch += trial_rows(study.name, trial.point_id, trial.hardware, trial.repeat,
-                                trial.seed, result, mc_engine.__version__)
+                                trial.seed, result, mc_engine.__version__, trial.checkpoint)
             in_batch += 1
             bar.update(1)
             if in_batch >= batch_trials or time.monotonic() - last_flush >= flush_s:
-                store.write_trials(batch, study.device_params)
+                store.write_trials(batch, study.device_params, axis)
                 batch, in_batch, last_flush = [], 0, time.monotonic()
     finally:
         if batch:
-            store.write_trials(batch, study.device_params)
+            store.write_trials(batch, study.device_params, axis)
         for future in by_future:
             if not future.done():
                 future.cancel()
+
+
+def _ideal_missing(store: ResultStore, study: Study) -> bool:
+    """Whether ideal.parquet is missing, or lacks a checkpoint of the checkpoint axis."""
+    if not store.ideal_file.is_file():
+        return True
+    if not study.checkpoints:
+        return False
+    table = pq.read_table(store.ideal_file)
+    have = set(table.column("checkpoint").to_pylist()) if "checkpoint" in table.column_names \
+        else set()
+    return not set(study.checkpoint_labels) <= have
 
 
 def _check_resumable(store: ResultStore, study: Study, fingerprint: dict[str, str]) -> None:
@@ -181,10 +211,12 @@ def _check_resumable(store: ResultStore, study: Study, fingerprint: dict[str, st
                              f"fingerprint of their model and data, so they cannot be checked "
                              f"against this study; re-run with --fresh to discard them, or use "
                              f"another --out", source=study.source)
-    for key in FINGERPRINT_KEYS:
-        if previous.fingerprint[key] != fingerprint[key]:
-            raise UserInputError(
-                f"the {key} differs from the one that wrote the results in {store.directory} "
-                f"(sha256 {fingerprint[key][:12]}... here, {previous.fingerprint[key][:12]}... "
-                f"there: {CHANGED[key]} changed); re-run with --fresh to discard them, or use "
-                f"another --out", source=study.source, key=key)
+    problem = fingerprint_mismatch(previous.fingerprint, fingerprint)
+    if problem:
+        key, here, there = problem
+        raise UserInputError(
+            f"the {key} differs from the one that wrote the results in {store.directory} "
+            f"(sha256 {here[:12]}... here, {there[:12]}... there: "
+            f"{CHANGED.get(key, 'the checkpoint file')} changed); re-run with --fresh to discard "
+            f"them, or use another --out", source=study.source,
+            key=key if key in FINGERPRINT_KEYS else "sweep.checkpoint")

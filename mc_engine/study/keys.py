@@ -21,15 +21,19 @@ from mc_engine.hardware import HardwareConfig, from_dict
 POINT_ID_LENGTH = 12
 
 
-def point_id(hardware: HardwareConfig | Mapping[str, Any]) -> str:
+def point_id(hardware: HardwareConfig | Mapping[str, Any], checkpoint: str | None = None) -> str:
     """A short stable hash of a hardware point's full, canonical parameter set.
 
     A mapping (``to_dict``'s flat form) is completed with the defaults first, so spelling out a
     default value does not change the id. A device's own parameters enter under their names, so
-    the ids of points on the built-in devices (which have none) are unchanged by them.
+    the ids of points on the built-in devices (which have none) are unchanged by them; likewise
+    ``checkpoint`` (the checkpoint axis's file, as the study names it) enters only when given.
     """
     config = hardware if isinstance(hardware, HardwareConfig) else from_dict(hardware)
-    canonical = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
+    values = config.to_dict()
+    if checkpoint is not None:
+        values["checkpoint"] = checkpoint
+    canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:POINT_ID_LENGTH]
 
 

@@ -52,6 +52,7 @@ class Trial:
     repeat: int
     seed: int
     hardware: HardwareConfig
+    checkpoint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,13 +77,25 @@ class Study:
     zips: tuple[dict[str, list[Any]], ...]
     points: tuple[HardwareConfig, ...]
     description: str = ""
-    fingerprint: dict[str, str] = field(default_factory=dict)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
     source: str = "<study>"
     base_dir: Path = field(default_factory=Path)
+    #: The checkpoint file of each point (the checkpoint axis, as written), or () without one.
+    checkpoints: tuple[str, ...] = ()
 
     @property
     def point_ids(self) -> list[str]:
-        return [point_id(p) for p in self.points]
+        return [point_id(p, c) for p, c in zip(self.points, self.point_checkpoints)]
+
+    @property
+    def point_checkpoints(self) -> tuple[str | None, ...]:
+        """The checkpoint of every point, None for all without a checkpoint axis."""
+        return self.checkpoints or (None,) * len(self.points)
+
+    @property
+    def checkpoint_labels(self) -> tuple[str, ...]:
+        """The distinct checkpoints of the checkpoint axis, in sweep order."""
+        return tuple(dict.fromkeys(self.checkpoints))
 
     @property
     def n_trials(self) -> int:
@@ -106,8 +119,9 @@ class Study:
         ids = self.point_ids
         trials = []
         for repeat in range(self.repeats):
-            seed = trial_seed(self.seed, repeat)
-            trials += [Trial(pid, repeat, seed, hw) for pid, hw in zip(ids, self.points)]
+            seed = trial_seed(self.seed, repeat)   # the same for every point and checkpoint
+            trials += [Trial(pid, repeat, seed, hw, ckpt)
+                       for pid, hw, ckpt in zip(ids, self.points, self.point_checkpoints)]
         return trials
 
     def identity(self) -> dict[str, Any]:
@@ -213,16 +227,19 @@ def parse_study(doc: Mapping[str, Any], *, source: str = "<study>",
     fingerprint = _fingerprint(study.get("fingerprint", {}), fail)
 
     base = tables["hardware"]
-    _load_devices(base, tables["sweep"], Path(base_dir) if base_dir is not None else Path(),
-                  source)
+    folder = Path(base_dir) if base_dir is not None else Path()
+    _load_devices(base, tables["sweep"], folder, source)
     _hardware(base, source, lambda f: f"hardware.{f}")
     sweep, zips = _sweep(tables["sweep"], base, source, fail)
+    if "checkpoint" in tables["model"] and _swept_checkpoint(sweep, zips):
+        raise fail("model.checkpoint", "give either [model] checkpoint or a checkpoint axis "
+                                       "([sweep] checkpoint = [...]), not both")
     _check_size(sweep, zips, repeats, fail)
-    points = _expand(base, sweep, zips, source, fail)
+    points, checkpoints = _expand(base, sweep, zips, source, fail)
     return Study(name=name, seed=seed, repeats=repeats, inference_times_s=times,
                  model=tables["model"], data=tables["data"], hardware=base, sweep=sweep,
                  zips=zips, points=points, description=description, fingerprint=fingerprint,
-                 source=source, base_dir=Path(base_dir) if base_dir is not None else Path())
+                 source=source, base_dir=folder, checkpoints=checkpoints)
 
 
 def load_device(ref: str, base_dir: Path, source: str | None, key: str) -> type[DeviceModel]:
@@ -253,12 +270,16 @@ def _load_devices(hardware: dict[str, Any], sweep: dict[str, Any], base_dir: Pat
             load_device(ref, base_dir, source, key)
 
 
-def _fingerprint(value: Any, fail: Fail) -> dict[str, str]:
+def _fingerprint(value: Any, fail: Fail) -> dict[str, Any]:
     if value == {}:
         return {}
+    value = dict(value) if isinstance(value, dict) else value
+    per_checkpoint = value.pop("checkpoints", {}) if isinstance(value, dict) else None
     if isinstance(value, dict) and sorted(value) == sorted(FINGERPRINT_KEYS) and \
-            all(isinstance(v, str) and _SHA256.match(v) for v in value.values()):
-        return dict(value)
+            all(isinstance(v, str) and _SHA256.match(v) for v in value.values()) and \
+            isinstance(per_checkpoint, dict) and \
+            all(isinstance(v, str) and _SHA256.match(v) for v in per_checkpoint.values()):
+        return {**value, "checkpoints": per_checkpoint} if per_checkpoint else value
     raise fail("study.fingerprint", "expected { model = \"<sha256>\", data = \"<sha256>\" } as "
                                     "'mc-engine run' writes it into the resolved study.toml, or "
                                     "no fingerprint")
@@ -288,6 +309,19 @@ def _times(value: Any, source: str, fail: Fail) -> tuple[float, ...]:
     return tuple(sorted(seconds))
 
 
+def _swept_checkpoint(sweep: dict[str, list[Any]],
+                      zips: tuple[dict[str, list[Any]], ...]) -> bool:
+    return "checkpoint" in sweep or any("checkpoint" in z for z in zips)
+
+
+def _check_checkpoint(value: Any, where: str, fail: Fail) -> None:
+    """A checkpoint axis value: a path (relative to the study's folder). That the file exists
+    and fits the model and the data is checked when the inputs load (as for [model]
+    checkpoint), before anything runs."""
+    if not isinstance(value, str) or not value:
+        raise fail(where, f"expected checkpoint file paths (strings), got {value!r}")
+
+
 def _sweep(table: dict[str, Any], base: dict[str, Any], source: str,
            fail: Fail) -> tuple[dict[str, list[Any]], tuple[dict[str, list[Any]], ...]]:
     """Split ``[sweep]`` into grid lists and ``[[sweep.zip]]`` groups, checking every value."""
@@ -310,7 +344,10 @@ def _sweep(table: dict[str, Any], base: dict[str, Any], source: str,
             if not values:
                 raise fail(where, "empty list: give at least one value")
             for value in values:
-                _hardware({**base, key: value}, source, lambda _f, where=where: where)
+                if key == "checkpoint":
+                    _check_checkpoint(value, where, fail)
+                else:
+                    _hardware({**base, key: value}, source, lambda _f, where=where: where)
             lengths[key] = len(values)
         if prefix != "sweep" and len(set(lengths.values())) > 1:
             first = next(iter(lengths))
@@ -324,27 +361,32 @@ def _sweep(table: dict[str, Any], base: dict[str, Any], source: str,
 
 def _expand(base: dict[str, Any], sweep: dict[str, list[Any]],
             zips: tuple[dict[str, list[Any]], ...], source: str,
-            fail: Fail) -> tuple[HardwareConfig, ...]:
-    """The cartesian product of the grid lists and the zip groups, each point validated."""
+            fail: Fail) -> tuple[tuple[HardwareConfig, ...], tuple[str, ...]]:
+    """The cartesian product of the grid lists and the zip groups, each point validated, and
+    each point's checkpoint (empty without a checkpoint axis)."""
     axes: list[list[dict[str, Any]]] = [[{k: v} for v in values] for k, values in sweep.items()]
     for group in zips:
         n = len(next(iter(group.values())))
         axes.append([{k: values[i] for k, values in group.items()} for i in range(n)])
     points: list[HardwareConfig] = []
+    checkpoints: list[str] = []
     seen: dict[str, dict[str, Any]] = {}
     for combo in itertools.product(*axes):
         changes = {k: v for part in combo for k, v in part.items()}
         swept = set(changes)
-        config = _hardware({**base, **changes}, source,
+        hardware = {k: v for k, v in changes.items() if k != "checkpoint"}
+        config = _hardware({**base, **hardware}, source,
                            lambda f, swept=swept: f"{'sweep' if f in swept else 'hardware'}.{f}",
                            f" (at the sweep point {changes})" if changes else "")
-        pid = point_id(config)
+        pid = point_id(config, changes.get("checkpoint"))
+        if "checkpoint" in changes:
+            checkpoints.append(changes["checkpoint"])
         if pid in seen:
             raise fail("sweep", f"the sweep points {seen[pid]} and {changes} are the same "
                                 f"hardware point; remove the duplicate value")
         seen[pid] = changes
         points.append(config)
-    return tuple(points)
+    return tuple(points), tuple(checkpoints)
 
 
 def _hardware(values: dict[str, Any], source: str, where: Callable[[str], str],

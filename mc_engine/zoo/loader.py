@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import pickle
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,13 @@ MAX_CLASSES = 100_000
 
 
 def load_model(spec: dict[str, Any], base_dir: Path, source: str | None,
-               cache_dir: Path) -> nn.Module:
+               cache_dir: Path | None, *, untrained_seed: int | None = None) -> nn.Module:
     """The model described by a study's ``[model]`` table, in eval mode.
 
     Digits zoo models without a checkpoint are trained once and cached as
     ``cache_dir/<name>.pt``; later calls reload that state_dict, which gives the same weights
-    bit for bit.
+    bit for bit. ``untrained_seed`` (``mc-engine train``) builds the freshly initialised model
+    instead, its weights drawn from that seed.
     """
     fail = table_checker(spec, "model", _KEYS, "zoo = 'digits_mlp'", source)
     if ("zoo" in spec) == ("factory" in spec):
@@ -52,23 +54,26 @@ def load_model(spec: dict[str, Any], base_dir: Path, source: str | None,
         if name not in ZOO_NAMES:
             raise fail("zoo", f"unknown zoo model {name!r}; known: {', '.join(ZOO_NAMES)}")
         num_classes = _num_classes(spec, name, fail)
-        if name in DIGITS_MODELS and checkpoint is None:
+        if name in DIGITS_MODELS and checkpoint is None and untrained_seed is None:
             model = _cached_digits(name, Path(cache_dir))
         else:
-            model = build(name, num_classes)
+            model = build(name, num_classes, seed=untrained_seed or 0)
         source_key = "zoo"
     else:
         if "num_classes" in spec:
             raise fail("num_classes", "only used with a zoo model; a factory builds its own model")
         ref = spec["factory"]
-        model = call_factory(import_factory(ref, base_dir, source, "model.factory"),
-                             ref, source, "model.factory")
+        fn = import_factory(ref, base_dir, source, "model.factory")
+        with torch.random.fork_rng(devices=[]) if untrained_seed is not None else nullcontext():
+            if untrained_seed is not None:
+                torch.manual_seed(untrained_seed)
+            model = call_factory(fn, ref, source, "model.factory")
         if not isinstance(model, nn.Module):
             raise fail("factory", f"{ref!r} must return a torch.nn.Module, "
                                   f"got {type(model).__name__}")
         source_key = "factory"
     if checkpoint is not None:
-        _load_checkpoint(model, checkpoint, fail)
+        load_checkpoint(model, checkpoint, fail)
         source_key = "checkpoint"
     _check_finite(model, lambda msg: fail(source_key, msg))
     return model.eval()
@@ -117,7 +122,10 @@ def _read_cache(file: Path, name: str) -> nn.Module | None:
     return model
 
 
-def _load_checkpoint(model: nn.Module, path: Path, fail: Fail) -> None:
+def load_checkpoint(model: nn.Module, path: Path, fail: Fail) -> None:
+    """Load the state_dict file ``path`` into ``model`` (weights-only loading); every problem
+    (unreadable, not a state_dict, names or shapes that do not fit) is ``fail("checkpoint",
+    message)``."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unreadable file is a user input error
