@@ -138,9 +138,10 @@ class Tile:
         """Set the array matrix (columns × in): weights, or g/g_max in conductance units."""
         self.w = np.ascontiguousarray(w, dtype=np.float32)
         held = self.w * self.k[:, None] if self.mapping.weight_units else self.w
-        # Kept as the transposed view of the contiguous (columns × in) matrix: MKL's GEMM with a
-        # transposed operand is up to 30 % faster on the narrow (16-column) tiles and equal.
-        self.w_analog_t = torch.from_numpy(np.ascontiguousarray(held)).T
+        # (in × columns), contiguous. A transposed view of (columns × in) is up to 30 % faster in
+        # MKL's GEMM on 16-column tiles but sums in another order: the training forward
+        # (mc_engine/train) and the aihwkit references are bit-exact against this layout.
+        self.w_analog_t = torch.from_numpy(np.ascontiguousarray(held.T))
         self.abs_w_t = None
 
     def program(self, rng: np.random.Generator, rng_faults: np.random.Generator | None) -> None:
