@@ -132,7 +132,14 @@ def test_report_writes_the_plot(results_dir, tmp_path, capsys):
 
 
 def test_unexpected_failure_exits_1_with_a_hint(tmp_path, capsys):
-    (tmp_path / "part-00000.parquet").write_bytes(b"not parquet at all")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # Readable, with the right column names, but accuracies that are text: not a user mistake
+    # mc-engine can name, so the generic failure path with its hint.
+    pq.write_table(pa.table({"study": ["s"], "point_id": ["p"], "repeat": [0],
+                             "t_inference_s": [0.0], "accuracy": ["high"]}),
+                   tmp_path / "part-00000.parquet")
     assert main(["summary", str(tmp_path)]) == 1
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2
@@ -165,5 +172,6 @@ def test_scheduler_address_without_port_exits_1_with_a_hint(tmp_path, capsys):
     assert lines == ["error: invalid Dask scheduler address 'foo': missing port number in "
                      "address 'foo'",
                      "hint: give --scheduler as tcp://HOST:PORT, the address 'dask scheduler' "
-                     "prints, e.g. tcp://10.0.0.5:8786"]
+                     "prints, e.g. tcp://10.0.0.5:8786, or --scheduler-file with the file "
+                     "it writes"]
     assert not out.exists()  # refused before the model was loaded or anything written

@@ -236,8 +236,11 @@ def test_a_second_run_on_the_same_folder_is_refused(tmp_path, cache_dir):
         run_study(study, tmp_path, workers=1, progress=False, cache_dir=cache_dir)
 
 
-def test_ctrl_c_keeps_received_trials_and_a_rerun_completes(tmp_path, cache_dir, warm_cluster):
-    """SIGINT to the whole process group (a terminal's Ctrl-C, local cluster included)."""
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_keeps_received_trials_and_a_rerun_completes(signum, status, tmp_path, cache_dir,
+                                                            warm_cluster):
+    """SIGINT (a terminal's Ctrl-C) or SIGTERM (a batch system's time limit) to the whole process
+    group, local cluster included; stderr is a pipe, so progress comes as plain lines."""
     long_run = tmp_path / "long.toml"
     long_run.write_text(TINY.format(name="long", seed=5, repeats=200))
     out = tmp_path / "out"
@@ -245,22 +248,26 @@ def test_ctrl_c_keeps_received_trials_and_a_rerun_completes(tmp_path, cache_dir,
     (out / ".cache").symlink_to(cache_dir, target_is_directory=True)
     command = [str(BIN / "mc-engine"), "run", str(long_run), "--out", str(out), "--workers", "2"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True, text=True)
+                            start_new_session=True, text=True,
+                            env={**os.environ, "MC_ENGINE_PROGRESS_S": "0.2"})
     stderr: list[str] = []
     reader = threading.Thread(target=lambda: stderr.extend(iter(lambda: proc.stderr.read(1),
                                                                 "")))
     reader.start()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        progress = re.findall(r"(\d+)/400 \[", "".join(stderr))
+        progress = re.findall(r"long: (\d+)/400 trials \(\d+ %\), [\d.e+]+ trials/s, .* left\n",
+                              "".join(stderr))
         if progress and int(progress[-1]) >= 4:
             break
         time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, signum)
     proc.wait(timeout=60)
     reader.join(timeout=10)
     text = "".join(stderr)
-    assert proc.returncode == 130, text
+    assert proc.returncode == status, text
+    assert "\r" not in text  # no bar redraws in a log
+    assert re.search(r"^Dask dashboard: ", text, re.MULTILINE), text
     assert "Traceback" not in text
     kept = load_results(out / "long")
     assert 4 * 2 <= len(kept) < 400 * 2

@@ -9,9 +9,10 @@ so that objects defined there can still be pickled by reference later in the pro
 from __future__ import annotations
 
 import importlib
+import io
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -93,16 +94,23 @@ def _isolated(name: str) -> Iterator[None]:
 
     The code sees ``sys.argv == [name]`` (a module that parses arguments at import finds none
     of mc-engine's), and its ``sys.exit`` (SystemExit, argparse's usage errors included)
-    becomes an error here instead of ending mc-engine with the user code's status.
+    becomes an error here, quoting the last line the code printed, instead of ending mc-engine
+    with the user code's status. What the code prints is passed on unless it exits.
     """
     saved = sys.argv
     sys.argv = [name]
+    out, err = io.StringIO(), io.StringIO()
     try:
-        yield
+        with redirect_stdout(out), redirect_stderr(err):
+            yield
     except SystemExit as exc:
-        raise _Exited(f"sys.exit({exc.code!r})") from None
+        said = [line for line in (err.getvalue() + out.getvalue()).splitlines() if line.strip()]
+        last = f" after printing {one_line(Exception(said[-1]), 150)!r}" if said else ""
+        raise _Exited(f"sys.exit({exc.code!r}){last}") from None
     finally:
         sys.argv = saved
+    sys.stdout.write(out.getvalue())
+    sys.stderr.write(err.getvalue())
 
 
 def resolve_path(value: str, base_dir: Path) -> Path:
