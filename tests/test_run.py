@@ -15,13 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from distributed import LocalCluster
 
 from mc_engine.cli import main
 from mc_engine.data import digits_split
 from mc_engine.errors import UserInputError
 from mc_engine.results import ResultStore, load_results
-from mc_engine.run import WORKER_ENV, RunError, run_study
+from mc_engine.run import RunError, run_study
 from mc_engine.study import load_study
 from mc_engine.zoo import build
 from tests.conftest import BIN, dask_processes
@@ -60,12 +59,6 @@ def comparable(df: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> Path:
-    """One zoo cache for every run of the session (the digits model is trained once)."""
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="session")
 def local_two(tmp_path_factory, cache_dir) -> pd.DataFrame:
     """The tiny study on a LocalCluster of two workers started by the run."""
     out = tmp_path_factory.mktemp("local2")
@@ -73,15 +66,6 @@ def local_two(tmp_path_factory, cache_dir) -> pd.DataFrame:
                         cache_dir=cache_dir)
     assert (outcome.n_trials, outcome.n_run, outcome.n_skipped) == (4, 4, 0)
     return load_results(outcome.results_dir)
-
-
-@pytest.fixture(scope="session")
-def warm_cluster():
-    """A LocalCluster kept for the session, used through its address like any remote scheduler
-    (the --scheduler path), so that the resume tests do not each pay a cluster start."""
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=":0", env=WORKER_ENV) as cluster:
-        yield cluster.scheduler_address
 
 
 @pytest.fixture

@@ -73,8 +73,9 @@ def run_study(study: Study, out_dir: str | Path = "results", *, workers: int | N
     ``<out_dir>/.cache``) and checked against each other before anything is written, so a bad
     ``[model]`` or ``[data]`` table fails early. ``fresh`` deletes earlier results of this study
     first. ``scheduler`` is the address of an existing Dask scheduler; otherwise a LocalCluster
-    of ``workers`` processes runs the trials. A KeyboardInterrupt stops the run after writing
-    what has arrived.
+    of ``workers`` processes runs the trials. ``progress`` prints the Dask dashboard's address
+    and the progress (a bar on a terminal, plain lines otherwise) to stderr. A
+    KeyboardInterrupt stops the run after writing what has arrived.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
@@ -121,7 +122,8 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
     if not trials and not need_ideal:
         return n_skipped, 0
     with open_client(workers, scheduler) as client:
-        _print_dashboard(client)
+        if progress:
+            _print_dashboard(client)
         model_f = client.scatter(portable_model(inputs.model, study.base_dir), broadcast=True,
                                  hash=False)
         x_f = client.scatter(inputs.dataset.x, broadcast=True, hash=False)
