@@ -27,7 +27,7 @@ fidelity: $(STAMP)
 	$(PY) -m mc_engine.bench fidelity
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check mc_engine tests bench
+	$(VENV)/bin/ruff check mc_engine tests $(wildcard bench)
 
 clean:
 	rm -rf $(VENV) results/.cache
