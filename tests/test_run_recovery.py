@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from mc_engine import cli
 from mc_engine.cli import main
 from mc_engine.results import ResultStore, load_results
 from mc_engine.run import cluster, run_study
@@ -77,21 +78,24 @@ def test_a_truncated_part_is_set_aside_and_its_trials_run_again(tmp_path, cache_
     assert pq.read_table(first.results_dir / "ideal.parquet").num_rows == 1
 
 
-def test_ctrl_c_during_cluster_start_stops_the_run(monkeypatch):
-    """A SIGINT while the local cluster starts is held until start-up is over, then stops
-    the run (it used to be swallowed and the run went on)."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_cluster_start_stops_the_run(monkeypatch, signum):
+    """Ctrl-C or SIGTERM while the local cluster starts is held until start-up is over, then
+    stops the run as it would later (it used to be swallowed and the run went on)."""
     started = threading.Event()
 
     class SignalledCluster(cluster.LocalCluster):
         def __init__(self, *args, **kwargs):
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
             started.set()
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(cluster, "LocalCluster", SignalledCluster)
-    with pytest.raises(KeyboardInterrupt), cluster.open_client(1):
-        pytest.fail("the run went on after Ctrl-C")
+    with cli._sigterm_as_interrupt(), pytest.raises(KeyboardInterrupt) as stop, \
+            cluster.open_client(1):
+        pytest.fail("the run went on after the signal")
     assert started.is_set()
+    assert isinstance(stop.value, cli.Terminated) == (signum == signal.SIGTERM)
 
 
 def test_a_run_through_a_scheduler_file(tmp_path, cache_dir, warm_cluster):

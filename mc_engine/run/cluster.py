@@ -165,13 +165,13 @@ def open_client(workers: int | None = None, scheduler: str | None = None) -> Ite
     # client reports the failure itself as one line, so only critical worker logs are shown.
     config = {"distributed.nanny.pre-spawn-environ": WORKER_ENV,
               "distributed.worker.preload": [WORKER_PRELOAD]}
-    with _sigint_deferred() as interrupted, dask.config.set(config):
+    with _signals_deferred() as received, dask.config.set(config):
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                                dashboard_address=":0", env=WORKER_ENV,
                                silence_logs=logging.CRITICAL)
     try:
-        if interrupted:
-            raise KeyboardInterrupt
+        for signum in received:  # now handled as usual: KeyboardInterrupt (CLI: exit 130/143)
+            signal.raise_signal(signum)
         with Client(cluster) as client:
             yield client
     finally:
@@ -179,16 +179,19 @@ def open_client(workers: int | None = None, scheduler: str | None = None) -> Ite
 
 
 @contextmanager
-def _sigint_deferred() -> Iterator[list[int]]:
-    """Keep a Ctrl-C that comes while the local cluster starts; yields a list that then holds
-    the signal, and the caller stops once start-up is over (stopping a start-up midway leaves
-    worker processes behind). The workers themselves ignore SIGINT (WORKER_PRELOAD)."""
+def _signals_deferred() -> Iterator[list[int]]:
+    """Hold back SIGINT and SIGTERM while the local cluster starts; yields the list of those
+    that came meanwhile, for the caller to raise again once start-up is over (interrupting a
+    start-up midway leaves worker processes behind). The workers themselves ignore SIGINT
+    (WORKER_PRELOAD); SIGTERM is for everybody."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    previous = {signum: signal.signal(signum, lambda n, frame: received.append(n))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield received
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
