@@ -1,14 +1,15 @@
 """The ``mc-engine`` command: a thin mirror of the Python API.
 
-    mc-engine run STUDY [--out DIR] [--workers N | --scheduler ADDR] [--fresh]
+    mc-engine run STUDY [--out DIR] [--workers N | --scheduler ADDR | --scheduler-file FILE]
+                  [--fresh]
     mc-engine validate STUDY
     mc-engine summary RESULTS_DIR
-    mc-engine report RESULTS_DIR [--out FILE.png]
+    mc-engine report RESULTS_DIR [--out FILE.png|.pdf|.svg]
     mc-engine train TRAIN [--out DIR] [--threads N]
 
 Exit status: 0 done, 2 invalid input (one line naming file and key, never a traceback), 1 any
-other failure (one line and a hint), 130 interrupted by Ctrl-C or SIGTERM (what was written
-is kept).
+other failure (one line and a hint), 130 interrupted by Ctrl-C, 143 stopped by SIGTERM (what
+was written is kept in both cases). Warnings are one line each.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ import argparse
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from mc_engine.errors import UserInputError
 
-EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 DEFAULT_OUT = Path("results")
 SUMMARY_COLUMNS = ["n", "mean", "std", "ci95_lo", "ci95_hi", "q05", "q95", "drop_from_ideal"]
 
@@ -39,14 +42,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_INPUT
     try:
-        return args.handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning
+            return args.handler(args)
     except UserInputError as err:
         _error(str(err))
         return EXIT_INPUT
-    except KeyboardInterrupt:
-        _error("interrupted; the trials written so far are kept: run the same command again "
-               "to resume")
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated)
+        _error(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}; the trials written "
+               f"so far are kept: run the same command again to resume")
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except Exception as err:
         if args.debug:
             raise
@@ -62,6 +68,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _error(message: str) -> None:
     print(" ".join(message.split("\n")), file=sys.stderr)
+
+
+def _warning(message: Warning | str, *args: object, **kwargs: object) -> None:
+    """Warnings (unreadable result files set aside or left out) as one line each."""
+    _error(f"warning: {message}")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: stop like Ctrl-C (keeping what was received), exit with 143."""
 
 
 def _positive_int(text: str) -> int:
@@ -99,6 +114,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="worker processes of the local cluster (default: one per core)")
     where.add_argument("--scheduler", metavar="ADDR", default=None,
                        help="address of a running Dask scheduler, e.g. tcp://host:8786")
+    where.add_argument("--scheduler-file", metavar="FILE", type=Path, default=None,
+                       help="JSON file with the scheduler's address, as written by 'dask "
+                            "scheduler --scheduler-file', dask-jobqueue or dask-mpi")
     run.add_argument("--fresh", action="store_true",
                      help="delete this study's earlier results and start over")
 
@@ -115,7 +133,8 @@ def _parser() -> argparse.ArgumentParser:
     report = command("report", _report, "Plot accuracy vs time with spread bands.")
     report.add_argument("results", type=Path, help="results folder of a study")
     report.add_argument("--out", type=Path, default=None,
-                        help="PNG file to write (default: RESULTS/accuracy_vs_time.png)")
+                        help="image to write: .png, .pdf or .svg; no suffix adds .png "
+                             "(default: RESULTS/accuracy_vs_time.png)")
 
     train = command("train", _train, "Train a model from a train file (plain or hardware-aware) "
                                       "into a checkpoint a study can load.")
@@ -130,11 +149,15 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from mc_engine.results import load_results
     from mc_engine.run import run_study
+    from mc_engine.run.cluster import scheduler_from_file
     from mc_engine.study import load_study
 
     study = load_study(args.study)
+    scheduler = args.scheduler
     with _sigterm_as_interrupt():
-        outcome = run_study(study, args.out, workers=args.workers, scheduler=args.scheduler,
+        if args.scheduler_file is not None:
+            scheduler = scheduler_from_file(args.scheduler_file)
+        outcome = run_study(study, args.out, workers=args.workers, scheduler=scheduler,
                             fresh=args.fresh)
     print(_summary_table(load_results(outcome.results_dir)))
     print(f"{outcome.n_trials} trials ({outcome.n_run} run now, {outcome.n_skipped} already on "
@@ -151,7 +174,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         return
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
@@ -180,10 +203,19 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from mc_engine.fileio import check_writable_folder
     from mc_engine.results import load_results, plot
 
     df = load_results(args.results)
     out = args.out if args.out is not None else Path(args.results) / "accuracy_vs_time.png"
+    if not out.suffix:
+        out = out.with_name(out.name + ".png")
+    if out.suffix.lower() not in PLOT_SUFFIXES:
+        raise UserInputError(f"expected an image file name ending in "
+                             f"{', '.join(PLOT_SUFFIXES)}, got {str(out)!r}", source="--out")
+    if out.is_dir():
+        raise UserInputError(f"{out} is a folder; expected an image file name", source="--out")
+    check_writable_folder(out.parent, "--out")
     print(plot(df, out))
     return EXIT_OK
 

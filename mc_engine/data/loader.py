@@ -17,6 +17,7 @@ from mc_engine.data.cifar import load_cifar
 from mc_engine.data.digits import digits_split
 from mc_engine.data.factory import (
     call_factory,
+    existing_file,
     import_factory,
     one_line,
     resolve_path,
@@ -25,6 +26,12 @@ from mc_engine.data.factory import (
 from mc_engine.errors import Fail, UserInputError, check_int
 
 DATASETS = ("digits", "cifar10", "cifar100", "npz")
+#: Largest input magnitude accepted. The analog forward squares and sums inputs in float32
+#: (noise management, pcm_read weight noise), which overflows near 1e19; real test inputs
+#: (normalised features, raw 8- or 16-bit pixels) are many decades below this bound.
+MAX_ABS_INPUT = 1e9
+#: Largest class index accepted (a model needs this many outputs + 1).
+MAX_LABEL = 1_000_000
 _KEYS = ("dataset", "factory", "path", "limit")
 
 
@@ -87,11 +94,15 @@ def _builtin_arrays(name: str, spec: dict[str, Any], base_dir: Path, fail: Fail,
         raise fail("path", f"required with dataset = {name!r}")
     if not isinstance(spec["path"], str):
         raise fail("path", f"expected a string, got {spec['path']!r}")
+    if name == "npz":
+        return _npz_arrays(existing_file(spec["path"], base_dir, fail, "path",
+                                         f"an .npz file holding x_{split} and y_{split}"),
+                           fail, split)
+    if not spec["path"].strip():
+        raise fail("path", f"empty path; expected the folder of the {name} batches")
     path = resolve_path(spec["path"], base_dir)
     if not path.exists():
         raise fail("path", f"{path} does not exist")
-    if name == "npz":
-        return _npz_arrays(path, fail, split)
     try:
         return load_cifar(path, kind=name, split=split)
     except UserInputError as err:
@@ -122,12 +133,30 @@ def _factory_arrays(result: object, fail: Fail) -> tuple[object, object]:
 
 def _as_numpy(a: object) -> object:
     detach = getattr(a, "detach", None)  # a torch tensor, without importing torch for everyone
-    return detach().cpu().numpy() if callable(detach) else a
+    if not callable(detach):
+        return a
+    tensor = detach().cpu()
+    if tensor.is_floating_point() and tensor.element_size() < 4:  # bfloat16 has no numpy type
+        tensor = tensor.float()
+    return tensor.numpy()
+
+
+def _array(value: object, what: str, fail: Fail, key: str) -> np.ndarray:
+    """``value`` as a numpy array; ragged nested lists and other non-arrays fail by name."""
+    try:
+        array = np.asarray(value)
+    except Exception as exc:  # ragged lists, objects numpy cannot hold
+        raise fail(key, f"{what} must be an array (or a tensor, or equal-length nested lists): "
+                        f"{one_line(exc)}") from exc
+    if array.dtype == object:
+        raise fail(key, f"{what} must be a numeric array, got Python objects of shape "
+                        f"{array.shape} (ragged lists?)")
+    return array
 
 
 def _validated(x: object, y: object, fail: Fail, key: str) -> tuple[np.ndarray, np.ndarray]:
     """float32 x with a sample axis, int64 labels ≥ 0 of the same length, no NaN or inf."""
-    x, y = np.asarray(x), np.asarray(y)
+    x, y = _array(x, "inputs x", fail, key), _array(y, "labels y", fail, key)
     if x.dtype.kind not in "fiub" or x.ndim < 2:
         raise fail(key, f"inputs x must be a numeric array of shape N x ..., got dtype {x.dtype} "
                         f"with shape {x.shape}")
@@ -137,9 +166,19 @@ def _validated(x: object, y: object, fail: Fail, key: str) -> tuple[np.ndarray, 
     if len(x) != len(y) or len(y) == 0:
         raise fail(key, f"x and y must hold the same number (> 0) of samples, got {len(x)} "
                         f"and {len(y)}")
-    if y.min() < 0:
-        raise fail(key, f"labels must be class indices >= 0, got {y.min()}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.isfinite(x).all():
-        raise fail(key, f"inputs x contain NaN or inf ({int((~np.isfinite(x)).sum())} values)")
+    if y.min() < 0 or y.max() > MAX_LABEL:
+        raise fail(key, f"labels must be class indices >= 0 and <= {MAX_LABEL:_}, got "
+                        f"{y.min() if y.min() < 0 else y.max()}")
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32 becomes inf: below
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        bad = ~(np.abs(x) <= MAX_ABS_INPUT)
+    if bad.any():
+        raise fail(key, f"inputs x must be finite numbers within +-{MAX_ABS_INPUT:g} (normalise "
+                        f"them), got {int(bad.sum())} values that are NaN, inf or larger, "
+                        f"e.g. {_first(x, bad)}")
     return x, np.ascontiguousarray(y, dtype=np.int64)
+
+
+def _first(x: np.ndarray, bad: np.ndarray) -> str:
+    """The first offending value (in float32: values beyond its range show as inf)."""
+    return f"{float(x[bad].flat[0]):g}"

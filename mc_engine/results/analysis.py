@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pyarrow.parquet as pq
 
 from mc_engine.errors import UserInputError
 from mc_engine.results.schema import fixed_columns, hardware_columns
-from mc_engine.results.store import IDEAL_FILE, ResultStore
+from mc_engine.results.store import IDEAL_FILE, RESULT_COLUMNS, ResultStore, unreadable
 
 #: Row order of :func:`load_results`: deterministic whatever the order trials finished in.
 SORT_KEYS = ["study", "point_id", "repeat", "t_inference_s"]
@@ -30,11 +31,18 @@ def load_results(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if path.is_file():
         files = [path]
+        problem = unreadable(path, RESULT_COLUMNS)
+        if path.name == IDEAL_FILE or problem:
+            what = "the ideal (digital) accuracy" if path.name == IDEAL_FILE else problem
+            raise UserInputError(f"not a file of trial results ({what}); give a study's "
+                                 f"results folder or one of its part-*.parquet files",
+                                 source=str(path))
     else:
         files = ResultStore(path).parts()
         if not files and path.is_dir():
             files = [p for sub in sorted(path.iterdir()) if sub.is_dir()
                      for p in ResultStore(sub).parts()]
+        files = _readable(files)
     if not files:
         raise UserInputError("no results here (expected part-*.parquet files written by "
                              "'mc-engine run')", source=str(path))
@@ -45,6 +53,19 @@ def load_results(path: str | Path) -> pd.DataFrame:
     fixed = fixed_columns()
     df.attrs["device_params"] = [c for c in df.columns if c not in fixed]
     return df
+
+
+def _readable(files: list[Path]) -> list[Path]:
+    """The files that read as result tables; each other one is named in a warning."""
+    kept = []
+    for file in files:
+        problem = unreadable(file, RESULT_COLUMNS)
+        if problem:
+            warnings.warn(f"{file}: {problem}; left out (the next 'mc-engine run' of the study "
+                          f"sets it aside and runs its trials again)", stacklevel=3)
+        else:
+            kept.append(file)
+    return kept
 
 
 def load_ideal(path: str | Path) -> pd.DataFrame:
@@ -113,10 +134,19 @@ def _ideal_per_study(studies: pd.Series, df: pd.DataFrame,
             table = load_ideal(df.attrs["results_dir"])
         except (KeyError, UserInputError):
             return np.full(len(studies), math.nan)
+        except (OSError, pa.ArrowException) as err:
+            warnings.warn(f"{df.attrs['results_dir']}: {IDEAL_FILE} is unreadable "
+                          f"({' '.join(str(err).split())[:200]}); the ideal accuracy is left out "
+                          f"(the next 'mc-engine run' of the study computes it again)",
+                          stacklevel=3)
+            return np.full(len(studies), math.nan)
     elif isinstance(ideal, numbers.Real):
         return np.full(len(studies), float(ideal))
     else:
         table = ideal if isinstance(ideal, pd.DataFrame) else load_ideal(ideal)
+    if not {"study", "accuracy"} <= set(table.columns):
+        raise UserInputError("the ideal accuracy needs the columns study and accuracy, got "
+                             f"{', '.join(map(str, table.columns))}", key="ideal")
     by_study = dict(zip(table["study"], table["accuracy"]))
     if "checkpoint" in table and "checkpoint" in df:   # one ideal per checkpoint
         point_checkpoint = dict(zip(df["point_id"], df["checkpoint"]))

@@ -64,6 +64,8 @@ def plot(df: pd.DataFrame, out_png: str | Path, ideal=None) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     out_png = Path(out_png)
+    if not out_png.suffix:  # matplotlib would add .png itself: return the name it writes
+        out_png = out_png.with_name(out_png.name + ".png")
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=120)
     return out_png

@@ -2,25 +2,37 @@
 
 One Dask task is one trial (hardware point x repeat) covering every inference time. The model and
 test set are scattered to every worker once; tasks carry only the hardware point and the seed.
-The client writes results as tasks complete, in batches of whole trials, so an interruption keeps
-everything already received and a re-run skips it.
+Tasks are submitted in a bounded window (a few per worker thread), so the client's memory and the
+scheduler's task graph do not grow with the number of trials. The client writes results as tasks
+complete, in batches of whole trials, so an interruption keeps everything already received and a
+re-run skips it.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 import tomllib
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow.parquet as pq
-from distributed import Future, as_completed
-from tqdm import tqdm
+from distributed import Client, Future, as_completed
 
 import mc_engine
 from mc_engine.errors import UserInputError
+from mc_engine.fileio import check_writable_folder
 from mc_engine.results import ResultStore, trial_rows
-from mc_engine.run.cluster import RunError, check_scheduler_address, open_client
+from mc_engine.run.cluster import (
+    RunError,
+    check_local_workers,
+    check_scheduler_reachable,
+    open_client,
+)
+from mc_engine.run.progress import Progress
 from mc_engine.run.tasks import portable_devices, portable_model, run_ideal, run_trial
 from mc_engine.study import Study, Trial, parse_study
 from mc_engine.study.inputs import CHANGED, Inputs, fingerprint_mismatch
@@ -31,6 +43,14 @@ BATCH_TRIALS = 500
 FLUSH_S = 20.0
 #: How often Dask re-runs a trial whose worker died.
 RETRIES = 2
+#: Tasks in flight per worker thread: enough to keep every worker busy while results travel
+#: back, few enough that the client holds a bounded number of futures (and results).
+WINDOW_PER_THREAD = 4
+MIN_WINDOW = 8
+#: How often the window follows the cluster's size (workers joining an adaptive cluster).
+WINDOW_REFRESH_S = 2.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -54,13 +74,20 @@ def run_study(study: Study, out_dir: str | Path = "results", *, workers: int | N
     ``<out_dir>/.cache``) and checked against each other before anything is written, so a bad
     ``[model]`` or ``[data]`` table fails early. ``fresh`` deletes earlier results of this study
     first. ``scheduler`` is the address of an existing Dask scheduler; otherwise a LocalCluster
-    of ``workers`` processes runs the trials. A KeyboardInterrupt stops the run after writing
-    what has arrived.
+    of ``workers`` processes runs the trials. ``progress`` prints the Dask dashboard's address
+    and the progress (a bar on a terminal, plain lines otherwise) to stderr. A
+    KeyboardInterrupt stops the run after writing what has arrived.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    if scheduler:
-        check_scheduler_address(scheduler)
+    # Everything that can be checked without the model first: loading it may take minutes.
+    if scheduler is not None:
+        check_scheduler_reachable(scheduler)
+    elif workers is not None:
+        check_local_workers(workers)
+    check_writable_folder(out_dir / study.name, "--out")
+    check_writable_folder(Path(cache_dir) if cache_dir is not None else out_dir / ".cache",
+                          "--out")
     inputs = study.load(Path(cache_dir) if cache_dir is not None else out_dir / ".cache")
 
     store = ResultStore(out_dir / study.name)
@@ -82,6 +109,9 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
     if fresh:
         store.clear()
     store.remove_temporaries()
+    for path, problem in store.set_aside_unreadable():
+        print(f"warning: {path.with_suffix('')}: {problem}; set aside as {path.name}, its "
+              f"results are computed again", file=sys.stderr)
     _check_resumable(store, study, inputs.fingerprint)
     store.write_text(store.study_file.name,
                      replace(study, fingerprint=inputs.fingerprint).to_toml())
@@ -93,6 +123,8 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
     if not trials and not need_ideal:
         return n_skipped, 0
     with open_client(workers, scheduler) as client:
+        if progress:
+            _print_dashboard(client)
         # One model per checkpoint of a checkpoint axis (key None without one).
         model_fs = {label: client.scatter(portable_model(model, study.base_dir), broadcast=True,
                                           hash=False)
@@ -102,19 +134,21 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
         custom = study.custom_devices  # device models the workers may not be able to import
         devices_f = client.scatter(portable_devices(custom), broadcast=True, hash=False) \
             if custom else None
-        # Every future, the ideal accuracies' too (an _Ideal), so that clean-up cancels them all.
-        by_future: dict[Future, Trial | _Ideal] = {
-            client.submit(run_trial, model_fs[t.checkpoint], x_f, y_f, t.hardware,
-                          study.inference_times_s, t.seed, devices_f, retries=RETRIES,
-                          pure=False): t for t in trials}
-        if need_ideal:
-            for label, model_f in model_fs.items():
-                by_future[client.submit(run_ideal, model_f, x_f, y_f, retries=RETRIES,
-                                        pure=False)] = _Ideal(label)
-        pending = as_completed(list(by_future))
-        with tqdm(total=study.n_trials, initial=n_skipped, unit="trial", desc=study.name,
-                  disable=not progress, dynamic_ncols=True) as bar:
-            _collect(pending, by_future, study, store, bar, batch_trials, flush_s)
+
+        def submit(job: Trial | _Ideal) -> Future:
+            if isinstance(job, _Ideal):
+                return client.submit(run_ideal, model_fs[job.checkpoint], x_f, y_f,
+                                     retries=RETRIES, pure=False)
+            return client.submit(run_trial, model_fs[job.checkpoint], x_f, y_f, job.hardware,
+                                 study.inference_times_s, job.seed, devices_f,
+                                 retries=RETRIES, pure=False)
+
+        ideals = [_Ideal(label) for label in model_fs] if need_ideal else []
+        jobs: list[Trial | _Ideal] = [*ideals, *trials]
+        finished = windowed(submit, jobs, lambda: task_window(client))
+        with Progress(study.n_trials, n_skipped, study.name, enabled=progress) as bar, \
+                closing(finished):
+            _collect(finished, len(ideals), study, store, bar, batch_trials, flush_s)
     return n_skipped, len(trials)
 
 
@@ -125,21 +159,75 @@ class _Ideal:
     checkpoint: str | None
 
 
-def _collect(pending: as_completed, by_future: dict[Future, Trial | _Ideal], study: Study,
-             store: ResultStore, bar: tqdm, batch_trials: int, flush_s: float) -> None:
-    """Write results as tasks finish; flush what arrived on any exit, cancel the rest on error.
+def task_window(client: Client) -> int:
+    """Tasks to keep in flight on ``client``'s cluster: WINDOW_PER_THREAD per worker thread."""
+    workers = client.scheduler_info().get("workers", {})
+    threads = sum(w.get("nthreads", 1) for w in workers.values())
+    return max(MIN_WINDOW, WINDOW_PER_THREAD * threads)
 
-    Each trial is one future and ``as_completed`` yields each future once (Dask retries a lost
-    worker's task under the same future), so each (point_id, repeat) is written once.
+
+def windowed(submit: Callable[[T], Future], jobs: Iterable[T],
+             window: Callable[[], int]) -> Iterator[tuple[T, Future]]:
+    """Submit ``jobs`` in order, keeping at most ``window()`` of them in flight, and yield
+    (job, finished future) as each completes.
+
+    Only the futures in flight exist at any time, so the client's memory does not grow with the
+    number of jobs. ``window`` is asked again every WINDOW_REFRESH_S, so the window follows
+    workers that join later. Closing the generator (or an error in the caller) cancels the
+    futures still in flight. Dask retries a lost worker's task under the same future, so each
+    job is yielded once.
+    """
+    queue = iter(jobs)
+    in_flight: dict[Future, T] = {}
+    completed = as_completed()
+    size, sized_at = window(), time.monotonic()
+
+    def top_up() -> None:
+        while len(in_flight) < size:
+            job = next(queue, _END)
+            if job is _END:
+                return
+            future = submit(job)
+            in_flight[future] = job
+            completed.add(future)
+
+    try:
+        top_up()
+        for future in completed:
+            job = in_flight.pop(future)
+            if time.monotonic() - sized_at >= WINDOW_REFRESH_S:
+                size, sized_at = window(), time.monotonic()
+            top_up()
+            yield job, future
+    finally:
+        for future in in_flight:
+            future.cancel()
+
+
+_END = object()
+
+
+def _print_dashboard(client: Client) -> None:
+    """Say where the Dask dashboard of this run is (or how to get one)."""
+    if "dashboard" in client.scheduler_info().get("services", {}):
+        print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
+    else:
+        print("Dask dashboard: none (the scheduler runs without one; install bokeh>=3.1 "
+              "where it runs to get it)", file=sys.stderr)
+
+
+def _collect(finished: Iterable[tuple[Trial | _Ideal, Future]], n_ideal: int, study: Study,
+             store: ResultStore, bar: Progress, batch_trials: int, flush_s: float) -> None:
+    """Write results as tasks finish; flush what arrived on any exit.
+
+    Each (point_id, repeat) comes once, so each is written once.
     """
     batch: list[dict] = []
     ideal: list[dict] = []
-    n_ideal = sum(isinstance(t, _Ideal) for t in by_future.values())
     axis = bool(study.checkpoints)
     in_batch, last_flush = 0, time.monotonic()
     try:
-        for future in pending:
-            trial = by_future[future]
+        for trial, future in finished:
             result = future.result()
             if isinstance(trial, _Ideal):
                 label = {"checkpoint": trial.checkpoint} if axis else {}
@@ -158,9 +246,6 @@ def _collect(pending: as_completed, by_future: dict[Future, Trial | _Ideal], stu
     finally:
         if batch:
             store.write_trials(batch, study.device_params, axis)
-        for future in by_future:
-            if not future.done():
-                future.cancel()
 
 
 def _ideal_missing(store: ResultStore, study: Study) -> bool:

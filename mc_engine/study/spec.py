@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mc_engine.data.factory import import_factory
-from mc_engine.errors import Fail, UserInputError, check_int
+from mc_engine.errors import Fail, UserInputError, check_int, short_repr
 from mc_engine.hardware import HardwareConfig, from_dict
 from mc_engine.hardware.devices import (
     BUILTIN_DEVICES,
@@ -40,7 +40,12 @@ FINGERPRINT_KEYS = ("model", "data")
 #: Trials per study (points x repeats): each is a Dask task and a few result rows; beyond this
 #: the scheduler alone would need more memory than a workstation has. Split bigger studies.
 MAX_TRIALS = 1_000_000
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: A study name names its results folder: portable file-name characters, short enough for any
+#: file system (255 bytes per name) with room for the part files' own names.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_NAME_LENGTH = 100
+#: Seeds are written to study.toml, which (as TOML) holds 64-bit signed integers only.
+MAX_SEED = 2**63 - 1
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -215,10 +220,16 @@ def parse_study(doc: Mapping[str, Any], *, source: str = "<study>",
         if key not in study:
             raise fail(f"study.{key}", "missing (required)")
     name = study["name"]
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise fail("study.name", f"expected a name of letters, digits, '.', '_' or '-' (it "
-                                 f"names the results folder), got {name!r}")
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or len(name) > MAX_NAME_LENGTH:
+        shown = name if not isinstance(name, str) or len(name) <= 40 else \
+            f"{name[:20]}... ({len(name)} characters)"
+        raise fail("study.name", f"expected a name of at most {MAX_NAME_LENGTH} letters, "
+                                 f"digits, '.', '_' or '-' (it names the results folder), got "
+                                 f"{shown!r}")
     seed = check_int(study["seed"], "study.seed", fail, lo=0)
+    if seed > MAX_SEED:
+        raise fail("study.seed", f"must be < 2**63 (study.toml holds 64-bit integers), got "
+                                 f"{short_repr(seed)}")
     repeats = check_int(study["repeats"], "study.repeats", fail, hi=MAX_TRIALS)
     times = _times(study["inference_times"], source, fail)
     description = study.get("description", "")

@@ -19,13 +19,14 @@ from torch import nn
 
 from mc_engine.data.factory import (
     call_factory,
+    existing_file,
     import_factory,
     one_line,
-    resolve_path,
     table_checker,
 )
 from mc_engine.errors import Fail, UserInputError, check_int
 from mc_engine.fileio import atomic_write
+from mc_engine.zoo.checks import check_materialised, check_weights
 from mc_engine.zoo.models import CIFAR_MODELS, DIGITS_MODELS, ZOO_NAMES, build
 from mc_engine.zoo.train import train_digits
 
@@ -75,7 +76,9 @@ def load_model(spec: dict[str, Any], base_dir: Path, source: str | None,
     if checkpoint is not None:
         load_checkpoint(model, checkpoint, fail)
         source_key = "checkpoint"
+    check_materialised(model, lambda msg: fail(source_key, msg))
     _check_finite(model, lambda msg: fail(source_key, msg))
+    check_weights(model, lambda msg: fail(source_key, msg))
     return model.eval()
 
 
@@ -84,10 +87,7 @@ def _checkpoint_path(value: object, base_dir: Path, fail: Fail) -> Path | None:
         return None
     if not isinstance(value, str):
         raise fail("checkpoint", f"expected a file path string, got {value!r}")
-    path = resolve_path(value, base_dir)
-    if not path.is_file():
-        raise fail("checkpoint", f"file {path} does not exist")
-    return path
+    return existing_file(value, base_dir, fail, "checkpoint", "a state_dict file (.pt)")
 
 
 def _num_classes(spec: dict[str, Any], name: str, fail: Fail) -> int:
