@@ -361,3 +361,30 @@ def test_reprogrammed_conversion_is_the_same_chip_as_a_fresh_one(digits_mlp, hw)
     logits = [reused.program(5).drift(60.0)(torch.from_numpy(x)),
               mc_engine.analog.convert(model, hw).program(5).drift(60.0)(torch.from_numpy(x))]
     assert torch.equal(*logits)
+
+
+def test_convert_itself_rejects_weights_that_would_stay_digital():
+    """The API path (mc_engine.convert) checks every parameter too, not only study loading:
+    a root-level parameter and a Linear hidden in a plain list are named."""
+    class RootScale(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+            self.scale = nn.Parameter(torch.ones(2))
+
+        def forward(self, x):
+            return self.fc(x) * self.scale
+
+    class Hidden(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+            self.extra = [nn.Linear(2, 2)]
+
+        def forward(self, x):
+            return self.extra[0](self.fc(x))
+
+    with pytest.raises(UserInputError, match="parameter scale"):
+        mc_engine.convert(RootScale())
+    with pytest.raises(UserInputError, match="'extra'"):
+        mc_engine.convert(Hidden())

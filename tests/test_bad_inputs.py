@@ -438,8 +438,8 @@ def test_what_the_engine_writes_reads_back(tmp_path):
 
 def test_a_model_with_parametrized_linear_weights_is_accepted(tmp_path):
     """Parameters inside a Linear (weight normalisation) go onto tiles with it."""
+    from mc_engine.analog.checks import check_weights
     from mc_engine.errors import UserInputError
-    from mc_engine.zoo.checks import check_weights
 
     model = torch.nn.Sequential(torch.nn.utils.parametrizations.weight_norm(
         torch.nn.Linear(4, 2)))

@@ -10,17 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mc_engine.analog.checks import DIGITAL_WITH_PARAMS, check_materialised, check_weights
 from mc_engine.analog.grouped import grouped_forward
 from mc_engine.analog.rows import PatchRows
 from mc_engine.analog.tile import AnalogMatrix
 from mc_engine.errors import UserInputError
 from mc_engine.hardware.config import HardwareConfig
-
-# Modules with parameters that stay digital (exact torch ops). Anything else with parameters of
-# its own that is not Linear/Conv2d is rejected, so that no weight silently escapes the analog
-# model.
-DIGITAL_WITH_PARAMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm,
-                       nn.InstanceNorm1d, nn.InstanceNorm2d, nn.PReLU)
 
 
 def _as_numpy(x: torch.Tensor) -> np.ndarray:
@@ -151,6 +146,12 @@ def convert(model: nn.Module, hw: HardwareConfig | None = None) -> AnalogModel:
     Raises UserInputError naming the module for layers it cannot map or non-finite weights.
     """
     hw = hw or HardwareConfig()
+
+    def fail(message: str) -> UserInputError:
+        return UserInputError(message, key="model")
+
+    check_materialised(model, fail)
+    check_weights(model, fail)
     module = copy.deepcopy(model).eval()
     index = 0
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mc_engine.analog.checks import check_materialised, check_weights
 from mc_engine.data.factory import (
     call_factory,
     existing_file,
@@ -26,7 +27,6 @@ from mc_engine.data.factory import (
 )
 from mc_engine.errors import Fail, UserInputError, check_int
 from mc_engine.fileio import atomic_write
-from mc_engine.zoo.checks import check_materialised, check_weights
 from mc_engine.zoo.models import CIFAR_MODELS, DIGITS_MODELS, ZOO_NAMES, build
 from mc_engine.zoo.train import train_digits
 

@@ -15,8 +15,13 @@ from collections.abc import Callable, Iterator
 from torch import nn
 from torch.nn.parameter import UninitializedParameter
 
-from mc_engine.analog.convert import DIGITAL_WITH_PARAMS
 from mc_engine.errors import UserInputError
+
+# Modules with parameters that stay digital (exact torch ops). Anything else with parameters of
+# its own that is not Linear/Conv2d is rejected, so that no weight silently escapes the analog
+# model.
+DIGITAL_WITH_PARAMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm,
+                       nn.InstanceNorm1d, nn.InstanceNorm2d, nn.PReLU)
 
 #: The layers ``convert`` puts on analog tiles (everything inside them goes with them).
 ANALOG_LAYERS = (nn.Linear, nn.Conv2d)
