@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mc_engine.errors import UserInputError
+from mc_engine.results.intervals import t_interval
 from mc_engine.results.schema import fixed_columns, hardware_columns
 from mc_engine.results.store import IDEAL_FILE, ResultStore
 
@@ -78,14 +79,14 @@ def summarize(df: pd.DataFrame,
 
     Rows are ordered by the swept parameter values, then point_id and time.
     Columns: study, point_id, the swept hardware columns, t_inference_s, n, mean, std (ddof 1),
-    q05, q50, q95, ci95_lo / ci95_hi (Student-t 95 % interval of the mean; NaN when n = 1),
+    q05, q50, q95, ci95_lo / ci95_hi (95 % Student-t interval of the mean clipped to [0, 1];
+    NaN when n = 1), ci95_clipped (the raw interval reached past 0 or 1: too few repeats to
+    locate the mean; see :mod:`mc_engine.results.intervals` for why this interval),
     ideal_accuracy and drop_from_ideal (ideal minus mean). ``ideal`` is a real number (numpy
     scalars included), a results
     folder or ideal.parquet path, a DataFrame with study and accuracy columns, or None: then the
     folder :func:`load_results` read is used when it has an ideal.parquet, else NaN.
     """
-    from scipy import stats
-
     swept = swept_columns(df)
     keys = ["study", *swept, "point_id", "t_inference_s"]  # sorted by parameter values
     grouped = df.groupby(keys, sort=True, dropna=False)["accuracy"]
@@ -93,12 +94,8 @@ def summarize(df: pd.DataFrame,
     out = out[["study", "point_id", *swept, *out.columns[len(swept) + 2:]]]
     for q in (5, 50, 95):
         out[f"q{q:02d}"] = grouped.quantile(q / 100).to_numpy()
-    n = out["n"].to_numpy()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        t_crit = np.where(n > 1, stats.t.ppf(0.975, np.maximum(n - 1, 1)), np.nan)
-        half = t_crit * out["std"].to_numpy() / np.sqrt(n)
-    out["ci95_lo"] = out["mean"] - half
-    out["ci95_hi"] = out["mean"] + half
+    out["ci95_lo"], out["ci95_hi"], out["ci95_clipped"] = t_interval(out["mean"], out["std"],
+                                                                     out["n"])
     out["ideal_accuracy"] = _ideal_per_study(out["study"], df, ideal)
     out["drop_from_ideal"] = out["ideal_accuracy"] - out["mean"]
     return out
