@@ -4,6 +4,7 @@
     mc-engine validate STUDY
     mc-engine summary RESULTS_DIR
     mc-engine report RESULTS_DIR [--out FILE.png]
+    mc-engine compare RESULTS_DIR --baseline COLUMN=VALUE... --other COLUMN=VALUE...
 
 Exit status: 0 done, 2 invalid input (one line naming file and key, never a traceback), 1 any
 other failure (one line and a hint), 130 interrupted by Ctrl-C or SIGTERM (what was written
@@ -115,6 +116,16 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("results", type=Path, help="results folder of a study")
     report.add_argument("--out", type=Path, default=None,
                         help="PNG file to write (default: RESULTS/accuracy_vs_time.png)")
+
+    compare = command("compare", _compare,
+                      "Paired difference in accuracy (other - baseline) of two points over the "
+                      "repeats they share, at each inference time, with the unpaired interval "
+                      "beside it.")
+    compare.add_argument("results", type=Path, help="results folder of a study")
+    for role in ("baseline", "other"):
+        compare.add_argument(f"--{role}", nargs="+", action="extend", required=True,
+                             metavar="COLUMN=VALUE",
+                             help=f"column values that pick the {role} point, e.g. adc_bits=7")
     return parser
 
 
@@ -176,6 +187,18 @@ def _report(args: argparse.Namespace) -> int:
     df = load_results(args.results)
     out = args.out if args.out is not None else Path(args.results) / "accuracy_vs_time.png"
     print(plot(df, out))
+    return EXIT_OK
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from mc_engine.results import compare, load_results
+    from mc_engine.results.compare import parse_selection
+    from mc_engine.study import format_duration
+
+    table = compare(load_results(args.results), parse_selection(args.baseline, "baseline"),
+                    parse_selection(args.other, "other"))
+    table.insert(0, "t", table.pop("t_inference_s").map(format_duration))
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-"))
     return EXIT_OK
 
 

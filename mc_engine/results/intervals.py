@@ -44,3 +44,20 @@ def t_interval(mean: np.ndarray, std: np.ndarray, n: np.ndarray, lo: float = 0.0
     clipped = (raw_lo < lo) | (raw_hi > hi)
     return np.clip(raw_lo, lo, hi), np.clip(raw_hi, lo, hi), clipped
 
+
+
+def welch_interval(diff: np.ndarray, std_a: np.ndarray, std_b: np.ndarray, n: np.ndarray,
+                   lo: float = -1.0, hi: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """95 % Welch interval of a difference of two means of ``n`` independent values each
+    (sample stds ``std_a``, ``std_b``), clipped to [lo, hi]; NaN where n < 2."""
+    from scipy import stats
+
+    diff = np.asarray(diff, dtype=float)
+    var_a = np.asarray(std_a, dtype=float) ** 2 / np.asarray(n, dtype=float)
+    var_b = np.asarray(std_b, dtype=float) ** 2 / np.asarray(n, dtype=float)
+    se = np.sqrt(var_a + var_b)
+    n = np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dof = np.where(se > 0, (var_a + var_b) ** 2 / ((var_a**2 + var_b**2) / (n - 1)), 1.0)
+        half = np.where(n > 1, stats.t.ppf(0.5 + LEVEL / 2, dof) * se, np.nan)
+    return np.clip(diff - half, lo, hi), np.clip(diff + half, lo, hi)
