@@ -3,7 +3,7 @@
     mc-engine run STUDY [--out DIR] [--workers N | --scheduler ADDR] [--fresh]
     mc-engine validate STUDY
     mc-engine summary RESULTS_DIR
-    mc-engine report RESULTS_DIR [--out FILE.png]
+    mc-engine report RESULTS_DIR [--out report.html | FILE.png]
     mc-engine compare RESULTS_DIR --baseline COLUMN=VALUE... --other COLUMN=VALUE...
 
 Exit status: 0 done, 2 invalid input (one line naming file and key, never a traceback), 1 any
@@ -25,6 +25,7 @@ from mc_engine.errors import UserInputError
 
 EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_OUT = Path("results")
+IMAGE_SUFFIXES = (".png", ".svg", ".pdf")
 SUMMARY_COLUMNS = ["n", "mean", "std", "ci95_lo", "ci95_hi", "q05", "q95", "drop_from_ideal"]
 
 
@@ -112,10 +113,14 @@ def _parser() -> argparse.ArgumentParser:
     summary = command("summary", _summary, "Print per-point, per-time accuracy statistics.")
     summary.add_argument("results", type=Path, help="results folder of a study")
 
-    report = command("report", _report, "Plot accuracy vs time with spread bands.")
+    report = command("report", _report,
+                     "Write the HTML report (figures, paired comparison, summary table, study "
+                     "file in one offline file), or the accuracy-vs-time plot alone as an "
+                     "image.")
     report.add_argument("results", type=Path, help="results folder of a study")
     report.add_argument("--out", type=Path, default=None,
-                        help="PNG file to write (default: RESULTS/accuracy_vs_time.png)")
+                        help="report.html (default: RESULTS/report.html), or an image "
+                             "(.png, .svg, .pdf) of accuracy vs time")
 
     compare = command("compare", _compare,
                       "Paired difference in accuracy (other - baseline) of two points over the "
@@ -182,11 +187,18 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from mc_engine.results import load_results, plot
+    from mc_engine.results import load_results, plot, report
 
     df = load_results(args.results)
-    out = args.out if args.out is not None else Path(args.results) / "accuracy_vs_time.png"
-    print(plot(df, out))
+    out = args.out if args.out is not None else Path(args.results) / "report.html"
+    suffix = out.suffix.lower()
+    if suffix in (".html", ".htm"):
+        print(report(df, out))
+    elif suffix in IMAGE_SUFFIXES:
+        print(plot(df, out))
+    else:
+        raise UserInputError(f"expected a .html report or an image "
+                             f"({', '.join(IMAGE_SUFFIXES)}), got {str(out)!r}", key="--out")
     return EXIT_OK
 
 
