@@ -171,11 +171,14 @@ def _validate(args: argparse.Namespace) -> int:
     from mc_engine.study import format_duration, load_study
 
     study = load_study(args.study)
-    dataset = study.load(args.out / ".cache").dataset
+    inputs = study.load(args.out / ".cache")
+    study, dataset = study.with_layers(inputs.model), inputs.dataset
     times = ", ".join(format_duration(t) for t in study.inference_times_s)
-    print(f"{study.source}: ok: {len(study.points)} hardware points x {study.repeats} repeats = "
-          f"{study.n_trials} trials, each at {len(study.inference_times_s)} inference times "
-          f"({times}) on {len(dataset)} samples of {dataset.name}")
+    layers = f" x {len(study.layers) + 1} (all layers analog, then each of " \
+             f"{', '.join(study.layers)} alone)" if study.layers else ""
+    print(f"{study.source}: ok: {len(study.points)} hardware points{layers} x {study.repeats} "
+          f"repeats = {study.n_trials} trials, each at {len(study.inference_times_s)} inference "
+          f"times ({times}) on {len(dataset)} samples of {dataset.name}")
     return EXIT_OK
 
 
@@ -215,17 +218,28 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _summary_table(df) -> str:
-    """The summary as aligned text: swept parameters, time, then the statistics."""
-    from mc_engine.results import summarize, swept_columns
+    """The summary as aligned text: swept parameters, time, then the statistics; in a
+    layer-sensitivity study, then the layers ranked by the accuracy they cost alone."""
+    from mc_engine.results import rank_layers, summarize, swept_columns
     from mc_engine.study import format_duration
 
-    table = summarize(df)
-    table["t"] = table["t_inference_s"].map(format_duration)
-    first = ["study"] if table["study"].nunique() > 1 else []
-    first += swept_columns(df) or ["point_id"]
-    return table[[*first, "t", *SUMMARY_COLUMNS]].to_string(
-        index=False, float_format=lambda v: f"{v:.4f}", na_rep="-")
+    def text(frame) -> str:
+        frame = frame.assign(t=frame["t_inference_s"].map(format_duration))
+        columns = [c if c != "t_inference_s" else "t" for c in frame.columns if c != "t"]
+        return frame[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}",
+                                        na_rep="-")
 
+    table = summarize(df)
+    first = ["study"] if table["study"].nunique() > 1 else []
+    first += (swept_columns(df) + (["layer"] if "layer" in table else [])) or ["point_id"]
+    out = text(table[[*first, "t_inference_s", *SUMMARY_COLUMNS]])
+    ranking = rank_layers(table)
+    if len(ranking):
+        if first[0] != "study":
+            ranking = ranking.drop(columns="study")
+        out += "\n\nLayers ranked by the accuracy they cost alone (that layer analog, the " \
+               "others digital):\n" + text(ranking)
+    return out
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 import torch
@@ -34,14 +34,16 @@ def evaluate_ideal(model: nn.Module, x: np.ndarray, y: np.ndarray,
 
 def evaluate_trial(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.ndarray,
                    times_s: Sequence[float], seed: int | Sequence[int],
-                   batch_size: int = BATCH_SIZE) -> list[dict]:
+                   batch_size: int = BATCH_SIZE,
+                   layers: Collection[str] | None = None) -> list[dict]:
     """Accuracy of one chip (one programming of ``model`` on ``hw``) at every inference time.
 
     Devices are programmed once from ``seed``; times are visited in ascending order, each with
-    drift, fresh read noise and drift compensation. The result depends only on the arguments.
+    drift, fresh read noise and drift compensation. ``layers``: the layers on tiles (the others
+    digital), None = all (see :func:`convert`). The result depends only on the arguments.
     """
     start = time.perf_counter()
-    analog = convert(model, hw).program(seed)
+    analog = convert(model, hw, layers).program(seed)
     rows = []
     for t in sorted(float(t) for t in times_s):
         analog.drift(t)

@@ -78,7 +78,8 @@ def summarize(df: pd.DataFrame,
     """Per (hardware point, inference time): accuracy statistics over the repeats.
 
     Rows are ordered by the swept parameter values, then point_id and time.
-    Columns: study, point_id, the swept hardware columns, t_inference_s, n, mean, std (ddof 1),
+    Columns: study, point_id, the swept hardware columns (then ``layer`` in layer-sensitivity
+    studies), t_inference_s, n, mean, std (ddof 1),
     q05, q50, q95, ci95_lo / ci95_hi (95 % Student-t interval of the mean clipped to [0, 1];
     NaN when n = 1), ci95_clipped (the raw interval reached past 0 or 1: too few repeats to
     locate the mean; see :mod:`mc_engine.results.intervals` for why this interval),
@@ -87,7 +88,7 @@ def summarize(df: pd.DataFrame,
     folder or ideal.parquet path, a DataFrame with study and accuracy columns, or None: then the
     folder :func:`load_results` read is used when it has an ideal.parquet, else NaN.
     """
-    swept = swept_columns(df)
+    swept = swept_columns(df) + (["layer"] if "layer" in df else [])
     keys = ["study", *swept, "point_id", "t_inference_s"]  # sorted by parameter values
     grouped = df.groupby(keys, sort=True, dropna=False)["accuracy"]
     out = grouped.agg(n="count", mean="mean", std="std").reset_index()
@@ -99,6 +100,32 @@ def summarize(df: pd.DataFrame,
     out["ideal_accuracy"] = _ideal_per_study(out["study"], df, ideal)
     out["drop_from_ideal"] = out["ideal_accuracy"] - out["mean"]
     return out
+
+
+def rank_layers(summary: pd.DataFrame) -> pd.DataFrame:
+    """Layers of a layer-sensitivity study ranked by the accuracy they cost alone.
+
+    From :func:`summarize`'s table: per hardware point and read time, each layer's rows (that
+    layer analog, the others digital) with ``drop_from_ideal`` and ``share_of_drop`` (its drop
+    as a fraction of the all-analog drop at the same point and time), ranked 1 for the largest
+    drop. Layers that cost most are the ones to keep digital or give more bits. Empty without
+    a ``layer`` column.
+    """
+    from mc_engine.study.spec import ALL_LAYERS
+
+    if "layer" not in summary:
+        return summary.iloc[0:0]
+    hardware = list(summary.columns[2:summary.columns.get_loc("layer")])  # the swept ones
+    where = ["study", *hardware, "t_inference_s"]  # point_id differs by layer: not in here
+    total = summary[summary["layer"] == ALL_LAYERS].set_index(where)["drop_from_ideal"]
+    layers = summary[summary["layer"] != ALL_LAYERS].copy()
+    layers["share_of_drop"] = (layers["drop_from_ideal"].to_numpy()
+                               / total.reindex(pd.MultiIndex.from_frame(layers[where])).to_numpy())
+    # The lowest accuracy is the largest drop (ranked so even without a known ideal).
+    layers["rank"] = layers.groupby(where, dropna=False)["mean"].rank(method="min").astype(int)
+    ordered = layers.sort_values([*where, "rank"], kind="stable")
+    return ordered[[*where, "rank", "layer", "mean", "drop_from_ideal",
+                    "share_of_drop"]].reset_index(drop=True)
 
 
 def _ideal_per_study(studies: pd.Series, df: pd.DataFrame,

@@ -133,6 +133,36 @@ def paired_comparison(table: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
+def layer_ranking(ranking: pd.DataFrame, hardware: list[str]) -> Figure:
+    """:func:`rank_layers`' table as bars: each layer's accuracy drop (that layer alone analog)
+    per read time, one panel per hardware point (the first :data:`MAX_LINES`)."""
+    points = ranking[hardware].drop_duplicates().head(MAX_LINES) if hardware else [None]
+    n_points = len(points) if hardware else 1
+    layers = sorted(ranking["layer"].unique(), key=lambda name: (len(name), name))
+    times = sorted(ranking["t_inference_s"].unique())
+    fig = Figure(figsize=(7.5, 2.8 * n_points + 0.6), layout="constrained")
+    axes = fig.subplots(n_points, 1, squeeze=False)[:, 0]
+    width = 0.8 / len(times)
+    rows = points.itertuples(index=False) if hardware else [()]
+    for ax, values in zip(axes, rows):
+        mask = np.ones(len(ranking), dtype=bool)
+        for column, value in zip(hardware, values):
+            mask &= (ranking[column] == value).to_numpy()
+        point = ranking[mask].set_index(["layer", "t_inference_s"])["drop_from_ideal"]
+        for k, t in enumerate(times):
+            drops = [point.get((layer, t), np.nan) for layer in layers]
+            ax.bar(np.arange(len(layers)) + (k - (len(times) - 1) / 2) * width, drops, width,
+                   label=f"t = {format_duration(t)}")
+        ax.set_xticks(range(len(layers)), layers)
+        ax.set_ylabel("accuracy drop")
+        ax.set_title(", ".join(f"{c}={v}" for c, v in zip(hardware, values)) or "every point",
+                     fontsize="medium")
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[-1].set_xlabel("layer (alone on analog tiles, the others digital)")
+    axes[0].legend(fontsize="small")
+    return fig
+
+
 def plot(df: pd.DataFrame, out: str | Path, ideal=None) -> Path:
     """Draw mean accuracy vs inference time with the 5–95 % band per point into ``out`` (PNG,
     or any format matplotlib writes, by suffix); returns the file.

@@ -2,8 +2,9 @@
 scripts, no external resources) that opens offline and can be mailed around.
 
 Sections: accuracy vs time, accuracy vs each swept parameter at each read time, the paired
-comparison of the two best points (by mean accuracy at the latest read time), the summary
-table, and the study file that produced the results. The page is a Jinja2 template
+comparison of the two best points (by mean accuracy at the latest read time), the layer
+ranking of a layer-sensitivity study, the summary table, and the study file that produced the
+results. The page is a Jinja2 template
 (``templates/report.html.j2``, autoescaped); the figures come from :mod:`.plot`.
 """
 
@@ -19,15 +20,17 @@ from matplotlib.figure import Figure
 
 import mc_engine
 from mc_engine.fileio import atomic_write
-from mc_engine.results.analysis import summarize, swept_columns
+from mc_engine.results.analysis import rank_layers, summarize, swept_columns
 from mc_engine.results.compare import compare
 from mc_engine.results.plot import (
     accuracy_vs_parameter,
     accuracy_vs_time,
+    layer_ranking,
     paired_comparison,
     point_label,
 )
 from mc_engine.results.store import STUDY_FILE
+from mc_engine.study.spec import ALL_LAYERS
 from mc_engine.study.units import format_duration
 
 TEMPLATE = "report.html.j2"
@@ -53,12 +56,13 @@ def report(df: pd.DataFrame, out: str | Path, ideal=None) -> Path:
     from markupsafe import Markup
 
     summary = summarize(df, ideal)
-    swept = swept_columns(df)
+    hardware = swept_columns(df)
+    swept = hardware + (["layer"] if "layer" in df else [])
     sections = [Section("Accuracy vs time",
                         "Mean accuracy over the repeats at each read time; the band holds the "
                         "middle 90 % of chips (5–95 % quantiles); dashed: the digital model.",
                         _png(accuracy_vs_time(summary, swept)))]
-    for parameter in swept:
+    for parameter in hardware:
         sections.append(Section(f"Accuracy vs {parameter}",
                                 "Mean accuracy with its 95 % confidence interval, one panel "
                                 "per read time.",
@@ -66,6 +70,17 @@ def report(df: pd.DataFrame, out: str | Path, ideal=None) -> Path:
     best = _best_two(df, summary, swept)
     if best is not None:
         sections.append(best)
+    ranking = rank_layers(summary)
+    if len(ranking):
+        shown = ranking.assign(t=ranking["t_inference_s"].map(format_duration))
+        shown = shown[["t" if c == "t_inference_s" else c for c in ranking.columns]]
+        sections.append(Section("Layer ranking",
+                                "Accuracy drop from the digital model with one layer alone on "
+                                "analog tiles (the others digital), per read time; rank 1 costs "
+                                "the most: the first to keep digital or give more bits. "
+                                "share_of_drop: that drop over the all-analog drop.",
+                                _png(layer_ranking(ranking, hardware)),
+                                shown.to_html(**TABLE_FORMAT)))
     table = summary.assign(t=summary["t_inference_s"].map(format_duration))
     first = ["study"] if summary["study"].nunique() > 1 else []
     table = table[[*first, *(swept or ["point_id"]), "t", "n", "mean", "std", "ci95_lo",
@@ -86,6 +101,8 @@ def _best_two(df: pd.DataFrame, summary: pd.DataFrame, swept: list[str]) -> Sect
     """The paired comparison of the two points with the highest mean at the latest read time
     (the runner-up as baseline), or None with fewer than two points."""
     last = summary[summary["t_inference_s"] == summary["t_inference_s"].max()]
+    if "layer" in last:  # hardware points compared with all their layers analog
+        last = last[last["layer"] == ALL_LAYERS]
     ranked = last.sort_values("mean", ascending=False, kind="stable")
     if len(ranked) < 2:
         return None

@@ -39,27 +39,35 @@ def hardware_columns() -> list[str]:
     return HardwareConfig.field_names()
 
 
-def result_schema(device_params: Sequence[str] = ()) -> pa.Schema:
-    """study, point_id, one typed column per hardware parameter (the ``device_params`` names,
-    float64, after ``device``), then :data:`TRIAL_FIELDS`."""
+def result_schema(device_params: Sequence[str] = (), layer: bool = False) -> pa.Schema:
+    """study, point_id, (``layer``: a layer-sensitivity study's ``layer`` string column), one
+    typed column per hardware parameter (the ``device_params`` names, float64, after
+    ``device``), then :data:`TRIAL_FIELDS`."""
     hardware: list[tuple[str, pa.DataType]] = []
     for name, kind in HardwareConfig.field_types().items():
         hardware.append((name, _ARROW_TYPES[kind]))
         if name == "device":
             hardware += [(param, pa.float64()) for param in device_params]
-    return pa.schema([("study", pa.string()), ("point_id", pa.string()), *hardware,
-                      *TRIAL_FIELDS])
+    identity = [("study", pa.string()), ("point_id", pa.string())]
+    if layer:
+        identity.append(("layer", pa.string()))
+    return pa.schema([*identity, *hardware, *TRIAL_FIELDS])
 
 
 def fixed_columns() -> frozenset[str]:
-    """The columns every result file has; any other column is a device parameter."""
-    return frozenset(result_schema().names)
+    """The columns result files have (``layer`` in layer-sensitivity studies only); any other
+    column is a device parameter."""
+    return frozenset(result_schema(layer=True).names)
 
 
 def trial_rows(study: str, point_id: str, hardware: HardwareConfig, repeat: int, seed: int,
-               evaluations: Sequence[Mapping[str, Any]], engine_version: str) -> list[dict]:
-    """One result row per inference time of a trial, from ``evaluate_trial``'s dicts."""
+               evaluations: Sequence[Mapping[str, Any]], engine_version: str,
+               layer: str | None = None) -> list[dict]:
+    """One result row per inference time of a trial, from ``evaluate_trial``'s dicts; with a
+    ``layer`` (layer-sensitivity trials) the rows carry it in a ``layer`` column."""
     fixed = {"study": study, "point_id": point_id, **hardware.to_dict(), "repeat": repeat}
+    if layer is not None:
+        fixed["layer"] = layer
     return [{**fixed, "t_inference_s": float(e["t_inference_s"]),
              "accuracy": float(e["accuracy"]), "n_correct": int(e["n_correct"]),
              "n_samples": int(e["n_samples"]), "seed": seed, "wall_s": float(e["wall_s"]),
@@ -69,5 +77,7 @@ def trial_rows(study: str, point_id: str, hardware: HardwareConfig, repeat: int,
 def rows_to_table(rows: Sequence[Mapping[str, Any]],
                   device_params: Sequence[str] = ()) -> pa.Table:
     """Rows as an Arrow table with exactly :func:`result_schema` (of ``device_params``; a row
-    of a device without one of them holds null there)."""
-    return pa.Table.from_pylist(list(rows), schema=result_schema(device_params))
+    of a device without one of them holds null there; a ``layer`` column when rows have one)."""
+    rows = list(rows)
+    layer = any("layer" in row for row in rows)
+    return pa.Table.from_pylist(rows, schema=result_schema(device_params, layer))

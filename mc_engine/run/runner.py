@@ -61,6 +61,7 @@ def run_study(study: Study, out_dir: str | Path = "results", *, workers: int | N
     if scheduler:
         check_scheduler_address(scheduler)
     inputs = study.load(Path(cache_dir) if cache_dir is not None else out_dir / ".cache")
+    study = study.with_layers(inputs.model)
 
     store = ResultStore(out_dir / study.name)
     try:
@@ -102,7 +103,8 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
         # Every future, the ideal accuracy's too (trial None), so that clean-up cancels them all.
         by_future: dict[Future, Trial | None] = {
             client.submit(run_trial, model_f, x_f, y_f, t.hardware, study.inference_times_s,
-                          t.seed, devices_f, retries=RETRIES, pure=False): t for t in trials}
+                          t.seed, devices_f, t.analog_layers, retries=RETRIES,
+                          pure=False): t for t in trials}
         if need_ideal:
             by_future[client.submit(run_ideal, model_f, x_f, y_f, retries=RETRIES,
                                     pure=False)] = None
@@ -131,7 +133,7 @@ def _collect(pending: as_completed, by_future: dict[Future, Trial | None], study
                                    "engine_version": mc_engine.__version__})
                 continue
             batch += trial_rows(study.name, trial.point_id, trial.hardware, trial.repeat,
-                                trial.seed, result, mc_engine.__version__)
+                                trial.seed, result, mc_engine.__version__, trial.layer)
             in_batch += 1
             bar.update(1)
             if in_batch >= batch_trials or time.monotonic() - last_flush >= flush_s:

@@ -21,15 +21,18 @@ from mc_engine.hardware import HardwareConfig, from_dict
 POINT_ID_LENGTH = 12
 
 
-def point_id(hardware: HardwareConfig | Mapping[str, Any]) -> str:
+def point_id(hardware: HardwareConfig | Mapping[str, Any], layer: str | None = None) -> str:
     """A short stable hash of a hardware point's full, canonical parameter set.
 
     A mapping (``to_dict``'s flat form) is completed with the defaults first, so spelling out a
     default value does not change the id. A device's own parameters enter under their names, so
-    the ids of points on the built-in devices (which have none) are unchanged by them.
+    the ids of points on the built-in devices (which have none) are unchanged by them. ``layer``
+    (layer-sensitivity studies: which layer alone is analog) enters under its own key; without
+    it the id is the hardware point's alone.
     """
     config = hardware if isinstance(hardware, HardwareConfig) else from_dict(hardware)
-    canonical = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
+    values = config.to_dict() if layer is None else {**config.to_dict(), "layer": layer}
+    canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:POINT_ID_LENGTH]
 
 

@@ -13,7 +13,7 @@ import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,11 @@ if TYPE_CHECKING:
     from mc_engine.study.inputs import Inputs
 
 TABLES = ("study", "model", "data", "hardware", "sweep")
-STUDY_KEYS = ("name", "seed", "repeats", "inference_times", "description", "fingerprint")
+STUDY_KEYS = ("name", "seed", "repeats", "inference_times", "description", "fingerprint", "mode")
+#: ``[study] mode``: every layer analog, or each analog layer alone plus all of them.
+MODES = ("standard", "layer_sensitivity")
+#: The ``layer`` value of the all-analog baseline of a layer-sensitivity study.
+ALL_LAYERS = "all"
 FINGERPRINT_KEYS = ("model", "data")
 #: Trials per study (points x repeats): each is a Dask task and a few result rows; beyond this
 #: the scheduler alone would need more memory than a workstation has. Split bigger studies.
@@ -52,6 +56,13 @@ class Trial:
     repeat: int
     seed: int
     hardware: HardwareConfig
+    #: Layer-sensitivity studies: the one analog layer, or ALL_LAYERS; None in standard studies.
+    layer: str | None = None
+
+    @property
+    def analog_layers(self) -> tuple[str, ...] | None:
+        """The layers on analog tiles (``evaluate_trial``'s ``layers``); None = all."""
+        return None if self.layer in (None, ALL_LAYERS) else (self.layer,)
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,9 @@ class Study:
     fingerprint: dict[str, str] = field(default_factory=dict)
     source: str = "<study>"
     base_dir: Path = field(default_factory=Path)
+    mode: str = "standard"
+    #: Layer-sensitivity studies: the model's analog layers (:meth:`with_layers`), else empty.
+    layers: tuple[str, ...] = ()
 
     @property
     def point_ids(self) -> list[str]:
@@ -86,7 +100,28 @@ class Study:
 
     @property
     def n_trials(self) -> int:
-        return len(self.points) * self.repeats
+        return len(self.points) * self.repeats * len(self._layer_variants())
+
+    def with_layers(self, model: Any) -> Study:
+        """This study knowing the analog layers of its loaded ``model``: a layer-sensitivity
+        study needs them to list its trials (other studies are returned unchanged)."""
+        if self.mode != "layer_sensitivity":
+            return self
+        from mc_engine.analog import analog_layer_names
+
+        names = tuple(analog_layer_names(model))
+        if ALL_LAYERS in names:
+            raise UserInputError(f"a layer named {ALL_LAYERS!r} cannot be told apart from the "
+                                 f"all-analog baseline of mode = 'layer_sensitivity'",
+                                 source=self.source, key="study.mode")
+        return replace(self, layers=names)
+
+    def _layer_variants(self) -> list[str | None]:
+        if self.mode != "layer_sensitivity":
+            return [None]
+        if not self.layers:
+            raise RuntimeError("a layer-sensitivity study lists its trials after with_layers()")
+        return [ALL_LAYERS, *self.layers]
 
     @property
     def custom_devices(self) -> dict[str, type[DeviceModel]]:
@@ -103,11 +138,14 @@ class Study:
 
     def trials(self) -> list[Trial]:
         """Every trial, repeat-major, so partial results cover all points evenly."""
-        ids = self.point_ids
+        variants = self._layer_variants()
+        ids = [[point_id(hw, layer) for layer in variants] for hw in self.points]
         trials = []
         for repeat in range(self.repeats):
-            seed = trial_seed(self.seed, repeat)
-            trials += [Trial(pid, repeat, seed, hw) for pid, hw in zip(ids, self.points)]
+            seed = trial_seed(self.seed, repeat)  # the same for every point and layer: CRN
+            trials += [Trial(pid, repeat, seed, hw, layer)
+                       for point_ids, hw in zip(ids, self.points)
+                       for pid, layer in zip(point_ids, variants)]
         return trials
 
     def identity(self) -> dict[str, Any]:
@@ -119,7 +157,7 @@ class Study:
         separately, since it is known only once they are loaded.
         """
         return {"name": self.name, "seed": self.seed, "inference_times": self.inference_times_s,
-                "model": self.model, "data": self.data}
+                "model": self.model, "data": self.data, "mode": self.mode}
 
     def to_toml(self) -> str:
         """The resolved study as TOML: times in seconds, every base hardware parameter given,
@@ -130,6 +168,8 @@ class Study:
                                  "inference_times": list(self.inference_times_s)}
         if self.description:
             study["description"] = self.description
+        if self.mode != "standard":
+            study["mode"] = self.mode
         if self.fingerprint:
             study["fingerprint"] = self.fingerprint
         base = from_dict(self.hardware).to_dict()
@@ -211,6 +251,9 @@ def parse_study(doc: Mapping[str, Any], *, source: str = "<study>",
     if not isinstance(description, str):
         raise fail("study.description", f"expected a string, got {description!r}")
     fingerprint = _fingerprint(study.get("fingerprint", {}), fail)
+    mode = study.get("mode", "standard")
+    if mode not in MODES:
+        raise fail("study.mode", f"expected one of {', '.join(map(repr, MODES))}, got {mode!r}")
 
     base = tables["hardware"]
     _load_devices(base, tables["sweep"], Path(base_dir) if base_dir is not None else Path(),
@@ -222,7 +265,8 @@ def parse_study(doc: Mapping[str, Any], *, source: str = "<study>",
     return Study(name=name, seed=seed, repeats=repeats, inference_times_s=times,
                  model=tables["model"], data=tables["data"], hardware=base, sweep=sweep,
                  zips=zips, points=points, description=description, fingerprint=fingerprint,
-                 source=source, base_dir=Path(base_dir) if base_dir is not None else Path())
+                 source=source, base_dir=Path(base_dir) if base_dir is not None else Path(),
+                 mode=mode)
 
 
 def load_device(ref: str, base_dir: Path, source: str | None, key: str) -> type[DeviceModel]:
