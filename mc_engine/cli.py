@@ -176,8 +176,15 @@ def _validate(args: argparse.Namespace) -> int:
     times = ", ".join(format_duration(t) for t in study.inference_times_s)
     layers = f" x {len(study.layers) + 1} (all layers analog, then each of " \
              f"{', '.join(study.layers)} alone)" if study.layers else ""
-    print(f"{study.source}: ok: {len(study.points)} hardware points{layers} x {study.repeats} "
-          f"repeats = {study.n_trials} trials, each at {len(study.inference_times_s)} inference "
+    if study.target_ci is None:
+        repeats, trials = f"{study.repeats} repeats", f"{study.n_trials} trials"
+    else:  # adaptive: from the first round alone up to max_repeats everywhere
+        repeats = f"{study.repeats} to {study.max_repeats} repeats (until the 95 % interval " \
+                  f"half-width is at most {study.target_ci:g})"
+        trials = f"{study.n_trials} to {study.n_trials // study.repeats * study.max_repeats} " \
+                 f"trials"
+    print(f"{study.source}: ok: {len(study.points)} hardware points{layers} x {repeats} = "
+          f"{trials}, each at {len(study.inference_times_s)} inference "
           f"times ({times}) on {len(dataset)} samples of {dataset.name}")
     return EXIT_OK
 

@@ -19,6 +19,7 @@ from tqdm import tqdm
 import mc_engine
 from mc_engine.errors import UserInputError
 from mc_engine.results import ResultStore, trial_rows
+from mc_engine.run.adaptive import next_trials
 from mc_engine.run.cluster import RunError, check_scheduler_address, open_client
 from mc_engine.run.tasks import portable_devices, portable_model, run_ideal, run_trial
 from mc_engine.study import Study, Trial, parse_study
@@ -71,8 +72,8 @@ def run_study(study: Study, out_dir: str | Path = "results", *, workers: int | N
     except BlockingIOError:
         raise RunError(f"another mc-engine run is writing to {store.directory}",
                        hint="wait for it to finish, or give this run another --out") from None
-    return RunOutcome(results_dir=store.directory, n_trials=study.n_trials, n_skipped=n_skipped,
-                      n_run=n_run, wall_s=time.perf_counter() - started)
+    return RunOutcome(results_dir=store.directory, n_trials=n_skipped + n_run,
+                      n_skipped=n_skipped, n_run=n_run, wall_s=time.perf_counter() - started)
 
 
 def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int | None,
@@ -87,11 +88,15 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
                      replace(study, fingerprint=inputs.fingerprint).to_toml())
 
     done = store.done_trials()
-    trials = [t for t in study.trials() if (t.point_id, t.repeat) not in done]
-    n_skipped = study.n_trials - len(trials)
+    if study.target_ci is None:
+        trials = [t for t in study.trials() if (t.point_id, t.repeat) not in done]
+        n_skipped = study.n_trials - len(trials)
+    else:
+        trials, n_skipped = _next_round(study, store), len(done)
     need_ideal = not store.ideal_file.is_file()
     if not trials and not need_ideal:
         return n_skipped, 0
+    n_run = 0
     with open_client(workers, scheduler) as client:
         model_f = client.scatter(portable_model(inputs.model, study.base_dir), broadcast=True,
                                  hash=False)
@@ -100,19 +105,29 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
         custom = study.custom_devices  # device models the workers may not be able to import
         devices_f = client.scatter(portable_devices(custom), broadcast=True, hash=False) \
             if custom else None
-        # Every future, the ideal accuracy's too (trial None), so that clean-up cancels them all.
-        by_future: dict[Future, Trial | None] = {
-            client.submit(run_trial, model_f, x_f, y_f, t.hardware, study.inference_times_s,
-                          t.seed, devices_f, t.analog_layers, retries=RETRIES,
-                          pure=False): t for t in trials}
-        if need_ideal:
-            by_future[client.submit(run_ideal, model_f, x_f, y_f, retries=RETRIES,
-                                    pure=False)] = None
-        pending = as_completed(list(by_future))
-        with tqdm(total=study.n_trials, initial=n_skipped, unit="trial", desc=study.name,
-                  disable=not progress, dynamic_ncols=True) as bar:
-            _collect(pending, by_future, study, store, bar, batch_trials, flush_s)
-    return n_skipped, len(trials)
+        with tqdm(total=n_skipped + len(trials), initial=n_skipped, unit="trial",
+                  desc=study.name, disable=not progress, dynamic_ncols=True) as bar:
+            while trials or need_ideal:  # one round unless the study has adaptive repeats
+                # Every future, the ideal's too (trial None), so that clean-up cancels them all.
+                by_future: dict[Future, Trial | None] = {
+                    client.submit(run_trial, model_f, x_f, y_f, t.hardware,
+                                  study.inference_times_s, t.seed, devices_f, t.analog_layers,
+                                  retries=RETRIES, pure=False): t for t in trials}
+                if need_ideal:
+                    by_future[client.submit(run_ideal, model_f, x_f, y_f, retries=RETRIES,
+                                            pure=False)] = None
+                pending = as_completed(list(by_future))
+                _collect(pending, by_future, study, store, bar, batch_trials, flush_s)
+                n_run, need_ideal = n_run + len(trials), False
+                trials = _next_round(study, store) if study.target_ci is not None else []
+                bar.total += len(trials)
+    return n_skipped, n_run
+
+
+def _next_round(study: Study, store: ResultStore) -> list[Trial]:
+    """The trials of an adaptive study's next round, from the rows on disk."""
+    rows = store.read(["point_id", "repeat", "t_inference_s", "accuracy"]).to_pandas()
+    return next_trials(study, rows)
 
 
 def _collect(pending: as_completed, by_future: dict[Future, Trial | None], study: Study,

@@ -12,7 +12,7 @@ import itertools
 import math
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from mc_engine.study.inputs import Inputs
 
 TABLES = ("study", "model", "data", "hardware", "sweep")
-STUDY_KEYS = ("name", "seed", "repeats", "inference_times", "description", "fingerprint", "mode")
+STUDY_KEYS = ("name", "seed", "repeats", "inference_times", "description", "fingerprint", "mode",
+              "target_ci", "max_repeats")
 #: ``[study] mode``: every layer analog, or each analog layer alone plus all of them.
 MODES = ("standard", "layer_sensitivity")
 #: The ``layer`` value of the all-analog baseline of a layer-sensitivity study.
@@ -93,6 +94,11 @@ class Study:
     mode: str = "standard"
     #: Layer-sensitivity studies: the model's analog layers (:meth:`with_layers`), else empty.
     layers: tuple[str, ...] = ()
+    #: Adaptive repeats: ``repeats`` is the first round; rounds go on per point until the 95 %
+    #: interval half-width of its mean accuracy is at most ``target_ci`` at every read time,
+    #: or it has ``max_repeats`` (:mod:`mc_engine.run.adaptive`). None: a fixed ``repeats``.
+    target_ci: float | None = None
+    max_repeats: int | None = None
 
     @property
     def point_ids(self) -> list[str]:
@@ -136,12 +142,13 @@ class Study:
         float columns of the results."""
         return tuple(sorted({name for p in self.points for name, _ in p.device_params}))
 
-    def trials(self) -> list[Trial]:
-        """Every trial, repeat-major, so partial results cover all points evenly."""
+    def trials(self, repeats: Iterable[int] | None = None) -> list[Trial]:
+        """Every trial of the ``repeats`` (default: the first ``self.repeats``), repeat-major,
+        so partial results cover all points evenly."""
         variants = self._layer_variants()
         ids = [[point_id(hw, layer) for layer in variants] for hw in self.points]
         trials = []
-        for repeat in range(self.repeats):
+        for repeat in range(self.repeats) if repeats is None else repeats:
             seed = trial_seed(self.seed, repeat)  # the same for every point and layer: CRN
             trials += [Trial(pid, repeat, seed, hw, layer)
                        for point_ids, hw in zip(ids, self.points)
@@ -170,6 +177,8 @@ class Study:
             study["description"] = self.description
         if self.mode != "standard":
             study["mode"] = self.mode
+        if self.target_ci is not None:
+            study["target_ci"], study["max_repeats"] = self.target_ci, self.max_repeats
         if self.fingerprint:
             study["fingerprint"] = self.fingerprint
         base = from_dict(self.hardware).to_dict()
@@ -254,19 +263,20 @@ def parse_study(doc: Mapping[str, Any], *, source: str = "<study>",
     mode = study.get("mode", "standard")
     if mode not in MODES:
         raise fail("study.mode", f"expected one of {', '.join(map(repr, MODES))}, got {mode!r}")
+    target_ci, max_repeats = _adaptive(study, repeats, fail)
 
     base = tables["hardware"]
     _load_devices(base, tables["sweep"], Path(base_dir) if base_dir is not None else Path(),
                   source)
     _hardware(base, source, lambda f: f"hardware.{f}")
     sweep, zips = _sweep(tables["sweep"], base, source, fail)
-    _check_size(sweep, zips, repeats, fail)
+    _check_size(sweep, zips, max_repeats or repeats, fail)
     points = _expand(base, sweep, zips, source, fail)
     return Study(name=name, seed=seed, repeats=repeats, inference_times_s=times,
                  model=tables["model"], data=tables["data"], hardware=base, sweep=sweep,
                  zips=zips, points=points, description=description, fingerprint=fingerprint,
                  source=source, base_dir=Path(base_dir) if base_dir is not None else Path(),
-                 mode=mode)
+                 mode=mode, target_ci=target_ci, max_repeats=max_repeats)
 
 
 def load_device(ref: str, base_dir: Path, source: str | None, key: str) -> type[DeviceModel]:
@@ -306,6 +316,28 @@ def _fingerprint(value: Any, fail: Fail) -> dict[str, str]:
     raise fail("study.fingerprint", "expected { model = \"<sha256>\", data = \"<sha256>\" } as "
                                     "'mc-engine run' writes it into the resolved study.toml, or "
                                     "no fingerprint")
+
+
+def _adaptive(study: dict[str, Any], repeats: int,
+              fail: Fail) -> tuple[float | None, int | None]:
+    """``target_ci`` and ``max_repeats``: both or neither; the target a half-width of
+    accuracy in (0, 1), at most MAX_TRIALS repeats and no fewer than the first round."""
+    if ("target_ci" in study) != ("max_repeats" in study):
+        given, missing = ("target_ci", "max_repeats") if "target_ci" in study else \
+            ("max_repeats", "target_ci")
+        raise fail(f"study.{missing}", f"missing: {given} and {missing} go together (adaptive "
+                                       f"repeats: rounds until the 95 % interval half-width "
+                                       f"is at most target_ci, up to max_repeats)")
+    if "target_ci" not in study:
+        return None, None
+    target = study["target_ci"]
+    if isinstance(target, bool) or not isinstance(target, int | float) or \
+            not 0 < target < 1:
+        raise fail("study.target_ci", f"expected a number > 0 and < 1 (half-width of the 95 % "
+                                      f"interval of the mean accuracy), got {target!r}")
+    max_repeats = check_int(study["max_repeats"], "study.max_repeats", fail, lo=repeats,
+                            hi=MAX_TRIALS, hint="(at least repeats, the first round)")
+    return float(target), max_repeats
 
 
 def _check_size(sweep: dict[str, list[Any]], zips: tuple[dict[str, list[Any]], ...],
