@@ -131,16 +131,17 @@ def test_each_point_stops_at_the_target_or_at_max_repeats(adaptive_run):
     summary = summarize(df)
     n = summary.groupby("w_noise")["n"].agg(["min", "max"])
     assert (n["min"] == n["max"]).all()  # every read time of a point has the same repeats
-    # The rows say how many repeats each point needed: the stable point stopped early, the
-    # noisy one ran into max_repeats (measured: 6 and 8).
-    assert n.loc[0.0, "max"] < 8 and n.loc[0.25, "max"] == 8
+    # The rows say how many repeats each point needed: the stable point stops before the
+    # noisy one (measured: 6 and 8, the latter at max_repeats with a half-width of 0.026).
+    assert n.loc[0.0, "max"] < n.loc[0.25, "max"] <= 8
     for _, point in df.groupby("point_id"):
         acc = point.pivot(index="repeat", columns="t_inference_s", values="accuracy").to_numpy()
         assert sorted(point["repeat"].unique()) == list(range(len(acc)))
-        if len(acc) < 8:
-            assert half_widths(acc).max() <= 0.02
-    assert half_widths(df[df.w_noise == 0.25].pivot(
-        index="repeat", columns="t_inference_s", values="accuracy").to_numpy()).max() > 0.02
+        assert len(acc) == 8 or half_widths(acc).max() <= 0.02
+        size = 3  # replay the rule on the real rows: it ends exactly where the run stopped
+        while (grown := next_size(acc[:size], 0.02, 8)) != size:
+            size = grown
+        assert size == len(acc)
     assert next_trials(load_study(study_file), df) == []
 
 
