@@ -19,6 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 import mc_engine
+from mc_engine.errors import UserInputError
 from mc_engine.fileio import atomic_write
 from mc_engine.results.analysis import rank_layers, summarize, swept_columns
 from mc_engine.results.compare import compare
@@ -99,7 +100,7 @@ def report(df: pd.DataFrame, out: str | Path, ideal=None) -> Path:
 
 def _best_two(df: pd.DataFrame, summary: pd.DataFrame, swept: list[str]) -> Section | None:
     """The paired comparison of the two points with the highest mean at the latest read time
-    (the runner-up as baseline), or None with fewer than two points."""
+    (the runner-up as baseline), or None with fewer than two points or no repeats to pair."""
     last = summary[summary["t_inference_s"] == summary["t_inference_s"].max()]
     if "layer" in last:  # hardware points compared with all their layers analog
         last = last[last["layer"] == ALL_LAYERS]
@@ -107,7 +108,10 @@ def _best_two(df: pd.DataFrame, summary: pd.DataFrame, swept: list[str]) -> Sect
     if len(ranked) < 2:
         return None
     pick = [{"study": r.study, "point_id": r.point_id} for r in ranked.iloc[:2].itertuples()]
-    table = compare(df, baseline=pick[1], other=pick[0])
+    try:
+        table = compare(df, baseline=pick[1], other=pick[0])
+    except UserInputError:  # e.g. two studies run with different seeds: nothing to pair
+        return None
     several = summary["study"].nunique() > 1
     names = [point_label(ranked.iloc[[i]], swept, several) for i in (0, 1)]
     title = f"({names[0]}) − ({names[1]})"
