@@ -24,10 +24,11 @@ STUDY_TEXT = '[study]\nname = "demo"\nseed = 1\nrepeats = 4\n# <b>not markup</b>
 MEANS = {(6, 0.0): 0.80, (6, 0.02): 0.75, (8, 0.0): 0.92, (8, 0.02): 0.88}
 
 
-def write_results(folder: Path) -> Path:
-    """A study folder with 4 points (adc_bits x w_noise), 4 repeats, 3 times, ideal, study."""
+def write_results(folder: Path, name: str = "demo", seed: int = 100) -> Path:
+    """A study folder with 4 points (adc_bits x w_noise), 4 repeats (trial seeds ``seed`` +
+    repeat), 3 times, ideal and study file."""
     rng = np.random.default_rng(5)
-    store = ResultStore(folder / "demo")
+    store = ResultStore(folder / name)
     rows = []
     for (bits, noise), mean in MEANS.items():
         hw = HardwareConfig(adc_bits=bits, w_noise=noise)
@@ -35,9 +36,9 @@ def write_results(folder: Path) -> Path:
             evaluations = [{"t_inference_s": t, "n_correct": 0, "n_samples": 100,
                             "accuracy": mean - 0.01 * k + rng.normal(0, 0.01), "wall_s": 0.1}
                            for k, t in enumerate(TIMES)]
-            rows += trial_rows("demo", point_id(hw), hw, repeat, 100 + repeat, evaluations, "t")
+            rows += trial_rows(name, point_id(hw), hw, repeat, seed + repeat, evaluations, "t")
     store.write_trials(rows)
-    store.write_ideal({"study": "demo", "n_correct": 95, "n_samples": 100, "accuracy": 0.95,
+    store.write_ideal({"study": name, "n_correct": 95, "n_samples": 100, "accuracy": 0.95,
                        "engine_version": mc_engine.__version__})
     store.write_text("study.toml", STUDY_TEXT)
     return store.directory
@@ -136,3 +137,13 @@ def test_cli_report_rejects_an_unknown_output_type(tmp_path, capsys, name):
     err = capsys.readouterr().err
     assert err.startswith("--out: expected a .html report or an image (.png, .svg, .pdf)")
     assert not (tmp_path / name).exists()
+
+
+def test_studies_with_different_seeds_get_a_report_without_a_comparison(tmp_path):
+    write_results(tmp_path, "a", seed=100)
+    write_results(tmp_path, "b", seed=500)  # same points, other chips: nothing pairs across
+    df = load_results(tmp_path)
+    df.loc[df.study == "b", "accuracy"] += 0.01  # the two best: b's and a's adc_bits=8, w_noise=0
+    page = Page(report(df, tmp_path / "both.html").read_text())
+    assert "Paired comparison of the two best points" not in page.headings
+    assert page.headings[0] == "Accuracy vs time" and len(page.images) == 3
