@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench fidelity lint clean
+.PHONY: run test bench fidelity lint clean hwa
 
 # The CPU wheel of torch first (a local file on the project machines), so that the unpinned
 # torch>=2.1 of pyproject.toml is already satisfied and no CUDA build is pulled; where that wheel
@@ -20,6 +20,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Plain vs hardware-aware training of the digits MLP, compared on the same simulated chips.
+hwa: $(STAMP)
+	$(VENV)/bin/mc-engine train studies/hwa_digits_plain.toml
+	$(VENV)/bin/mc-engine train studies/hwa_digits_hwa.toml
+	$(VENV)/bin/mc-engine run studies/hwa_digits.toml
+
 bench: $(STAMP)
 	$(PY) -m mc_engine.bench
 
@@ -27,7 +33,7 @@ fidelity: $(STAMP)
 	$(PY) -m mc_engine.bench fidelity
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check mc_engine tests bench
+	$(VENV)/bin/ruff check mc_engine tests
 
 clean:
 	rm -rf $(VENV) results/.cache

@@ -1,14 +1,16 @@
 """The ``mc-engine`` command: a thin mirror of the Python API.
 
-    mc-engine run STUDY [--out DIR] [--workers N | --scheduler ADDR] [--fresh]
+    mc-engine run STUDY [--out DIR] [--workers N | --scheduler ADDR | --scheduler-file FILE]
+                  [--fresh]
     mc-engine validate STUDY
     mc-engine summary RESULTS_DIR
-    mc-engine report RESULTS_DIR [--out report.html | FILE.png]
+    mc-engine report RESULTS_DIR [--out report.html | FILE.png|.pdf|.svg]
     mc-engine compare RESULTS_DIR --baseline COLUMN=VALUE... --other COLUMN=VALUE...
+    mc-engine train TRAIN [--out DIR] [--threads N]
 
 Exit status: 0 done, 2 invalid input (one line naming file and key, never a traceback), 1 any
-other failure (one line and a hint), 130 interrupted by Ctrl-C or SIGTERM (what was written
-is kept).
+other failure (one line and a hint), 130 interrupted by Ctrl-C, 143 stopped by SIGTERM (what
+was written is kept in both cases). Warnings are one line each.
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ import argparse
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from mc_engine.errors import UserInputError
 
-EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 DEFAULT_OUT = Path("results")
-IMAGE_SUFFIXES = (".png", ".svg", ".pdf")
 SUMMARY_COLUMNS = ["n", "mean", "std", "ci95_lo", "ci95_hi", "q05", "q95", "drop_from_ideal"]
 
 
@@ -40,14 +43,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_INPUT
     try:
-        return args.handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning
+            return args.handler(args)
     except UserInputError as err:
         _error(str(err))
         return EXIT_INPUT
-    except KeyboardInterrupt:
-        _error("interrupted; the trials written so far are kept: run the same command again "
-               "to resume")
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated)
+        _error(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}; the trials written "
+               f"so far are kept: run the same command again to resume")
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except Exception as err:
         if args.debug:
             raise
@@ -63,6 +69,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _error(message: str) -> None:
     print(" ".join(message.split("\n")), file=sys.stderr)
+
+
+def _warning(message: Warning | str, *args: object, **kwargs: object) -> None:
+    """Warnings (unreadable result files set aside or left out) as one line each."""
+    _error(f"warning: {message}")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: stop like Ctrl-C (keeping what was received), exit with 143."""
 
 
 def _positive_int(text: str) -> int:
@@ -100,6 +115,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="worker processes of the local cluster (default: one per core)")
     where.add_argument("--scheduler", metavar="ADDR", default=None,
                        help="address of a running Dask scheduler, e.g. tcp://host:8786")
+    where.add_argument("--scheduler-file", metavar="FILE", type=Path, default=None,
+                       help="JSON file with the scheduler's address, as written by 'dask "
+                            "scheduler --scheduler-file', dask-jobqueue or dask-mpi")
     run.add_argument("--fresh", action="store_true",
                      help="delete this study's earlier results and start over")
 
@@ -120,7 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("results", type=Path, help="results folder of a study")
     report.add_argument("--out", type=Path, default=None,
                         help="report.html (default: RESULTS/report.html), or an image "
-                             "(.png, .svg, .pdf) of accuracy vs time")
+                             "(.png, .pdf, .svg) of accuracy vs time")
 
     compare = command("compare", _compare,
                       "Paired difference in accuracy (other - baseline) of two points over the "
@@ -131,17 +149,29 @@ def _parser() -> argparse.ArgumentParser:
         compare.add_argument(f"--{role}", nargs="+", action="extend", required=True,
                              metavar="COLUMN=VALUE",
                              help=f"column values that pick the {role} point, e.g. adc_bits=7")
+
+    train = command("train", _train, "Train a model from a train file (plain or hardware-aware) "
+                                      "into a checkpoint a study can load.")
+    train.add_argument("train", type=Path, help="train file (.toml)")
+    train.add_argument("--out", type=Path, default=DEFAULT_OUT / "checkpoints",
+                       help="folder of <name>.pt and <name>.json (default: results/checkpoints)")
+    train.add_argument("--threads", type=_positive_int, default=1,
+                       help="torch CPU threads (default 1: bitwise reproducible for a seed)")
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
     from mc_engine.results import load_results
     from mc_engine.run import run_study
+    from mc_engine.run.cluster import scheduler_from_file
     from mc_engine.study import load_study
 
     study = load_study(args.study)
+    scheduler = args.scheduler
     with _sigterm_as_interrupt():
-        outcome = run_study(study, args.out, workers=args.workers, scheduler=args.scheduler,
+        if args.scheduler_file is not None:
+            scheduler = scheduler_from_file(args.scheduler_file)
+        outcome = run_study(study, args.out, workers=args.workers, scheduler=scheduler,
                             fresh=args.fresh)
     print(_summary_table(load_results(outcome.results_dir)))
     print(f"{outcome.n_trials} trials ({outcome.n_run} run now, {outcome.n_skipped} already on "
@@ -158,7 +188,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         return
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
@@ -197,18 +227,19 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from mc_engine.fileio import check_writable_folder
     from mc_engine.results import load_results, plot, report
 
     df = load_results(args.results)
     out = args.out if args.out is not None else Path(args.results) / "report.html"
     suffix = out.suffix.lower()
-    if suffix in (".html", ".htm"):
-        print(report(df, out))
-    elif suffix in IMAGE_SUFFIXES:
-        print(plot(df, out))
-    else:
+    if suffix not in (".html", ".htm", *PLOT_SUFFIXES):
         raise UserInputError(f"expected a .html report or an image "
-                             f"({', '.join(IMAGE_SUFFIXES)}), got {str(out)!r}", key="--out")
+                             f"({', '.join(PLOT_SUFFIXES)}), got {str(out)!r}", source="--out")
+    if out.is_dir():
+        raise UserInputError(f"{out} is a folder; expected a file name", source="--out")
+    check_writable_folder(out.parent, "--out")
+    print(report(df, out) if suffix in (".html", ".htm") else plot(df, out))
     return EXIT_OK
 
 
@@ -221,6 +252,25 @@ def _compare(args: argparse.Namespace) -> int:
                     parse_selection(args.other, "other"))
     table.insert(0, "t", table.pop("t_inference_s").map(format_duration))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-"))
+    return EXIT_OK
+
+
+def _train(args: argparse.Namespace) -> int:
+    from mc_engine.train import load_train, train
+
+    spec = load_train(args.train)
+    with _sigterm_as_interrupt():
+        outcome = train(spec, args.out, threads=args.threads)
+    if outcome.checkpoint is None:
+        _error("interrupted before the first epoch completed; nothing written")
+        return EXIT_INTERRUPTED
+    print(f"{outcome.checkpoint} ({outcome.epochs_done} of {spec.epochs} epochs, held-out "
+          f"accuracy {outcome.held_out_accuracy:.4f}, {outcome.wall_s:.1f} s; recipe and "
+          f"accuracies in {outcome.sidecar})")
+    if outcome.interrupted:
+        _error(f"interrupted: {outcome.checkpoint} holds the last completed epoch "
+               f"({outcome.epochs_done})")
+        return EXIT_INTERRUPTED
     return EXIT_OK
 
 
@@ -247,6 +297,7 @@ def _summary_table(df) -> str:
         out += "\n\nLayers ranked by the accuracy they cost alone (that layer analog, the " \
                "others digital):\n" + text(ranking)
     return out
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -29,3 +29,22 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     finally:
         temp.unlink(missing_ok=True)
     return path
+
+
+def check_writable_folder(folder: str | Path, key: str) -> None:
+    """Raise UserInputError (naming ``key``, the option or setting that chose ``folder``)
+    unless ``folder`` is, or can be created as, a folder this process may write in: checked
+    before any long work, so that a file in the way is not found after an hour."""
+    from mc_engine.errors import UserInputError
+
+    folder = Path(folder)
+    for path in (folder, *folder.parents):
+        if path.is_dir():
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise UserInputError(f"cannot write in the folder {path} (permission denied)",
+                                     source=key)
+            return
+        if path.exists() or path.is_symlink():
+            raise UserInputError(f"{path} exists and is not a folder, so the folder {folder} "
+                                 f"cannot be created there; choose another location",
+                                 source=key)

@@ -94,3 +94,22 @@ def dask_processes(cwd: Path) -> Iterator[str]:
             os.killpg(proc.pid, signal.SIGKILL)
         for proc in procs:
             proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One zoo cache for every run of the session (the digits model is trained once)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def warm_cluster():
+    """A LocalCluster kept for the session, used through its address like any remote scheduler
+    (the --scheduler path), so that the resume tests do not each pay a cluster start."""
+    from distributed import LocalCluster
+
+    from mc_engine.run import WORKER_ENV
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=":0", env=WORKER_ENV) as cluster:
+        yield cluster.scheduler_address

@@ -312,3 +312,52 @@ def test_batched_grouped_conv_noise_has_the_per_tile_statistics():
     # out noise 0.2 and additive weight noise 0.1 * ||x|| = 0.3 per output: sigma sqrt(0.13)
     np.testing.assert_allclose(y.std(0), np.sqrt(0.2**2 + 0.3**2), rtol=0.03)
     np.testing.assert_allclose(y.mean(0), 0.9, atol=0.01)
+
+
+@pytest.mark.parametrize("hw", [HardwareConfig(), HardwareConfig(noise_management="constant",
+                                                                  nm_constant=2.0),
+                                HardwareConfig(out_bound=0.3), HardwareConfig(inp_noise=0.05)],
+                         ids=["default", "constant alpha", "saturating", "input noise"])
+def test_drift_probe_without_gemm_equals_the_full_forward(hw):
+    """The compensation probe computes its one-hot MVM as q*W (no GEMM); noise, ADC and bound
+    management then run as for any input, so it must equal the forward of the identity rows
+    bitwise, including the saturating rows that bound management retries."""
+    from mc_engine.analog.noise import MVMNoise
+    from mc_engine.analog.rows import DenseRows
+
+    w = np.random.default_rng(4).standard_normal((12, 40)).astype(np.float32)
+    matrix = AnalogMatrix(w, hw, 0)
+    matrix.program(3)
+    tile = matrix.tiles[0][0]
+    fast = tile.probe(MVMNoise(11))
+    eye = DenseRows(np.eye(40, dtype=np.float32))
+    full = np.empty_like(fast)
+    tile.forward(eye, 0, tile.per.alpha(eye, 0, 40), MVMNoise(11), full,
+                 np.ones(12, np.float32))
+    np.testing.assert_array_equal(fast, full)
+    assert np.abs(fast).max() > 0
+
+
+@pytest.mark.parametrize("hw", [HardwareConfig(), HardwareConfig(d2d_sigma=0.1,
+                                                                  stuck_on_fraction=0.01,
+                                                                  weight_bits=6, cell_bits=2,
+                                                                  out_bound=20.0)],
+                         ids=["default", "faults+slices"])
+def test_reprogrammed_conversion_is_the_same_chip_as_a_fresh_one(digits_mlp, hw):
+    """evaluate_trial converts once per (model, hardware) and re-programs per chip: chip 5 after
+    chip 9 must equal chip 5 on a fresh conversion, at every time."""
+    from mc_engine.analog import evaluate
+    from mc_engine.analog.evaluate import evaluate_trial
+
+    model, x, y = digits_mlp
+    x = x.numpy()
+    evaluate._CONVERTED.clear()
+    fresh = evaluate_trial(model, hw, x, y, [0.0, 3.15e7], 5)
+    evaluate_trial(model, hw, x, y, [3600.0], 9)
+    assert evaluate._CONVERTED and evaluate._CONVERTED[0][0] is model
+    again = evaluate_trial(model, hw, x, y, [0.0, 3.15e7], 5)
+    assert [r["n_correct"] for r in fresh] == [r["n_correct"] for r in again]
+    reused = evaluate._CONVERTED[0][2]
+    logits = [reused.program(5).drift(60.0)(torch.from_numpy(x)),
+              mc_engine.analog.convert(model, hw).program(5).drift(60.0)(torch.from_numpy(x))]
+    assert torch.equal(*logits)

@@ -48,12 +48,27 @@ def test_tile_output_equals_aihwkit_exactly(tile_exact, config):
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
 
 
+def _bound_managed_pass(w: np.ndarray, x: np.ndarray, r: float) -> tuple[np.ndarray, bool]:
+    """DESIGN.md §2.1 steps 1-6 by hand for one input vector at the default 7-bit DAC, 9-bit
+    ADC over ±12: the output of the pass with inputs scaled down by r, and whether it saturates."""
+    alpha = np.abs(x).max()
+    step_in, step_out = 1 / 63, 2 * 12 / 510
+    x_q = np.clip(np.rint(x / alpha / r / step_in) * step_in, -1, 1)
+    y = np.rint((w.astype(np.float64) @ x_q) / step_out) * step_out
+    return np.clip(y, -12, 12) * r * alpha, bool(np.any(np.abs(y) > 12))
+
+
 def test_bound_management_factor_matches_aihwkit(tile_exact):
-    # Row 4 saturates at r = 1 and 2; aihwkit keeps r = 4 and its inputs ±0.25 land on 16/63.
+    # Row 4 saturates at r = 1 and 2: aihwkit recorded r = 4 for it, and so does the pass by
+    # hand; mc-engine's output is that pass (inputs ±0.25 land on 16/63), not r = 2 or 8.
+    w, x = tile_exact["W"], tile_exact["X"][4]
     assert tile_exact["bm_r_default"][4, 0] == 4
-    y = analog_output(tile_exact["W"], tile_exact["X"][4:5])
-    assert y[0, 0] == pytest.approx(25.2235, abs=1e-4)
-    assert float(tile_exact["X"][4] @ tile_exact["W"][0]) == pytest.approx(24.7904, abs=1e-4)
+    passes = {r: _bound_managed_pass(w, x, r) for r in (1, 2, 4, 8)}
+    assert passes[1][1] and passes[2][1] and not passes[4][1]
+    y = analog_output(w, x[None].copy())[0]
+    np.testing.assert_allclose(y, passes[4][0], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(passes[4][0], passes[8][0], atol=1e-3)  # r tells the passes apart
+    np.testing.assert_allclose(y, tile_exact["Y_default"][4], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("config", sorted(NOISE_CONFIGS))

@@ -135,7 +135,7 @@ def test_cli_report_rejects_an_unknown_output_type(tmp_path, capsys, name):
     folder = write_results(tmp_path)
     assert main(["report", str(folder), "--out", str(tmp_path / name)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("--out: expected a .html report or an image (.png, .svg, .pdf)")
+    assert err.startswith("--out: expected a .html report or an image (.png, .pdf, .svg)")
     assert not (tmp_path / name).exists()
 
 

@@ -131,6 +131,57 @@ def test_plot_writes_a_png(tmp_path):
         store.write_trials(trial)
     out = plot(load_results(tmp_path), tmp_path / "figs" / "acc.png", ideal=0.95)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot(load_results(tmp_path), tmp_path / "acc").name == "acc.png"  # the name written
+
+
+def _svg_lines(svg: str) -> list[np.ndarray]:
+    """The vertices (x, y in points, y downwards) of every line the SVG draws."""
+    import re
+
+    lines = []
+    for match in re.finditer(r'<g id="line2d_\d+">\s*<path d="([^"]*)"', svg):
+        numbers = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", match.group(1))]
+        lines.append(np.array(numbers).reshape(-1, 2))
+    return lines
+
+
+def test_plot_draws_each_points_mean_and_band_and_the_ideal(tmp_path):
+    """The figure's content, read back from its SVG: one line per hardware point through the
+    mean accuracy at each time (log-time x axis, t = 0 a decade left of 1 h), one 5-95 % band
+    each, the ideal as a horizontal line, the legend labels, time ticks and title."""
+    import re
+
+    store = ResultStore(tmp_path)
+    for trial in fake_trials(4):
+        store.write_trials(trial)
+    df = load_results(tmp_path)
+    svg = plot(df, tmp_path / "acc.svg", ideal=0.95).read_text()
+    texts = re.findall(r"<!-- (.*?) -->", svg)
+    for label in ("0 s", "1 h", "1 d", "demo", "ideal (digital)", "adc_bits=6, w_noise=0.0",
+                  "adc_bits=8, w_noise=0.02"):
+        assert label in texts
+    assert len(re.findall(r'<g id="FillBetweenPolyCollection_\d+"', svg)) == 2
+    lines = _svg_lines(svg)
+    data_at = [i for i, v in enumerate(lines) if len(v) == 3 and np.ptp(v[:, 1]) > 0]
+    data = [lines[i] for i in data_at]  # (legend handles are flat)
+    # after the data lines (before them: the grid): the ideal, across the whole axes
+    ideal = [v for v in lines[data_at[-1] + 1:] if len(v) == 2 and np.ptp(v[:, 1]) == 0
+             and np.ptp(v[:, 0]) > 100]
+    assert len(data) == 2 and len(ideal) == 1
+    summary = summarize(df, 0.95)
+    means = [g.sort_values("t_inference_s")["mean"].to_numpy()
+             for _, g in summary.groupby(["study", "point_id"], sort=False)]
+    # y positions are one affine function of the plotted values: means and the ideal
+    values = np.concatenate([*means, [0.95]])
+    y = np.concatenate([*(v[:, 1] for v in data), ideal[0][:1, 1]])
+    slope, offset = np.polyfit(values, y, 1)
+    assert slope < 0
+    np.testing.assert_allclose(slope * values + offset, y, atol=0.01)  # SVG rounds to 1e-6 pt
+    # x positions: affine in log10 of 360 s (where t = 0 goes), 3600 s, 86400 s
+    logs = np.log10([360.0, 3600.0, 86400.0])
+    for v in data:
+        a, b = np.polyfit(logs, v[:, 0], 1)
+        np.testing.assert_allclose(a * logs + b, v[:, 0], atol=0.01)
 
 
 def test_summary_of_one_part_file_finds_ideal_beside_it(tmp_path):

@@ -15,13 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from distributed import LocalCluster
 
 from mc_engine.cli import main
 from mc_engine.data import digits_split
 from mc_engine.errors import UserInputError
 from mc_engine.results import ResultStore, load_results
-from mc_engine.run import WORKER_ENV, RunError, run_study
+from mc_engine.run import RunError, run_study
 from mc_engine.study import load_study
 from mc_engine.zoo import build
 from tests.conftest import BIN, dask_processes
@@ -60,12 +59,6 @@ def comparable(df: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> Path:
-    """One zoo cache for every run of the session (the digits model is trained once)."""
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="session")
 def local_two(tmp_path_factory, cache_dir) -> pd.DataFrame:
     """The tiny study on a LocalCluster of two workers started by the run."""
     out = tmp_path_factory.mktemp("local2")
@@ -73,15 +66,6 @@ def local_two(tmp_path_factory, cache_dir) -> pd.DataFrame:
                         cache_dir=cache_dir)
     assert (outcome.n_trials, outcome.n_run, outcome.n_skipped) == (4, 4, 0)
     return load_results(outcome.results_dir)
-
-
-@pytest.fixture(scope="session")
-def warm_cluster():
-    """A LocalCluster kept for the session, used through its address like any remote scheduler
-    (the --scheduler path), so that the resume tests do not each pay a cluster start."""
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=":0", env=WORKER_ENV) as cluster:
-        yield cluster.scheduler_address
 
 
 @pytest.fixture
@@ -236,8 +220,11 @@ def test_a_second_run_on_the_same_folder_is_refused(tmp_path, cache_dir):
         run_study(study, tmp_path, workers=1, progress=False, cache_dir=cache_dir)
 
 
-def test_ctrl_c_keeps_received_trials_and_a_rerun_completes(tmp_path, cache_dir, warm_cluster):
-    """SIGINT to the whole process group (a terminal's Ctrl-C, local cluster included)."""
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_keeps_received_trials_and_a_rerun_completes(signum, status, tmp_path, cache_dir,
+                                                            warm_cluster):
+    """SIGINT (a terminal's Ctrl-C) or SIGTERM (a batch system's time limit) to the whole process
+    group, local cluster included; stderr is a pipe, so progress comes as plain lines."""
     long_run = tmp_path / "long.toml"
     long_run.write_text(TINY.format(name="long", seed=5, repeats=200))
     out = tmp_path / "out"
@@ -245,22 +232,26 @@ def test_ctrl_c_keeps_received_trials_and_a_rerun_completes(tmp_path, cache_dir,
     (out / ".cache").symlink_to(cache_dir, target_is_directory=True)
     command = [str(BIN / "mc-engine"), "run", str(long_run), "--out", str(out), "--workers", "2"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True, text=True)
+                            start_new_session=True, text=True,
+                            env={**os.environ, "MC_ENGINE_PROGRESS_S": "0.2"})
     stderr: list[str] = []
     reader = threading.Thread(target=lambda: stderr.extend(iter(lambda: proc.stderr.read(1),
                                                                 "")))
     reader.start()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        progress = re.findall(r"(\d+)/400 \[", "".join(stderr))
+        progress = re.findall(r"long: (\d+)/400 trials \(\d+ %\), [\d.e+]+ trials/s, .* left\n",
+                              "".join(stderr))
         if progress and int(progress[-1]) >= 4:
             break
         time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, signum)
     proc.wait(timeout=60)
     reader.join(timeout=10)
     text = "".join(stderr)
-    assert proc.returncode == 130, text
+    assert proc.returncode == status, text
+    assert "\r" not in text  # no bar redraws in a log
+    assert re.search(r"^Dask dashboard: ", text, re.MULTILINE), text
     assert "Traceback" not in text
     kept = load_results(out / "long")
     assert 4 * 2 <= len(kept) < 400 * 2

@@ -102,7 +102,7 @@ def test_build_is_seeded_and_leaves_the_global_rng_alone():
 
 def test_build_rejects_unknown_names_listing_the_known_ones():
     with pytest.raises(UserInputError, match="known: " + ", ".join(ZOO_NAMES)):
-        build("resnet18")
+        build("resnet19")
     with pytest.raises(UserInputError, match="10 classes"):
         build("digits_mlp", num_classes=100)
 
@@ -170,7 +170,7 @@ def test_factory_model_with_relative_checkpoint(tmp_path, test_set):
 
 
 @pytest.mark.parametrize("spec, key, fragment", [
-    ({"zoo": "resnet18"}, "model.zoo", "known: " + ", ".join(ZOO_NAMES)),
+    ({"zoo": "resnet19"}, "model.zoo", "known: " + ", ".join(ZOO_NAMES)),
     ({}, "model", "exactly one of zoo"),
     ("resnet20", "model", "expected a table"),
     ({"zoo": "vgg8", "factory": "a:b"}, "model", "exactly one of zoo"),

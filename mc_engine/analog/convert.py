@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mc_engine.analog.grouped import grouped_forward
 from mc_engine.analog.rows import PatchRows
-from mc_engine.analog.tile import AnalogMatrix, grouped_forward
+from mc_engine.analog.tile import AnalogMatrix
 from mc_engine.errors import UserInputError
 from mc_engine.hardware.config import HardwareConfig
 

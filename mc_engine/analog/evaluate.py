@@ -13,6 +13,10 @@ from mc_engine.analog.convert import convert
 from mc_engine.hardware.config import HardwareConfig
 
 BATCH_SIZE = 500
+#: The last (model, hardware, converted model, analog layers) of this process: a worker
+#: evaluating many chips of one hardware point (and layer set) converts the model once and
+#: re-programs it per chip.
+_CONVERTED: list[tuple[nn.Module, HardwareConfig, object, frozenset[str] | None]] = []
 
 
 def _count_correct(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int) -> int:
@@ -43,7 +47,7 @@ def evaluate_trial(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.nd
     digital), None = all (see :func:`convert`). The result depends only on the arguments.
     """
     start = time.perf_counter()
-    analog = convert(model, hw, layers).program(seed)
+    analog = _converted(model, hw, layers).program(seed)
     rows = []
     for t in sorted(float(t) for t in times_s):
         analog.drift(t)
@@ -53,3 +57,16 @@ def evaluate_trial(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.nd
                      "accuracy": n_correct / len(y), "wall_s": now - start})
         start = now
     return rows
+
+
+def _converted(model: nn.Module, hw: HardwareConfig, layers: Collection[str] | None = None):
+    """``convert(model, hw, layers)``, reused while the model object, the hardware point and
+    the analog layers stay the same (programming resets every device, compensation and noise
+    key, so a re-programmed conversion is the same chip as a fresh one: tested)."""
+    key = None if layers is None else frozenset(layers)
+    if (_CONVERTED and _CONVERTED[0][0] is model and _CONVERTED[0][1] == hw
+            and _CONVERTED[0][3] == key):
+        return _CONVERTED[0][2]
+    analog = convert(model, hw, layers)
+    _CONVERTED[:] = [(model, hw, analog, key)]
+    return analog

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from mc_engine.analog.mapping import Layout
+from mc_engine.analog.noise import KIND_INP, KIND_OUT, KIND_W, MVMNoise
 from mc_engine.hardware.config import HardwareConfig
-from mc_engine.kernels.periphery import adc_rows, bit_serial_cycles
+from mc_engine.kernels.periphery import adc_rows, add_normal_rows, bit_serial_cycles
 
 
 class Readout:
@@ -49,12 +50,15 @@ class Readout:
 
 
 def convert(readout: Readout, layout: Layout, w_t: torch.Tensor, abs_w_t: torch.Tensor | None,
-            xq: np.ndarray, per, noise) -> tuple[np.ndarray, np.ndarray]:
+            xq: np.ndarray, per, noise: MVMNoise | None, ids: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
     """Digitised and recombined outputs of DAC outputs ``xq`` (rows × in), in weight units of
     the scaled input, and which rows saturated the ADC in any conversion.
 
     ``w_t`` is the array matrix transposed (in × columns of ``layout``); ``per`` the tile's
-    :class:`~mc_engine.analog.tile.Periphery`; ``noise`` a NoiseStream or None (noise off).
+    :class:`~mc_engine.analog.tile.Periphery`; ``noise`` the pass's noise keys or None (noise
+    off); ``ids`` the rows' indices in the forward call (the noise counters; conversion c of
+    row k draws at ids[k] + c * 2^40).
     """
     m, n_in = xq.shape
     n_out, n_cols = layout.n_out, layout.n_cols
@@ -63,7 +67,11 @@ def convert(readout: Readout, layout: Layout, w_t: torch.Tensor, abs_w_t: torch.
     w_noise = per.w_noise if noise is not None else 0.0
     cycles = readout.input_cycles(xq)                 # K × m × in
     n_conv = cycles.shape[0] * m                      # every cycle's rows in one GEMM
-    lines = cycles + inp_noise * noise.normal(cycles.shape) if inp_noise > 0 else cycles
+    conv_ids = (ids[None, :] + (np.arange(cycles.shape[0]) << 40)[:, None]).reshape(-1)
+    lines = cycles
+    if inp_noise > 0:
+        lines = cycles.copy()
+        add_normal_rows(lines.reshape(n_conv, n_in), inp_noise, noise.stream(KIND_INP), conv_ids)
     ones_k, rows_k = np.ones(n_conv, np.float32), np.arange(n_conv)
     post = np.ones((1, n_cols), np.float32)
     sat = np.empty(n_conv, np.bool_)
@@ -71,7 +79,7 @@ def convert(readout: Readout, layout: Layout, w_t: torch.Tensor, abs_w_t: torch.
     empty1, empty2 = np.zeros(0, np.float32), np.zeros((0, 0), np.float32)
     groups = readout.row_groups(n_in)
     part = None
-    for j0, j1 in groups:
+    for gi, (j0, j1) in enumerate(groups):
         if len(groups) == 1:
             x_in, x_line = cycles.reshape(n_conv, n_in), lines.reshape(n_conv, n_in)
         else:
@@ -79,14 +87,13 @@ def convert(readout: Readout, layout: Layout, w_t: torch.Tensor, abs_w_t: torch.
             x_line = np.ascontiguousarray(lines[:, :, j0:j1]).reshape(n_conv, j1 - j0)
         xg = torch.from_numpy(x_line)
         y = (xg @ w_t[j0:j1]).numpy()
-        wn_row, wn_full, wnoise = empty1, empty2, empty2
+        wn_row, wn_full = empty1, empty2
         if w_noise > 0:
-            wnoise = noise.normal((n_conv, n_cols))
             wn_row, wn_full = per.weight_noise(
                 xg[:, None], None if abs_w_t is None else abs_w_t[:, j0:j1])
-        noise_out = noise.normal((n_conv, n_cols)) if out_noise > 0 else empty2
-        adc_rows(y, out_noise, noise_out, wn_row, wn_full, wnoise, per.step_out, per.bound,
-                 ones_k, rows_k, True, post, y, sat)
+        keys = (0, 0) if noise is None else (noise.stream(KIND_OUT, gi), noise.stream(KIND_W, gi))
+        adc_rows(y, out_noise, np.uint64(keys[0]), wn_row, wn_full, np.uint64(keys[1]), conv_ids,
+                 per.step_out, per.bound, ones_k, rows_k, True, post, y, sat)
         saturated |= sat
         y = _recombine(layout, y, x_in)
         part = y if part is None else part + y

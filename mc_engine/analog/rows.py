@@ -13,7 +13,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mc_engine.kernels.periphery import dac_rows, patch_abs_max, patch_dac_rows, row_abs_max
+from mc_engine.kernels.periphery import (
+    dac_abs_max_rows,
+    dac_rows,
+    patch_abs_max,
+    patch_dac_abs_max,
+    patch_dac_rows,
+    row_abs_max,
+)
 
 # Rows are processed in pieces of about this many bytes of DAC output (a few MiB: the piece,
 # its GEMM and the epilogue stay in the last-level cache; smaller pieces cost Python overhead).
@@ -39,6 +46,19 @@ class InputRows:
         are scaled by scale[k, g] (one group, i.e. one tile, per ``width`` columns)."""
         raise NotImplementedError
 
+    def dac_abs_max(self, c0: int, c1: int, step: np.float32, wake: bool
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """abs_max noise management fused with the DAC, every row, one pass: (alpha, scale =
+        1/alpha or 0 for a silent row, DAC output). ``wake``: an all-zero row gets alpha 1."""
+        alpha = np.empty(self.n_rows, np.float32)
+        scale = np.empty(self.n_rows, np.float32)
+        out = np.empty((self.n_rows, c1 - c0), np.float32)
+        self._dac_abs_max(c0, c1, step, wake, alpha, scale, out)
+        return alpha, scale, out
+
+    def _dac_abs_max(self, c0, c1, step, wake, alpha, scale, out) -> None:
+        raise NotImplementedError
+
 
 class DenseRows(InputRows):
     """Rows of a (M × n) float32 matrix (Linear inputs, drift-compensation probes)."""
@@ -61,6 +81,14 @@ class DenseRows(InputRows):
         out = np.empty((rows.size, c1 - c0), np.float32)
         dac_rows(self.x, c0, c1, rows, scale, width, step, out)
         return out
+
+    def _dac_abs_max(self, c0, c1, step, wake, alpha, scale, out):
+        dac_abs_max_rows(self.x, c0, c1, step, wake, alpha, scale, out)
+
+
+class ProbeRows(DenseRows):
+    """The rows of an identity matrix: the one-hot probe of drift compensation, whose MVM a
+    tile computes without a GEMM."""
 
 
 class PatchRows(InputRows):
@@ -103,3 +131,6 @@ class PatchRows(InputRows):
         out = np.empty((rows.size, c1 - c0), np.float32)
         patch_dac_rows(self.xp, *self.geom, c0, c1, rows, scale, width, step, out)
         return out
+
+    def _dac_abs_max(self, c0, c1, step, wake, alpha, scale, out):
+        patch_dac_abs_max(self.xp, *self.geom, c0, c1, step, wake, alpha, scale, out)

@@ -1,4 +1,5 @@
-"""`python -m mc_engine.bench` (forward speed) or `python -m mc_engine.bench fidelity`."""
+"""`python -m mc_engine.bench`: the whole suite (table + results/bench/*.json); `... forward`:
+the analog forward alone; `... fidelity`: the aihwkit accuracy cells."""
 
 from __future__ import annotations
 
@@ -15,12 +16,16 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["fidelity"]:
         from mc_engine.bench import fidelity
         return fidelity.main(args[1:])
+    if args[:1] == ["forward"]:
+        from mc_engine.bench import forward
+        forward.main()
+        return 0
     if args:
-        print("usage: python -m mc_engine.bench [fidelity [--repeats N]]", file=sys.stderr)
+        print("usage: python -m mc_engine.bench [forward | fidelity [--repeats N]]",
+              file=sys.stderr)
         return 2
-    from mc_engine.bench import forward
-    forward.main()
-    return 0
+    from mc_engine.bench import suite
+    return suite.main()
 
 
 if __name__ == "__main__":

@@ -73,7 +73,16 @@ def _read_batch(file: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
             or data.shape[1] != 3072 or labels is None or len(labels) != len(data)):
         raise UserInputError(f"{file} is not a CIFAR python batch: expected {b'data'!r} "
                              f"(uint8, N x 3072) and {label_key!r} (N labels)")
-    return data, np.asarray(labels, dtype=np.int64)
+    try:
+        y = np.asarray(labels)
+    except Exception as exc:  # ragged or unconvertible label lists
+        raise UserInputError(f"{file}: {label_key.decode()} are not class indices "
+                             f"({one_line(exc)})") from exc
+    if y.ndim != 1 or y.dtype.kind not in "iu" or (y.size and y.min() < 0):
+        example = y.flat[0] if y.size else None
+        raise UserInputError(f"{file}: {label_key.decode()} must be integer class indices "
+                             f">= 0, got dtype {y.dtype} (e.g. {example!r})")
+    return data, y.astype(np.int64)
 
 
 def load_cifar(path: str | Path, kind: str = "cifar10",

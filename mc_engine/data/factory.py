@@ -9,8 +9,10 @@ so that objects defined there can still be pickled by reference later in the pro
 from __future__ import annotations
 
 import importlib
+import io
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +50,11 @@ def import_factory(ref: object, base_dir: Path, source: str | None, key: str,
         sys.path.insert(0, folder)
     importlib.invalidate_caches()
     try:
-        obj: Any = importlib.import_module(module_name)
+        with _isolated(module_name):
+            obj: Any = importlib.import_module(module_name)
+    except _Exited as exc:
+        raise UserInputError(f"importing module {module_name!r} called {exc}; a module named "
+                             f"in a study file must not exit", source=source, key=key) from None
     except Exception as exc:  # any failure inside user code is a user input error
         raise UserInputError(
             f"cannot import module {module_name!r} ({type(exc).__name__}: {one_line(exc)}); "
@@ -65,19 +71,68 @@ def import_factory(ref: object, base_dir: Path, source: str | None, key: str,
     return obj
 
 
-def call_factory(fn: Callable[..., Any], ref: str, source: str | None, key: str) -> Any:
-    """Call a user factory with no arguments; its exceptions become one-line input errors."""
+def call_factory(fn: Callable[..., Any], ref: str, source: str | None, key: str,
+                 **kwargs: Any) -> Any:
+    """Call a user factory (with no arguments unless given); its exceptions become one-line
+    input errors."""
     try:
-        return fn()
+        with _isolated(ref):
+            return fn(**kwargs)
+    except _Exited as exc:
+        raise UserInputError(f"{ref!r} called {exc} instead of returning", source=source,
+                             key=key) from None
     except Exception as exc:  # any failure inside user code is a user input error
         raise UserInputError(f"{ref!r} raised {type(exc).__name__}: {one_line(exc)}",
                              source=source, key=key) from exc
+
+
+class _Exited(Exception):
+    """User code called ``sys.exit``; ``str()`` says how."""
+
+
+@contextmanager
+def _isolated(name: str) -> Iterator[None]:
+    """Run user code apart from mc-engine's own command line and exit.
+
+    The code sees ``sys.argv == [name]`` (a module that parses arguments at import finds none
+    of mc-engine's), and its ``sys.exit`` (SystemExit, argparse's usage errors included)
+    becomes an error here, quoting the last line the code printed, instead of ending mc-engine
+    with the user code's status. What the code prints is passed on unless it exits.
+    """
+    saved = sys.argv
+    sys.argv = [name]
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            yield
+    except SystemExit as exc:
+        said = [line for line in (err.getvalue() + out.getvalue()).splitlines() if line.strip()]
+        last = f" after printing {one_line(Exception(said[-1]), 150)!r}" if said else ""
+        raise _Exited(f"sys.exit({exc.code!r}){last}") from None
+    finally:
+        sys.argv = saved
+    sys.stdout.write(out.getvalue())
+    sys.stderr.write(err.getvalue())
 
 
 def resolve_path(value: str, base_dir: Path) -> Path:
     """A path from a study file: relative paths are relative to the study file's folder."""
     path = Path(value)
     return path if path.is_absolute() else Path(base_dir) / path
+
+
+def existing_file(value: str, base_dir: Path, fail: Callable[[str, str], UserInputError],
+                  key: str, what: str) -> Path:
+    """The file a study names at ``key`` (relative to its folder), which must exist and be a
+    file: an empty string or a folder is refused by name."""
+    if not value.strip():
+        raise fail(key, f"empty path; expected {what}")
+    path = resolve_path(value, base_dir)
+    if path.is_dir():
+        raise fail(key, f"{path} is a directory; expected {what}")
+    if not path.is_file():
+        raise fail(key, f"file {path} does not exist")
+    return path
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:

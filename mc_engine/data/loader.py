@@ -17,6 +17,7 @@ from mc_engine.data.cifar import load_cifar
 from mc_engine.data.digits import digits_split
 from mc_engine.data.factory import (
     call_factory,
+    existing_file,
     import_factory,
     one_line,
     resolve_path,
@@ -25,6 +26,12 @@ from mc_engine.data.factory import (
 from mc_engine.errors import Fail, UserInputError, check_int
 
 DATASETS = ("digits", "cifar10", "cifar100", "npz")
+#: Largest input magnitude accepted. The analog forward squares and sums inputs in float32
+#: (noise management, pcm_read weight noise), which overflows near 1e19; real test inputs
+#: (normalised features, raw 8- or 16-bit pixels) are many decades below this bound.
+MAX_ABS_INPUT = 1e9
+#: Largest class index accepted (a model needs this many outputs + 1).
+MAX_LABEL = 1_000_000
 _KEYS = ("dataset", "factory", "path", "limit")
 
 
@@ -40,8 +47,14 @@ class Dataset:
         return len(self.y)
 
 
-def load_dataset(spec: dict[str, Any], base_dir: Path, source: str | None) -> Dataset:
-    """The test set described by a study's ``[data]`` table (digits when the table is empty)."""
+def load_dataset(spec: dict[str, Any], base_dir: Path, source: str | None,
+                 split: str = "test") -> Dataset:
+    """The test set described by a study's ``[data]`` table (digits when the table is empty).
+
+    ``split = "train"`` gives the training split instead (``mc-engine train``): digits' train
+    half, CIFAR's ``data_batch_*``, an npz file's x_train/y_train, or what a factory returns
+    when called as ``factory(split="train")``.
+    """
     fail = table_checker(spec, "data", _KEYS, "dataset = 'digits'", source)
     if "dataset" in spec and "factory" in spec:
         raise fail("factory", "give either dataset or factory, not both")
@@ -54,12 +67,14 @@ def load_dataset(spec: dict[str, Any], base_dir: Path, source: str | None) -> Da
             raise fail("path", "not used with factory (the factory loads its own data)")
         ref = spec["factory"]
         fn = import_factory(ref, base_dir, source, "data.factory")
-        name, (x, y) = ref, _factory_arrays(call_factory(fn, ref, source, "data.factory"), fail)
+        kwargs = {"split": "train"} if split == "train" else {}
+        name, (x, y) = ref, _factory_arrays(call_factory(fn, ref, source, "data.factory",
+                                                         **kwargs), fail)
     else:
         name = spec.get("dataset", "digits")
         if name not in DATASETS:
             raise fail("dataset", f"expected one of {', '.join(DATASETS)}, got {name!r}")
-        x, y = _builtin_arrays(name, spec, base_dir, fail)
+        x, y = _builtin_arrays(name, spec, base_dir, fail, split)
         if name == "npz":
             name = f"npz:{spec['path']}"
     x, y = _validated(x, y, fail, "factory" if "factory" in spec else "path")
@@ -68,36 +83,42 @@ def load_dataset(spec: dict[str, Any], base_dir: Path, source: str | None) -> Da
     return Dataset(name=name, x=x, y=y)
 
 
-def _builtin_arrays(name: str, spec: dict[str, Any], base_dir: Path,
-                    fail: Fail) -> tuple[np.ndarray, np.ndarray]:
+def _builtin_arrays(name: str, spec: dict[str, Any], base_dir: Path, fail: Fail,
+                    split: str = "test") -> tuple[np.ndarray, np.ndarray]:
     if name == "digits":
         if "path" in spec:
             raise fail("path", "not used with dataset = 'digits' (it is embedded)")
-        split = digits_split()
-        return split["x_test"], split["y_test"]
+        halves = digits_split()
+        return halves[f"x_{split}"], halves[f"y_{split}"]
     if "path" not in spec:
         raise fail("path", f"required with dataset = {name!r}")
     if not isinstance(spec["path"], str):
         raise fail("path", f"expected a string, got {spec['path']!r}")
+    if name == "npz":
+        return _npz_arrays(existing_file(spec["path"], base_dir, fail, "path",
+                                         f"an .npz file holding x_{split} and y_{split}"),
+                           fail, split)
+    if not spec["path"].strip():
+        raise fail("path", f"empty path; expected the folder of the {name} batches")
     path = resolve_path(spec["path"], base_dir)
     if not path.exists():
         raise fail("path", f"{path} does not exist")
-    if name == "npz":
-        return _npz_arrays(path, fail)
     try:
-        return load_cifar(path, kind=name, split="test")
+        return load_cifar(path, kind=name, split=split)
     except UserInputError as err:
         raise fail("path", str(err)) from err
 
 
-def _npz_arrays(path: Path, fail: Fail) -> tuple[np.ndarray, np.ndarray]:
+def _npz_arrays(path: Path, fail: Fail, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    keys = (f"x_{split}", f"y_{split}")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in ("x_test", "y_test") if k not in npz.files]
+            missing = [k for k in keys if k not in npz.files]
             if missing:
+                have = ", ".join(npz.files) or "none"
                 raise fail("path", f"{path} lacks array {missing[0]!r}; an npz dataset holds "
-                                   f"x_test and y_test (it has {', '.join(npz.files) or 'none'})")
-            return npz["x_test"], npz["y_test"]
+                                   f"{' and '.join(keys)} (it has {have})")
+            return npz[keys[0]], npz[keys[1]]
     except UserInputError:
         raise
     except Exception as exc:  # any unreadable file is a user input error
@@ -112,12 +133,30 @@ def _factory_arrays(result: object, fail: Fail) -> tuple[object, object]:
 
 def _as_numpy(a: object) -> object:
     detach = getattr(a, "detach", None)  # a torch tensor, without importing torch for everyone
-    return detach().cpu().numpy() if callable(detach) else a
+    if not callable(detach):
+        return a
+    tensor = detach().cpu()
+    if tensor.is_floating_point() and tensor.element_size() < 4:  # bfloat16 has no numpy type
+        tensor = tensor.float()
+    return tensor.numpy()
+
+
+def _array(value: object, what: str, fail: Fail, key: str) -> np.ndarray:
+    """``value`` as a numpy array; ragged nested lists and other non-arrays fail by name."""
+    try:
+        array = np.asarray(value)
+    except Exception as exc:  # ragged lists, objects numpy cannot hold
+        raise fail(key, f"{what} must be an array (or a tensor, or equal-length nested lists): "
+                        f"{one_line(exc)}") from exc
+    if array.dtype == object:
+        raise fail(key, f"{what} must be a numeric array, got Python objects of shape "
+                        f"{array.shape} (ragged lists?)")
+    return array
 
 
 def _validated(x: object, y: object, fail: Fail, key: str) -> tuple[np.ndarray, np.ndarray]:
     """float32 x with a sample axis, int64 labels ≥ 0 of the same length, no NaN or inf."""
-    x, y = np.asarray(x), np.asarray(y)
+    x, y = _array(x, "inputs x", fail, key), _array(y, "labels y", fail, key)
     if x.dtype.kind not in "fiub" or x.ndim < 2:
         raise fail(key, f"inputs x must be a numeric array of shape N x ..., got dtype {x.dtype} "
                         f"with shape {x.shape}")
@@ -127,9 +166,19 @@ def _validated(x: object, y: object, fail: Fail, key: str) -> tuple[np.ndarray, 
     if len(x) != len(y) or len(y) == 0:
         raise fail(key, f"x and y must hold the same number (> 0) of samples, got {len(x)} "
                         f"and {len(y)}")
-    if y.min() < 0:
-        raise fail(key, f"labels must be class indices >= 0, got {y.min()}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.isfinite(x).all():
-        raise fail(key, f"inputs x contain NaN or inf ({int((~np.isfinite(x)).sum())} values)")
+    if y.min() < 0 or y.max() > MAX_LABEL:
+        raise fail(key, f"labels must be class indices >= 0 and <= {MAX_LABEL:_}, got "
+                        f"{y.min() if y.min() < 0 else y.max()}")
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32 becomes inf: below
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        bad = ~(np.abs(x) <= MAX_ABS_INPUT)
+    if bad.any():
+        raise fail(key, f"inputs x must be finite numbers within +-{MAX_ABS_INPUT:g} (normalise "
+                        f"them), got {int(bad.sum())} values that are NaN, inf or larger, "
+                        f"e.g. {_first(x, bad)}")
     return x, np.ascontiguousarray(y, dtype=np.int64)
+
+
+def _first(x: np.ndarray, bad: np.ndarray) -> str:
+    """The first offending value (in float32: values beyond its range show as inf)."""
+    return f"{float(x[bad].flat[0]):g}"

@@ -15,6 +15,10 @@ from typing import Any
 
 from mc_engine.errors import UserInputError
 
+#: Largest tile dimension accepted: far beyond any crossbar, and small enough that sizes derived
+#: from it stay exact in the int64 result columns.
+MAX_TILE_SIZE = 2**31 - 1
+
 
 def _param(default: Any, doc: str, *, lo: float | None = None, hi: float | None = None,
            choices: tuple | None = None, lo_open: bool = False, inf_ok: bool = False) -> Any:
@@ -58,9 +62,11 @@ class HardwareConfig:
                                    choices=("iterative", "none"))
     # --- mapping ---
     max_input_size: int = _param(512, "Largest number of tile rows (layer inputs); larger layers "
-                                      "are split into near-equal tiles summed digitally.", lo=1)
+                                      "are split into near-equal tiles summed digitally.", lo=1,
+                                 hi=MAX_TILE_SIZE)
     max_output_size: int = _param(512, "Largest number of tile columns (layer outputs); larger "
-                                       "layers are split likewise.", lo=1)
+                                       "layers are split likewise.", lo=1,
+                                  hi=MAX_TILE_SIZE)
     digital_bias: bool = _param(True, "Bias added digitally after the ADC (the only supported "
                                       "mode; kept as a column for comparability).",
                                 choices=(True,))
@@ -242,6 +248,8 @@ def _check(f: dataclasses.Field, value: Any) -> Any:
                                            (isinstance(value, float) and value.is_integer())):
             raise UserInputError(f"expected an integer, got {value!r}", key=name)
         value = int(value)
+        if meta["hi"] is None and abs(value) >= 2**63:  # the int64 result column
+            raise UserInputError(f"must be < 2**63, got {value!r}", key=name)
     elif kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserInputError(f"expected a number, got {value!r}", key=name)

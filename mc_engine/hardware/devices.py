@@ -118,19 +118,24 @@ class PCMDevice(DeviceModel):
     name = "pcm"
 
     def program(self, g_target, rng):
-        xi = rng.standard_normal((2, g_target.size))
         g_prog = np.empty_like(g_target)
         nu = np.empty_like(g_target)
         hw = self.hw
-        pcm_program(g_target, xi[0], xi[1], hw.g_max, hw.prog_noise_scale, hw.drift_scale,
+        pcm_program(g_target, _key(rng), hw.g_max, hw.prog_noise_scale, hw.drift_scale,
                     g_prog, nu)
         return g_prog, nu
 
     def read(self, g, state, t_s, rng):
         out = np.empty_like(g)
-        pcm_drift_read(g, state, rng.standard_normal(g.size), float(t_s), self.hw.g_max,
+        pcm_drift_read(g, state, _key(rng), float(t_s), self.hw.g_max,
                        self.hw.read_noise_scale, out)
         return out
+
+
+def _key(rng: np.random.Generator) -> np.uint64:
+    """A counter-based stream key from the generator the engine hands a device model: the PCM
+    kernels draw their normals in the loop (:mod:`mc_engine.kernels.rng`), one pass, no arrays."""
+    return np.uint64(rng.integers(0, np.iinfo(np.uint64).max, dtype=np.uint64, endpoint=True))
 
 
 class StateIndependentDevice(DeviceModel):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from mc_engine.kernels.rng import normal
+
 _MAGIC = np.float32(12582912.0)   # 1.5 * 2^23: (q + M) - M is rint(q) for |q| < 2^22
 _LIMIT = np.float32(2.0**21)      # quantizers have <= 20 bits, so levels lie well inside this
 
@@ -45,17 +47,6 @@ def row_abs_max(x: np.ndarray, c0: int, c1: int, out: np.ndarray) -> None:
 
 
 @njit(cache=True, nogil=True)
-def _quantize_row(dst: np.ndarray, scale_row: np.ndarray, width: int, step: np.float32) -> None:
-    """dst[c] = quantised dst[c]*scale_row[c // width]: one input scale per group of columns."""
-    one = np.float32(1.0)
-    for g in range(scale_row.shape[0]):
-        s = scale_row[g]
-        seg = dst[g * width:(g + 1) * width]
-        for c in range(seg.shape[0]):
-            seg[c] = _quantize(seg[c] * s, step, one)
-
-
-@njit(cache=True, nogil=True)
 def dac_rows(x: np.ndarray, c0: int, c1: int, rows: np.ndarray, scale: np.ndarray,
              width: int, step: np.float32, out: np.ndarray) -> None:
     """out[k] = clip(rint(x[rows[k], c0:c1]*s/step)*step, -1, 1), s = scale[k, (c - c0)//width].
@@ -63,10 +54,43 @@ def dac_rows(x: np.ndarray, c0: int, c1: int, rows: np.ndarray, scale: np.ndarra
     One scale per row and group of ``width`` columns (a grouped layer's groups share the row);
     step 0 = no rounding.
     """
+    one = np.float32(1.0)
     for k in range(rows.shape[0]):
-        dst = out[k]
-        dst[:] = x[rows[k], c0:c1]
-        _quantize_row(dst, scale[k], width, step)
+        i = rows[k]
+        for g in range(scale.shape[1]):
+            s = scale[k, g]
+            for c in range(g * width, (g + 1) * width):
+                out[k, c] = _quantize(x[i, c0 + c] * s, step, one)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _abs_max_quantize(out: np.ndarray, k: int, step: np.float32, wake: bool,
+                      alpha: np.ndarray, scale: np.ndarray) -> None:
+    """Noise management fused with the DAC for row k already gathered into out[k]:
+    alpha[k] = max|out[k]| (1 for an all-zero row when ``wake``: input noise drives its lines),
+    scale[k] = 1/alpha[k] (0 for a silent row), the row quantised with that scale."""
+    one = np.float32(1.0)
+    a = np.float32(0.0)
+    n = out.shape[1]
+    for c in range(n):
+        a = max(a, abs(out[k, c]))
+    if a == 0 and wake:
+        a = one
+    s = one / a if a > 0 else np.float32(0.0)
+    alpha[k] = a
+    scale[k] = s
+    for c in range(n):
+        out[k, c] = _quantize(out[k, c] * s, step, one)
+
+
+@njit(cache=True, nogil=True)
+def dac_abs_max_rows(x: np.ndarray, c0: int, c1: int, step: np.float32, wake: bool,
+                     alpha: np.ndarray, scale: np.ndarray, out: np.ndarray) -> None:
+    """abs_max noise management and DAC of every row of x (columns c0..c1) in one pass."""
+    for k in range(x.shape[0]):
+        for c in range(c1 - c0):
+            out[k, c] = x[k, c0 + c]
+        _abs_max_quantize(out, k, step, wake, alpha, scale)
 
 
 @njit(cache=True, nogil=True)
@@ -117,58 +141,103 @@ def patch_dac_rows(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, 
     ``dac_rows`` (row-major, the layout the GEMM is fastest on)."""
     row, col = _patch_offsets(xp, kh, kw, sh, sw, dh, dw, ho, wo, c0, c1)
     flat = xp.reshape(-1)
+    one = np.float32(1.0)
     for k in range(rows.shape[0]):
         base = row[rows[k]]
-        dst = out[k]
         for c in range(col.size):          # gather (scalar loads), then quantise contiguously
-            dst[c] = flat[base + col[c]]
-        _quantize_row(dst, scale[k], width, step)
+            out[k, c] = flat[base + col[c]]
+        for g in range(scale.shape[1]):
+            s = scale[k, g]
+            for c in range(g * width, (g + 1) * width):
+                out[k, c] = _quantize(out[k, c] * s, step, one)
 
 
 @njit(cache=True, nogil=True)
-def adc_rows(y: np.ndarray, out_noise: np.float32, noise: np.ndarray, wn_row: np.ndarray,
-             wn_full: np.ndarray, wnoise: np.ndarray, step: np.float32, bound: np.float32,
-             scale: np.ndarray, rows: np.ndarray, last: bool, post: np.ndarray,
-             out: np.ndarray, saturated: np.ndarray) -> None:
+def patch_dac_abs_max(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int,
+                      ho: int, wo: int, c0: int, c1: int, step: np.float32, wake: bool,
+                      alpha: np.ndarray, scale: np.ndarray, out: np.ndarray) -> None:
+    """Fused im2col + abs_max noise management + DAC of every im2col row (columns c0..c1)."""
+    row, col = _patch_offsets(xp, kh, kw, sh, sw, dh, dw, ho, wo, c0, c1)
+    flat = xp.reshape(-1)
+    for k in range(row.size):
+        base = row[k]
+        for c in range(col.size):
+            out[k, c] = flat[base + col[c]]
+        _abs_max_quantize(out, k, step, wake, alpha, scale)
+
+
+@njit(cache=True, nogil=True)
+def adc_rows(y: np.ndarray, out_noise: np.float32, key_out: np.uint64, wn_row: np.ndarray,
+             wn_full: np.ndarray, key_w: np.uint64, ids: np.ndarray, step: np.float32,
+             bound: np.float32, scale: np.ndarray, rows: np.ndarray, last: bool,
+             post: np.ndarray, out: np.ndarray, saturated: np.ndarray) -> None:
     """Weight noise, output noise, ADC and digital rescale of one pass over the selected rows.
 
     y[k] is the analog MVM of input row rows[k] (scaled by scale[k] = (1/alpha)/r). Short-term
     weight noise has sigma wn_row[k] (additive constant) or wn_full[k, j] (pcm_read), either may
-    be empty; output noise has sigma out_noise. Outputs are rounded with ``step`` (0 = off) and
-    clipped at ±bound. A row whose rounded output lies strictly beyond the bound is flagged in
-    ``saturated``; unless ``last``, it is not written so that bound management can retry it.
-    Every other row is written as out[i, j] = (y/scale[k]) * post[i % P, j], i = rows[k]: post
-    holds the digital factors of P interleaved groups (P = 1 for a plain tile).
+    be empty; output noise has sigma out_noise. The standard normals are drawn here, counter-
+    based (:mod:`mc_engine.kernels.rng`): element (k, j) takes draw ids[k]*n + j of the streams
+    ``key_w`` and ``key_out``, so the noise of a row does not depend on which other rows share
+    the pass. Outputs are rounded with ``step`` (0 = off) and clipped at ±bound. A row whose
+    rounded output lies strictly beyond the bound is flagged in ``saturated``; unless ``last``,
+    it is not written so that bound management can retry it. Every other row is written as
+    out[i, j] = (y/scale[k]) * post[i % P, j], i = rows[k]: post holds the digital factors of P
+    interleaved groups (P = 1 for a plain tile).
     """
     m, n = y.shape
-    has_row = wn_row.shape[0] > 0
-    has_full = wn_full.shape[0] > 0
+    n64 = np.uint64(n)
+    # Rows selected by a bound-management retry are scattered; a first pass's rows are usually
+    # consecutive, and then so are the counters of the whole block: flat loops that vectorise.
+    # (Loops index the 2-D arrays directly: a row view per row costs more than its arithmetic.)
+    consecutive = m == 0 or ids[m - 1] - ids[0] == m - 1
+    if wn_row.shape[0] > 0 or wn_full.shape[0] > 0:
+        full = wn_full.shape[0] > 0
+        for k in range(m):
+            base = np.uint64(ids[k]) * n64
+            for j in range(n):
+                s = wn_full[k, j] if full else wn_row[k]
+                y[k, j] += s * normal(key_w, base + np.uint64(j))
+    flat = y.reshape(-1)
+    if out_noise > 0:
+        if consecutive:
+            base = np.uint64(ids[0]) * n64
+            for e in range(m * n):
+                flat[e] += out_noise * normal(key_out, base + np.uint64(e))
+        else:
+            for k in range(m):
+                base = np.uint64(ids[k]) * n64
+                for j in range(n):
+                    y[k, j] += out_noise * normal(key_out, base + np.uint64(j))
+    over = np.empty(m * n, np.bool_)
+    for e in range(m * n):
+        v = flat[e]
+        if step > 0:
+            v = _rint(v / step) * step
+        over[e] = (v > bound) | (v < -bound)
+        flat[e] = min(max(v, -bound), bound)
+    n_post = post.shape[0]
     for k in range(m):
         sat = False
         for j in range(n):
-            v = y[k, j]
-            if has_row:
-                v += wn_row[k] * wnoise[k, j]
-            elif has_full:
-                v += wn_full[k, j] * wnoise[k, j]
-            if out_noise > 0:
-                v += out_noise * noise[k, j]
-            if step > 0:
-                v = _rint(v / step) * step
-            if v > bound:
-                v = bound
-                sat = True
-            elif v < -bound:
-                v = -bound
-                sat = True
-            y[k, j] = v
+            sat |= over[k * n + j]
         saturated[k] = sat
         if last or not sat:
             i = rows[k]
             s = scale[k]
-            p = post[i % post.shape[0]]
+            p = i % n_post
             for j in range(n):
-                out[i, j] = (y[k, j] / s) * p[j]
+                out[i, j] = (y[k, j] / s) * post[p, j]
+
+
+@njit(cache=True, nogil=True)
+def add_normal_rows(x: np.ndarray, sigma: np.float32, key: np.uint64, ids: np.ndarray) -> None:
+    """x[k, j] += sigma * draw ids[k]*n + j of stream ``key`` (the input noise on the lines)."""
+    n = x.shape[1]
+    n64 = np.uint64(n)
+    for k in range(x.shape[0]):
+        base = np.uint64(ids[k]) * n64
+        for j in range(n):
+            x[k, j] += sigma * normal(key, base + np.uint64(j))
 
 
 @njit(cache=True, nogil=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pyarrow.parquet as pq
 from mc_engine.errors import UserInputError
 from mc_engine.results.intervals import t_interval
 from mc_engine.results.schema import fixed_columns, hardware_columns
-from mc_engine.results.store import IDEAL_FILE, ResultStore
+from mc_engine.results.store import IDEAL_FILE, RESULT_COLUMNS, ResultStore, unreadable
 
 #: Row order of :func:`load_results`: deterministic whatever the order trials finished in.
 SORT_KEYS = ["study", "point_id", "repeat", "t_inference_s"]
@@ -31,11 +32,18 @@ def load_results(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if path.is_file():
         files = [path]
+        problem = unreadable(path, RESULT_COLUMNS)
+        if path.name == IDEAL_FILE or problem:
+            what = "the ideal (digital) accuracy" if path.name == IDEAL_FILE else problem
+            raise UserInputError(f"not a file of trial results ({what}); give a study's "
+                                 f"results folder or one of its part-*.parquet files",
+                                 source=str(path))
     else:
         files = ResultStore(path).parts()
         if not files and path.is_dir():
             files = [p for sub in sorted(path.iterdir()) if sub.is_dir()
                      for p in ResultStore(sub).parts()]
+        files = _readable(files)
     if not files:
         raise UserInputError("no results here (expected part-*.parquet files written by "
                              "'mc-engine run')", source=str(path))
@@ -46,6 +54,19 @@ def load_results(path: str | Path) -> pd.DataFrame:
     fixed = fixed_columns()
     df.attrs["device_params"] = [c for c in df.columns if c not in fixed]
     return df
+
+
+def _readable(files: list[Path]) -> list[Path]:
+    """The files that read as result tables; each other one is named in a warning."""
+    kept = []
+    for file in files:
+        problem = unreadable(file, RESULT_COLUMNS)
+        if problem:
+            warnings.warn(f"{file}: {problem}; left out (the next 'mc-engine run' of the study "
+                          f"sets it aside and runs its trials again)", stacklevel=3)
+        else:
+            kept.append(file)
+    return kept
 
 
 def load_ideal(path: str | Path) -> pd.DataFrame:
@@ -63,13 +84,14 @@ def load_ideal(path: str | Path) -> pd.DataFrame:
 
 
 def swept_columns(df: pd.DataFrame) -> list[str]:
-    """Hardware columns (device parameters included) whose value differs between rows: what
-    tells the points apart."""
+    """Hardware columns (device parameters included), then a checkpoint axis, whose value
+    differs between rows: what tells the points apart."""
     columns: list[str] = []
     for name in hardware_columns():
         columns.append(name)
         if name == "device":  # the device models' own parameters, as load_results found them
             columns += list(df.attrs.get("device_params", ()))
+    columns.append("checkpoint")  # a checkpoint axis last: recipes side by side per point
     return [c for c in columns if c in df and df[c].nunique(dropna=False) > 1]
 
 
@@ -78,8 +100,8 @@ def summarize(df: pd.DataFrame,
     """Per (hardware point, inference time): accuracy statistics over the repeats.
 
     Rows are ordered by the swept parameter values, then point_id and time.
-    Columns: study, point_id, the swept hardware columns (then ``layer`` in layer-sensitivity
-    studies), t_inference_s, n, mean, std (ddof 1),
+    Columns: study, point_id, the swept hardware columns (then ``checkpoint`` of a checkpoint
+    axis, then ``layer`` in layer-sensitivity studies), t_inference_s, n, mean, std (ddof 1),
     q05, q50, q95, ci95_lo / ci95_hi (95 % Student-t interval of the mean clipped to [0, 1];
     NaN when n = 1), ci95_clipped (the raw interval reached past 0 or 1: too few repeats to
     locate the mean; see :mod:`mc_engine.results.intervals` for why this interval),
@@ -97,7 +119,7 @@ def summarize(df: pd.DataFrame,
         out[f"q{q:02d}"] = grouped.quantile(q / 100).to_numpy()
     out["ci95_lo"], out["ci95_hi"], out["ci95_clipped"] = t_interval(out["mean"], out["std"],
                                                                      out["n"])
-    out["ideal_accuracy"] = _ideal_per_study(out["study"], df, ideal)
+    out["ideal_accuracy"] = _ideal_per_study(out["study"], df, ideal, out["point_id"])
     out["drop_from_ideal"] = out["ideal_accuracy"] - out["mean"]
     return out
 
@@ -129,15 +151,30 @@ def rank_layers(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def _ideal_per_study(studies: pd.Series, df: pd.DataFrame,
-                     ideal: numbers.Real | str | Path | pd.DataFrame | None) -> np.ndarray:
+                     ideal: numbers.Real | str | Path | pd.DataFrame | None,
+                     points: pd.Series | None = None) -> np.ndarray:
     if ideal is None:
         try:
             table = load_ideal(df.attrs["results_dir"])
         except (KeyError, UserInputError):
             return np.full(len(studies), math.nan)
+        except (OSError, pa.ArrowException) as err:
+            warnings.warn(f"{df.attrs['results_dir']}: {IDEAL_FILE} is unreadable "
+                          f"({' '.join(str(err).split())[:200]}); the ideal accuracy is left out "
+                          f"(the next 'mc-engine run' of the study computes it again)",
+                          stacklevel=3)
+            return np.full(len(studies), math.nan)
     elif isinstance(ideal, numbers.Real):
         return np.full(len(studies), float(ideal))
     else:
         table = ideal if isinstance(ideal, pd.DataFrame) else load_ideal(ideal)
+    if not {"study", "accuracy"} <= set(table.columns):
+        raise UserInputError("the ideal accuracy needs the columns study and accuracy, got "
+                             f"{', '.join(map(str, table.columns))}", key="ideal")
     by_study = dict(zip(table["study"], table["accuracy"]))
+    if "checkpoint" in table and "checkpoint" in df:   # one ideal per checkpoint
+        point_checkpoint = dict(zip(df["point_id"], df["checkpoint"]))
+        by_pair = dict(zip(zip(table["study"], table["checkpoint"]), table["accuracy"]))
+        return np.array([by_pair.get((s, point_checkpoint.get(p)), by_study.get(s, math.nan))
+                         for s, p in zip(studies, points)], dtype=float)
     return studies.map(by_study).astype(float).to_numpy()

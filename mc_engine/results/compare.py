@@ -23,8 +23,9 @@ import pandas as pd
 from mc_engine.errors import UserInputError
 from mc_engine.results.intervals import t_interval, welch_interval
 
-#: Columns that tell one simulated point apart (``layer`` only in layer-sensitivity studies).
-IDENTITY = ("study", "point_id", "layer")
+#: Columns that tell one simulated point apart (``checkpoint`` only with a checkpoint axis,
+#: ``layer`` only in layer-sensitivity studies; point_id already covers both).
+IDENTITY = ("study", "point_id", "checkpoint", "layer")
 #: Rows of the two points are paired on these: the same repeat drawn from the same seed.
 PAIR_ON = ["repeat", "seed", "t_inference_s"]
 COLUMNS = ["t_inference_s", "n", "baseline_mean", "other_mean", "diff_mean", "diff_ci95_lo",
@@ -36,13 +37,13 @@ def compare(df: pd.DataFrame, baseline: Mapping[str, Any],
     """Accuracy of ``other`` minus ``baseline``, paired repeat by repeat, at each inference time.
 
     ``baseline`` and ``other`` select one point each by column values (``{"adc_bits": 7}``;
-    any column: a swept parameter, ``study``, ``point_id``, ``layer``); values may be given as
-    text, as on the command line, and are read as the column's type. Rows pair on (repeat,
-    seed): only repeats both points ran from the same seed count. One row per inference time:
-    t_inference_s, n (pairs), baseline_mean, other_mean, diff_mean (mean of other − baseline),
-    diff_ci95_lo/hi (95 % t interval of the mean paired difference, within [−1, 1]) and
-    unpaired_ci95_lo/hi (Welch's interval of the difference of the two means over the same
-    repeats, as if they had been independent chips).
+    any column: a swept parameter, ``checkpoint``, ``study``, ``point_id``, ``layer``); values
+    may be given as text, as on the command line, and are read as the column's type. Rows pair
+    on (repeat, seed): only repeats both points ran from the same seed count. One row per
+    inference time: t_inference_s, n (pairs), baseline_mean, other_mean, diff_mean (mean of
+    other − baseline), diff_ci95_lo/hi (95 % t interval of the mean paired difference, within
+    [−1, 1]) and unpaired_ci95_lo/hi (Welch's interval of the difference of the two means over
+    the same repeats, as if they had been independent chips).
     """
     source = df.attrs.get("results_dir")
     rows = {role: _select(df, selection, role, source)

@@ -29,9 +29,14 @@ def time_positions(times_s: np.ndarray) -> np.ndarray:
     return np.where(times_s > 0, times_s, zero_at)
 
 
+def short_value(column: str, value: object) -> object:
+    """A value as a legend shows it: a checkpoint by its file name, anything else as is."""
+    return Path(str(value)).name if column == "checkpoint" else value
+
+
 def point_label(point: pd.DataFrame, label_columns: list[str], several_studies: bool) -> str:
     """``adc_bits=8, w_noise=0.02`` for a point's rows (its point_id when nothing is swept)."""
-    values = [f"{c}={point[c].iloc[0]}" for c in label_columns]
+    values = [f"{c}={short_value(c, point[c].iloc[0])}" for c in label_columns]
     label = ", ".join(values) if values else str(point["point_id"].iloc[0])
     return f"{point['study'].iloc[0]}: {label}" if several_studies else label
 
@@ -50,10 +55,13 @@ def accuracy_vs_time(summary: pd.DataFrame, label_columns: list[str]) -> Figure:
                           label=point_label(point, label_columns, several))
         ax.fill_between(x, point["q05"], point["q95"], color=line.get_color(), alpha=0.2,
                         linewidth=0)
-    for study, acc in summary.groupby("study")["ideal_accuracy"].first().items():
+    by = ["study", "checkpoint"] if "checkpoint" in summary else ["study"]  # one per checkpoint
+    for key, acc in summary.groupby(by)["ideal_accuracy"].first().items():
+        key = key if isinstance(key, tuple) else (key,)
+        names = ([key[0]] if several else []) + [Path(k).name for k in key[1:]]
         if np.isfinite(acc):
             ax.axhline(acc, color="0.3", linestyle="--", linewidth=1,
-                       label=f"ideal (digital), {study}" if several else "ideal (digital)")
+                       label=", ".join(["ideal (digital)", *names]))
     ax.set_xscale("log")
     ax.set_xticks(list(position.values()), [format_duration(t) for t in times])
     ax.minorticks_off()
@@ -91,7 +99,8 @@ def accuracy_vs_parameter(summary: pd.DataFrame, parameter: str,
             for key, group in (at_t.groupby(others, sort=True, dropna=False) if others
                                else [((), at_t)]):
                 key = key if isinstance(key, tuple) else (key,)
-                label = ", ".join(f"{c}={v}" for c, v in zip(others, key)) or "mean"
+                label = ", ".join(f"{c}={short_value(c, v)}" for c, v in zip(others, key)) \
+                    or "mean"
                 lines.append((label, group))
         for label, line in lines:
             line = line.sort_values(parameter)
@@ -99,7 +108,7 @@ def accuracy_vs_parameter(summary: pd.DataFrame, parameter: str,
             err = np.vstack([mean - line["ci95_lo"].to_numpy(), line["ci95_hi"].to_numpy() - mean])
             ax.errorbar(line[parameter].map(position), mean, yerr=np.nan_to_num(err), marker="o",
                         capsize=3, label=label)
-        ax.set_xticks(range(len(values)), [str(v) for v in values])
+        ax.set_xticks(range(len(values)), [str(short_value(parameter, v)) for v in values])
         ax.set_xlabel(parameter)
         ax.set_title(f"t = {format_duration(t)}")
         ax.grid(True, alpha=0.3)
@@ -155,8 +164,8 @@ def layer_ranking(ranking: pd.DataFrame, hardware: list[str]) -> Figure:
                    label=f"t = {format_duration(t)}")
         ax.set_xticks(range(len(layers)), layers)
         ax.set_ylabel("accuracy drop")
-        ax.set_title(", ".join(f"{c}={v}" for c, v in zip(hardware, values)) or "every point",
-                     fontsize="medium")
+        title = ", ".join(f"{c}={short_value(c, v)}" for c, v in zip(hardware, values))
+        ax.set_title(title or "every point", fontsize="medium")
         ax.grid(True, axis="y", alpha=0.3)
     axes[-1].set_xlabel("layer (alone on analog tiles, the others digital)")
     axes[0].legend(fontsize="small")
@@ -171,6 +180,8 @@ def plot(df: pd.DataFrame, out: str | Path, ideal=None) -> Path:
     """
     fig = accuracy_vs_time(summarize(df, ideal), swept_columns(df))
     out = Path(out)
+    if not out.suffix:  # matplotlib would add .png itself: return the name it writes
+        out = out.with_name(out.name + ".png")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     return out

@@ -3,7 +3,9 @@
 Every hardware parameter is its own typed column, named as in :class:`HardwareConfig` and the
 study file, so results filter and group with plain pandas (``df[df.adc_bits == 8]``). A device
 model's own parameters (``DeviceModel.params``, docs/devices.md) are float64 columns of their
-own, right after ``device``; a study on the built-in devices has none.
+own, right after ``device``; a study on the built-in devices has none. A study with a checkpoint
+axis (``[sweep] checkpoint = [...]``) has a ``checkpoint`` string column after ``point_id``, in
+its trial rows and in ideal.parquet; other studies' files are unchanged.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ TRIAL_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
 IDEAL_SCHEMA = pa.schema([("study", pa.string()), ("n_correct", pa.int64()),
                           ("n_samples", pa.int64()), ("accuracy", pa.float64()),
                           ("engine_version", pa.string())])
+CHECKPOINT_FIELD = ("checkpoint", pa.string())
+
+
+def ideal_schema(checkpoint: bool = False) -> pa.Schema:
+    """ideal.parquet's schema: one row per study, or per checkpoint of a checkpoint axis."""
+    return IDEAL_SCHEMA.insert(1, pa.field(*CHECKPOINT_FIELD)) if checkpoint else IDEAL_SCHEMA
 
 
 def hardware_columns() -> list[str]:
@@ -39,33 +47,39 @@ def hardware_columns() -> list[str]:
     return HardwareConfig.field_names()
 
 
-def result_schema(device_params: Sequence[str] = (), layer: bool = False) -> pa.Schema:
-    """study, point_id, (``layer``: a layer-sensitivity study's ``layer`` string column), one
-    typed column per hardware parameter (the ``device_params`` names, float64, after
-    ``device``), then :data:`TRIAL_FIELDS`."""
+def result_schema(device_params: Sequence[str] = (), checkpoint: bool = False,
+                  layer: bool = False) -> pa.Schema:
+    """study, point_id (then ``checkpoint`` for a checkpoint axis, then ``layer`` for a
+    layer-sensitivity study), one typed column per hardware parameter (the ``device_params``
+    names, float64, after ``device``), then :data:`TRIAL_FIELDS`."""
     hardware: list[tuple[str, pa.DataType]] = []
     for name, kind in HardwareConfig.field_types().items():
         hardware.append((name, _ARROW_TYPES[kind]))
         if name == "device":
             hardware += [(param, pa.float64()) for param in device_params]
-    identity = [("study", pa.string()), ("point_id", pa.string())]
+    first = [("study", pa.string()), ("point_id", pa.string())]
+    if checkpoint:
+        first.append(CHECKPOINT_FIELD)
     if layer:
-        identity.append(("layer", pa.string()))
-    return pa.schema([*identity, *hardware, *TRIAL_FIELDS])
+        first.append(("layer", pa.string()))
+    return pa.schema([*first, *hardware, *TRIAL_FIELDS])
 
 
 def fixed_columns() -> frozenset[str]:
-    """The columns result files have (``layer`` in layer-sensitivity studies only); any other
-    column is a device parameter."""
-    return frozenset(result_schema(layer=True).names)
+    """The columns every result file has (or, ``checkpoint`` and ``layer``, may have); any
+    other column is a device parameter."""
+    return frozenset(result_schema(checkpoint=True, layer=True).names)
 
 
 def trial_rows(study: str, point_id: str, hardware: HardwareConfig, repeat: int, seed: int,
                evaluations: Sequence[Mapping[str, Any]], engine_version: str,
-               layer: str | None = None) -> list[dict]:
-    """One result row per inference time of a trial, from ``evaluate_trial``'s dicts; with a
-    ``layer`` (layer-sensitivity trials) the rows carry it in a ``layer`` column."""
+               checkpoint: str | None = None, layer: str | None = None) -> list[dict]:
+    """One result row per inference time of a trial, from ``evaluate_trial``'s dicts; a
+    ``checkpoint`` (checkpoint axis) or ``layer`` (layer-sensitivity trials) is carried in a
+    column of that name."""
     fixed = {"study": study, "point_id": point_id, **hardware.to_dict(), "repeat": repeat}
+    if checkpoint is not None:
+        fixed["checkpoint"] = checkpoint
     if layer is not None:
         fixed["layer"] = layer
     return [{**fixed, "t_inference_s": float(e["t_inference_s"]),
@@ -75,9 +89,9 @@ def trial_rows(study: str, point_id: str, hardware: HardwareConfig, repeat: int,
 
 
 def rows_to_table(rows: Sequence[Mapping[str, Any]],
-                  device_params: Sequence[str] = ()) -> pa.Table:
+                  device_params: Sequence[str] = (), checkpoint: bool = False) -> pa.Table:
     """Rows as an Arrow table with exactly :func:`result_schema` (of ``device_params``; a row
     of a device without one of them holds null there; a ``layer`` column when rows have one)."""
     rows = list(rows)
     layer = any("layer" in row for row in rows)
-    return pa.Table.from_pylist(rows, schema=result_schema(device_params, layer))
+    return pa.Table.from_pylist(rows, schema=result_schema(device_params, checkpoint, layer))

@@ -2,28 +2,41 @@
 
 One Dask task is one trial (hardware point x repeat) covering every inference time. The model and
 test set are scattered to every worker once; tasks carry only the hardware point and the seed.
-The client writes results as tasks complete, in batches of whole trials, so an interruption keeps
-everything already received and a re-run skips it.
+Tasks are submitted in a bounded window (a few per worker thread), so the client's memory and the
+scheduler's task graph do not grow with the number of trials. The client writes results as tasks
+complete, in batches of whole trials, so an interruption keeps everything already received and a
+re-run skips it.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 import tomllib
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
-from distributed import Future, as_completed
-from tqdm import tqdm
+import pyarrow.parquet as pq
+from distributed import Client, Future, as_completed
 
 import mc_engine
 from mc_engine.errors import UserInputError
+from mc_engine.fileio import check_writable_folder
 from mc_engine.results import ResultStore, trial_rows
 from mc_engine.run.adaptive import next_trials
-from mc_engine.run.cluster import RunError, check_scheduler_address, open_client
+from mc_engine.run.cluster import (
+    RunError,
+    check_local_workers,
+    check_scheduler_reachable,
+    open_client,
+)
+from mc_engine.run.progress import Progress
 from mc_engine.run.tasks import portable_devices, portable_model, run_ideal, run_trial
 from mc_engine.study import Study, Trial, parse_study
-from mc_engine.study.inputs import CHANGED, Inputs
+from mc_engine.study.inputs import CHANGED, Inputs, fingerprint_mismatch
 from mc_engine.study.spec import FINGERPRINT_KEYS
 
 #: A batch is written when it holds this many trials or is this old, whichever comes first.
@@ -31,6 +44,14 @@ BATCH_TRIALS = 500
 FLUSH_S = 20.0
 #: How often Dask re-runs a trial whose worker died.
 RETRIES = 2
+#: Tasks in flight per worker thread: enough to keep every worker busy while results travel
+#: back, few enough that the client holds a bounded number of futures (and results).
+WINDOW_PER_THREAD = 4
+MIN_WINDOW = 8
+#: How often the window follows the cluster's size (workers joining an adaptive cluster).
+WINDOW_REFRESH_S = 2.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -54,13 +75,20 @@ def run_study(study: Study, out_dir: str | Path = "results", *, workers: int | N
     ``<out_dir>/.cache``) and checked against each other before anything is written, so a bad
     ``[model]`` or ``[data]`` table fails early. ``fresh`` deletes earlier results of this study
     first. ``scheduler`` is the address of an existing Dask scheduler; otherwise a LocalCluster
-    of ``workers`` processes runs the trials. A KeyboardInterrupt stops the run after writing
-    what has arrived.
+    of ``workers`` processes runs the trials. ``progress`` prints the Dask dashboard's address
+    and the progress (a bar on a terminal, plain lines otherwise) to stderr. A
+    KeyboardInterrupt stops the run after writing what has arrived.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    if scheduler:
-        check_scheduler_address(scheduler)
+    # Everything that can be checked without the model first: loading it may take minutes.
+    if scheduler is not None:
+        check_scheduler_reachable(scheduler)
+    elif workers is not None:
+        check_local_workers(workers)
+    check_writable_folder(out_dir / study.name, "--out")
+    check_writable_folder(Path(cache_dir) if cache_dir is not None else out_dir / ".cache",
+                          "--out")
     inputs = study.load(Path(cache_dir) if cache_dir is not None else out_dir / ".cache")
     study = study.with_layers(inputs.model)
 
@@ -83,6 +111,9 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
     if fresh:
         store.clear()
     store.remove_temporaries()
+    for path, problem in store.set_aside_unreadable():
+        print(f"warning: {path.with_suffix('')}: {problem}; set aside as {path.name}, its "
+              f"results are computed again", file=sys.stderr)
     _check_resumable(store, study, inputs.fingerprint)
     store.write_text(store.study_file.name,
                      replace(study, fingerprint=inputs.fingerprint).to_toml())
@@ -93,34 +124,40 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
         n_skipped = study.n_trials - len(trials)
     else:
         trials, n_skipped = _next_round(study, store), len(done)
-    need_ideal = not store.ideal_file.is_file()
+    need_ideal = _ideal_missing(store, study)
     if not trials and not need_ideal:
         return n_skipped, 0
     n_run = 0
     with open_client(workers, scheduler) as client:
-        model_f = client.scatter(portable_model(inputs.model, study.base_dir), broadcast=True,
-                                 hash=False)
+        if progress:
+            _print_dashboard(client)
+        # One model per checkpoint of a checkpoint axis (key None without one).
+        model_fs = {label: client.scatter(portable_model(model, study.base_dir), broadcast=True,
+                                          hash=False)
+                    for label, model in (inputs.models or {None: inputs.model}).items()}
         x_f = client.scatter(inputs.dataset.x, broadcast=True, hash=False)
         y_f = client.scatter(inputs.dataset.y, broadcast=True, hash=False)
         custom = study.custom_devices  # device models the workers may not be able to import
         devices_f = client.scatter(portable_devices(custom), broadcast=True, hash=False) \
             if custom else None
-        with tqdm(total=n_skipped + len(trials), initial=n_skipped, unit="trial",
-                  desc=study.name, disable=not progress, dynamic_ncols=True) as bar:
-            while trials or need_ideal:  # one round unless the study has adaptive repeats
-                # Every future, the ideal's too (trial None), so that clean-up cancels them all.
-                by_future: dict[Future, Trial | None] = {
-                    client.submit(run_trial, model_f, x_f, y_f, t.hardware,
-                                  study.inference_times_s, t.seed, devices_f, t.analog_layers,
-                                  retries=RETRIES, pure=False): t for t in trials}
-                if need_ideal:
-                    by_future[client.submit(run_ideal, model_f, x_f, y_f, retries=RETRIES,
-                                            pure=False)] = None
-                pending = as_completed(list(by_future))
-                _collect(pending, by_future, study, store, bar, batch_trials, flush_s)
-                n_run, need_ideal = n_run + len(trials), False
+
+        def submit(job: Trial | _Ideal) -> Future:
+            if isinstance(job, _Ideal):
+                return client.submit(run_ideal, model_fs[job.checkpoint], x_f, y_f,
+                                     retries=RETRIES, pure=False)
+            return client.submit(run_trial, model_fs[job.checkpoint], x_f, y_f, job.hardware,
+                                 study.inference_times_s, job.seed, devices_f, job.analog_layers,
+                                 retries=RETRIES, pure=False)
+
+        ideals = [_Ideal(label) for label in model_fs] if need_ideal else []
+        with Progress(n_skipped + len(trials), n_skipped, study.name, enabled=progress) as bar:
+            while trials or ideals:  # one round unless the study has adaptive repeats
+                jobs: list[Trial | _Ideal] = [*ideals, *trials]
+                with closing(windowed(submit, jobs, lambda: task_window(client))) as finished:
+                    _collect(finished, len(ideals), study, store, bar, batch_trials, flush_s)
+                n_run, ideals = n_run + len(trials), []
                 trials = _next_round(study, store) if study.target_ci is not None else []
-                bar.total += len(trials)
+                bar.add_total(len(trials))
     return n_skipped, n_run
 
 
@@ -130,36 +167,113 @@ def _next_round(study: Study, store: ResultStore) -> list[Trial]:
     return next_trials(study, rows)
 
 
-def _collect(pending: as_completed, by_future: dict[Future, Trial | None], study: Study,
-             store: ResultStore, bar: tqdm, batch_trials: int, flush_s: float) -> None:
-    """Write results as tasks finish; flush what arrived on any exit, cancel the rest on error.
+@dataclass(frozen=True)
+class _Ideal:
+    """The task of the ideal accuracy of one checkpoint (None: the study's only model)."""
 
-    Each trial is one future and ``as_completed`` yields each future once (Dask retries a lost
-    worker's task under the same future), so each (point_id, repeat) is written once.
+    checkpoint: str | None
+
+
+def task_window(client: Client) -> int:
+    """Tasks to keep in flight on ``client``'s cluster: WINDOW_PER_THREAD per worker thread."""
+    workers = client.scheduler_info().get("workers", {})
+    threads = sum(w.get("nthreads", 1) for w in workers.values())
+    return max(MIN_WINDOW, WINDOW_PER_THREAD * threads)
+
+
+def windowed(submit: Callable[[T], Future], jobs: Iterable[T],
+             window: Callable[[], int]) -> Iterator[tuple[T, Future]]:
+    """Submit ``jobs`` in order, keeping at most ``window()`` of them in flight, and yield
+    (job, finished future) as each completes.
+
+    Only the futures in flight exist at any time, so the client's memory does not grow with the
+    number of jobs. ``window`` is asked again every WINDOW_REFRESH_S, so the window follows
+    workers that join later. Closing the generator (or an error in the caller) cancels the
+    futures still in flight. Dask retries a lost worker's task under the same future, so each
+    job is yielded once.
+    """
+    queue = iter(jobs)
+    in_flight: dict[Future, T] = {}
+    completed = as_completed()
+    size, sized_at = window(), time.monotonic()
+
+    def top_up() -> None:
+        while len(in_flight) < size:
+            job = next(queue, _END)
+            if job is _END:
+                return
+            future = submit(job)
+            in_flight[future] = job
+            completed.add(future)
+
+    try:
+        top_up()
+        for future in completed:
+            job = in_flight.pop(future)
+            if time.monotonic() - sized_at >= WINDOW_REFRESH_S:
+                size, sized_at = window(), time.monotonic()
+            top_up()
+            yield job, future
+    finally:
+        for future in in_flight:
+            future.cancel()
+
+
+_END = object()
+
+
+def _print_dashboard(client: Client) -> None:
+    """Say where the Dask dashboard of this run is (or how to get one)."""
+    if "dashboard" in client.scheduler_info().get("services", {}):
+        print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
+    else:
+        print("Dask dashboard: none (the scheduler runs without one; install bokeh>=3.1 "
+              "where it runs to get it)", file=sys.stderr)
+
+
+def _collect(finished: Iterable[tuple[Trial | _Ideal, Future]], n_ideal: int, study: Study,
+             store: ResultStore, bar: Progress, batch_trials: int, flush_s: float) -> None:
+    """Write results as tasks finish; flush what arrived on any exit.
+
+    Each (point_id, repeat) comes once, so each is written once.
     """
     batch: list[dict] = []
+    ideal: list[dict] = []
+    axis = bool(study.checkpoints)
     in_batch, last_flush = 0, time.monotonic()
     try:
-        for future in pending:
-            trial = by_future[future]
+        for trial, future in finished:
             result = future.result()
-            if trial is None:
-                store.write_ideal({"study": study.name, **result,
-                                   "engine_version": mc_engine.__version__})
+            if isinstance(trial, _Ideal):
+                label = {"checkpoint": trial.checkpoint} if axis else {}
+                ideal.append({"study": study.name, **label, **result,
+                              "engine_version": mc_engine.__version__})
+                if len(ideal) == n_ideal:   # written once complete: a resume redoes them all
+                    store.write_ideal(sorted(ideal, key=lambda r: str(r.get("checkpoint"))))
                 continue
             batch += trial_rows(study.name, trial.point_id, trial.hardware, trial.repeat,
-                                trial.seed, result, mc_engine.__version__, trial.layer)
+                                trial.seed, result, mc_engine.__version__, trial.checkpoint,
+                                trial.layer)
             in_batch += 1
             bar.update(1)
             if in_batch >= batch_trials or time.monotonic() - last_flush >= flush_s:
-                store.write_trials(batch, study.device_params)
+                store.write_trials(batch, study.device_params, axis)
                 batch, in_batch, last_flush = [], 0, time.monotonic()
     finally:
         if batch:
-            store.write_trials(batch, study.device_params)
-        for future in by_future:
-            if not future.done():
-                future.cancel()
+            store.write_trials(batch, study.device_params, axis)
+
+
+def _ideal_missing(store: ResultStore, study: Study) -> bool:
+    """Whether ideal.parquet is missing, or lacks a checkpoint of the checkpoint axis."""
+    if not store.ideal_file.is_file():
+        return True
+    if not study.checkpoints:
+        return False
+    table = pq.read_table(store.ideal_file)
+    have = set(table.column("checkpoint").to_pylist()) if "checkpoint" in table.column_names \
+        else set()
+    return not set(study.checkpoint_labels) <= have
 
 
 def _check_resumable(store: ResultStore, study: Study, fingerprint: dict[str, str]) -> None:
@@ -198,10 +312,12 @@ def _check_resumable(store: ResultStore, study: Study, fingerprint: dict[str, st
                              f"fingerprint of their model and data, so they cannot be checked "
                              f"against this study; re-run with --fresh to discard them, or use "
                              f"another --out", source=study.source)
-    for key in FINGERPRINT_KEYS:
-        if previous.fingerprint[key] != fingerprint[key]:
-            raise UserInputError(
-                f"the {key} differs from the one that wrote the results in {store.directory} "
-                f"(sha256 {fingerprint[key][:12]}... here, {previous.fingerprint[key][:12]}... "
-                f"there: {CHANGED[key]} changed); re-run with --fresh to discard them, or use "
-                f"another --out", source=study.source, key=key)
+    problem = fingerprint_mismatch(previous.fingerprint, fingerprint)
+    if problem:
+        key, here, there = problem
+        raise UserInputError(
+            f"the {key} differs from the one that wrote the results in {store.directory} "
+            f"(sha256 {here[:12]}... here, {there[:12]}... there: "
+            f"{CHANGED.get(key, 'the checkpoint file')} changed); re-run with --fresh to discard "
+            f"them, or use another --out", source=study.source,
+            key=key if key in FINGERPRINT_KEYS else "sweep.checkpoint")

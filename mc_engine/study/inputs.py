@@ -12,8 +12,9 @@ while the study's tables stay the same.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,32 +40,84 @@ CHANGED = {"model": "the checkpoint file or the cached zoo model", "data": "the 
 
 @dataclass(frozen=True, eq=False)
 class Inputs:
-    """A study's model (eval mode), test set and their fingerprint {"model": .., "data": ..}."""
+    """A study's model (eval mode), test set and their fingerprint {"model": .., "data": ..}.
+
+    With a checkpoint axis, ``models`` holds the model of every checkpoint (``model`` is the
+    first) and the fingerprint each one's sha256 under "checkpoints"; "model" then hashes those.
+    """
 
     model: nn.Module
     dataset: Dataset
-    fingerprint: dict[str, str]
+    fingerprint: dict[str, Any]
+    models: dict[str | None, nn.Module] = field(default_factory=dict)
 
 
 def load_inputs(study: Study, cache_dir: Path) -> Inputs:
     """Load ``[data]`` and ``[model]``, check that they fit and that they match the study's
     fingerprint if it has one; every problem is a :class:`UserInputError`."""
     dataset = load_dataset(study.data, study.base_dir, study.source)
-    model = load_model(study.model, study.base_dir, study.source, cache_dir)
-    check_model_fits(model, dataset, study.model, study.source)
-    try:   # layers that cannot go on tiles, non-finite weights: before any worker starts
-        convert(model)
-    except UserInputError as exc:
-        raise exc.with_source(study.source) from None
+    models = {label: _checked_model(study, label, dataset, cache_dir)
+              for label in study.checkpoint_labels or (None,)}
+    model = next(iter(models.values()))
     prints = fingerprint(model, dataset)
-    for key in FINGERPRINT_KEYS if study.fingerprint else ():
-        if study.fingerprint[key] != prints[key]:
-            raise UserInputError(
-                f"the {key} (sha256 {prints[key][:12]}...) differs from the one this study was "
-                f"run with ({study.fingerprint[key][:12]}...): {CHANGED[key]} changed; remove "
-                f"study.fingerprint to use it anyway", source=study.source,
-                key=f"study.fingerprint.{key}")
-    return Inputs(model=model, dataset=dataset, fingerprint=prints)
+    if study.checkpoints:
+        per = {label: fingerprint(m, dataset)["model"] for label, m in models.items()}
+        prints = {"model": _sha256_text(json.dumps(per, sort_keys=True)), "data": prints["data"],
+                  "checkpoints": per}
+    problem = fingerprint_mismatch(study.fingerprint, prints) if study.fingerprint else None
+    if problem:
+        key, ours, theirs = problem
+        raise UserInputError(
+            f"the {key} (sha256 {ours[:12]}...) differs from the one this study was "
+            f"run with ({theirs[:12]}...): {CHANGED.get(key, 'the checkpoint file')} changed; "
+            f"remove study.fingerprint to use it anyway", source=study.source,
+            key=f"study.fingerprint.{key if key in FINGERPRINT_KEYS else 'checkpoints'}")
+    return Inputs(model=model, dataset=dataset, fingerprint=prints, models=models)
+
+
+def fingerprint_mismatch(old: Mapping[str, Any], new: Mapping[str, Any]
+                         ) -> tuple[str, str, str] | None:
+    """The first (what, new sha256, old sha256) that differs between two fingerprints, or None.
+
+    With a checkpoint axis on both sides only the checkpoints both name are compared, so that
+    adding a checkpoint to a study resumes it like adding any other point.
+    """
+    checkpoints = old.get("checkpoints"), new.get("checkpoints")
+    if checkpoints[0] and checkpoints[1]:
+        for label in checkpoints[1]:
+            if label in checkpoints[0] and checkpoints[0][label] != checkpoints[1][label]:
+                return f"checkpoint {label!r}", checkpoints[1][label], checkpoints[0][label]
+        keys: tuple[str, ...] = ("data",)
+    else:
+        keys = FINGERPRINT_KEYS
+    for key in keys:
+        if old[key] != new[key]:
+            return key, new[key], old[key]
+    return None
+
+
+def _checked_model(study: Study, checkpoint: str | None, dataset: Dataset,
+                   cache_dir: Path) -> nn.Module:
+    """The [model] (with ``checkpoint`` of the checkpoint axis) loaded and checked against the
+    data and the analog conversion; a checkpoint's problems are reported at sweep.checkpoint."""
+    spec = study.model if checkpoint is None else {**study.model, "checkpoint": checkpoint}
+    try:
+        model = load_model(spec, study.base_dir, study.source, cache_dir)
+        check_model_fits(model, dataset, spec, study.source)
+        try:   # layers that cannot go on tiles, non-finite weights: before any worker starts
+            convert(model)
+        except UserInputError as exc:
+            raise exc.with_source(study.source) from None
+    except UserInputError as exc:
+        if checkpoint is None:
+            raise
+        message = str(exc)
+        prefix = f"{exc.source}: {exc.key}: " if exc.key else f"{exc.source}: "
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+        raise UserInputError(f"checkpoint {checkpoint!r}: {message}", source=study.source,
+                             key="sweep.checkpoint") from None
+    return model
 
 
 def check_model_fits(model: nn.Module, dataset: Dataset, spec: Mapping[str, Any],
@@ -104,6 +157,10 @@ def fingerprint(model: nn.Module, dataset: Dataset) -> dict[str, str]:
                               tuple(t.shape)) for name, t in tensors),
             "data": _sha256((name, a.dtype.str, np.ascontiguousarray(a).reshape(-1).view(np.uint8),
                              a.shape) for name, a in (("x", dataset.x), ("y", dataset.y)))}
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _sha256(items: Iterable[tuple[str, str, np.ndarray, tuple[int, ...]]]) -> str:

@@ -8,27 +8,31 @@ by :mod:`mc_engine.hardware` itself, so the allowed values are declared in one p
 
 from __future__ import annotations
 
-import itertools
-import math
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mc_engine.data.factory import import_factory
-from mc_engine.errors import Fail, UserInputError, check_int
+from mc_engine.errors import Fail, UserInputError, check_int, short_repr
 from mc_engine.hardware import HardwareConfig, from_dict
 from mc_engine.hardware.devices import (
     BUILTIN_DEVICES,
     DEVICES,
     DeviceModel,
-    declaration_problem,
-    register_device,
 )
 from mc_engine.study import toml_writer
 from mc_engine.study.keys import point_id, trial_seed
+from mc_engine.study.sweep import (
+    MAX_TRIALS,
+    check_size,
+    expand_points,
+    hardware_point,
+    load_devices,
+    parse_sweep,
+    swept_checkpoint,
+)
 from mc_engine.study.units import parse_duration
 
 if TYPE_CHECKING:
@@ -42,10 +46,12 @@ MODES = ("standard", "layer_sensitivity")
 #: The ``layer`` value of the all-analog baseline of a layer-sensitivity study.
 ALL_LAYERS = "all"
 FINGERPRINT_KEYS = ("model", "data")
-#: Trials per study (points x repeats): each is a Dask task and a few result rows; beyond this
-#: the scheduler alone would need more memory than a workstation has. Split bigger studies.
-MAX_TRIALS = 1_000_000
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: A study name names its results folder: portable file-name characters, short enough for any
+#: file system (255 bytes per name) with room for the part files' own names.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_NAME_LENGTH = 100
+#: Seeds are written to study.toml, which (as TOML) holds 64-bit signed integers only.
+MAX_SEED = 2**63 - 1
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -57,6 +63,7 @@ class Trial:
     repeat: int
     seed: int
     hardware: HardwareConfig
+    checkpoint: str | None = None
     #: Layer-sensitivity studies: the one analog layer, or ALL_LAYERS; None in standard studies.
     layer: str | None = None
 
@@ -88,7 +95,7 @@ class Study:
     zips: tuple[dict[str, list[Any]], ...]
     points: tuple[HardwareConfig, ...]
     description: str = ""
-    fingerprint: dict[str, str] = field(default_factory=dict)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
     source: str = "<study>"
     base_dir: Path = field(default_factory=Path)
     mode: str = "standard"
@@ -99,10 +106,22 @@ class Study:
     #: or it has ``max_repeats`` (:mod:`mc_engine.run.adaptive`). None: a fixed ``repeats``.
     target_ci: float | None = None
     max_repeats: int | None = None
+    #: The checkpoint file of each point (the checkpoint axis, as written), or () without one.
+    checkpoints: tuple[str, ...] = ()
 
     @property
     def point_ids(self) -> list[str]:
-        return [point_id(p) for p in self.points]
+        return [point_id(p, c) for p, c in zip(self.points, self.point_checkpoints)]
+
+    @property
+    def point_checkpoints(self) -> tuple[str | None, ...]:
+        """The checkpoint of every point, None for all without a checkpoint axis."""
+        return self.checkpoints or (None,) * len(self.points)
+
+    @property
+    def checkpoint_labels(self) -> tuple[str, ...]:
+        """The distinct checkpoints of the checkpoint axis, in sweep order."""
+        return tuple(dict.fromkeys(self.checkpoints))
 
     @property
     def n_trials(self) -> int:
@@ -146,12 +165,14 @@ class Study:
         """Every trial of the ``repeats`` (default: the first ``self.repeats``), repeat-major,
         so partial results cover all points evenly."""
         variants = self._layer_variants()
-        ids = [[point_id(hw, layer) for layer in variants] for hw in self.points]
+        ckpts = self.point_checkpoints
+        ids = [[point_id(hw, ckpt, layer) for layer in variants]
+               for hw, ckpt in zip(self.points, ckpts)]
         trials = []
         for repeat in range(self.repeats) if repeats is None else repeats:
-            seed = trial_seed(self.seed, repeat)  # the same for every point and layer: CRN
-            trials += [Trial(pid, repeat, seed, hw, layer)
-                       for point_ids, hw in zip(ids, self.points)
+            seed = trial_seed(self.seed, repeat)  # the same for every point, checkpoint, layer: CRN
+            trials += [Trial(pid, repeat, seed, hw, ckpt, layer)
+                       for point_ids, hw, ckpt in zip(ids, self.points, ckpts)
                        for pid, layer in zip(point_ids, variants)]
         return trials
 
@@ -250,10 +271,16 @@ def parse_study(doc: Mapping[str, Any], *, source: str = "<study>",
         if key not in study:
             raise fail(f"study.{key}", "missing (required)")
     name = study["name"]
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise fail("study.name", f"expected a name of letters, digits, '.', '_' or '-' (it "
-                                 f"names the results folder), got {name!r}")
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or len(name) > MAX_NAME_LENGTH:
+        shown = name if not isinstance(name, str) or len(name) <= 40 else \
+            f"{name[:20]}... ({len(name)} characters)"
+        raise fail("study.name", f"expected a name of at most {MAX_NAME_LENGTH} letters, "
+                                 f"digits, '.', '_' or '-' (it names the results folder), got "
+                                 f"{shown!r}")
     seed = check_int(study["seed"], "study.seed", fail, lo=0)
+    if seed > MAX_SEED:
+        raise fail("study.seed", f"must be < 2**63 (study.toml holds 64-bit integers), got "
+                                 f"{short_repr(seed)}")
     repeats = check_int(study["repeats"], "study.repeats", fail, hi=MAX_TRIALS)
     times = _times(study["inference_times"], source, fail)
     description = study.get("description", "")
@@ -266,53 +293,32 @@ def parse_study(doc: Mapping[str, Any], *, source: str = "<study>",
     target_ci, max_repeats = _adaptive(study, repeats, fail)
 
     base = tables["hardware"]
-    _load_devices(base, tables["sweep"], Path(base_dir) if base_dir is not None else Path(),
-                  source)
-    _hardware(base, source, lambda f: f"hardware.{f}")
-    sweep, zips = _sweep(tables["sweep"], base, source, fail)
-    _check_size(sweep, zips, max_repeats or repeats, fail)
-    points = _expand(base, sweep, zips, source, fail)
+    folder = Path(base_dir) if base_dir is not None else Path()
+    load_devices(base, tables["sweep"], folder, source)
+    hardware_point(base, source, lambda f: f"hardware.{f}")
+    sweep, zips = parse_sweep(tables["sweep"], base, source, fail)
+    if "checkpoint" in tables["model"] and swept_checkpoint(sweep, zips):
+        raise fail("model.checkpoint", "give either [model] checkpoint or a checkpoint axis "
+                                       "([sweep] checkpoint = [...]), not both")
+    check_size(sweep, zips, max_repeats or repeats, fail)
+    points, checkpoints = expand_points(base, sweep, zips, source, fail)
     return Study(name=name, seed=seed, repeats=repeats, inference_times_s=times,
                  model=tables["model"], data=tables["data"], hardware=base, sweep=sweep,
                  zips=zips, points=points, description=description, fingerprint=fingerprint,
-                 source=source, base_dir=Path(base_dir) if base_dir is not None else Path(),
-                 mode=mode, target_ci=target_ci, max_repeats=max_repeats)
+                 source=source, base_dir=folder, mode=mode, target_ci=target_ci,
+                 max_repeats=max_repeats, checkpoints=checkpoints)
 
 
-def load_device(ref: str, base_dir: Path, source: str | None, key: str) -> type[DeviceModel]:
-    """Import the DeviceModel subclass named ``"module:Class"`` (the module looked up in the
-    study file's folder first, as factories are) and register it under ``ref``."""
-    cls = import_factory(ref, base_dir, source, key, kind="Class")
-    problem = declaration_problem(cls)
-    if problem:
-        raise UserInputError(f"{ref!r} {problem}", source=source, key=key)
-    register_device(cls, name=ref)
-    return cls
-
-
-def _load_devices(hardware: dict[str, Any], sweep: dict[str, Any], base_dir: Path,
-                  source: str) -> None:
-    """Import every ``"module:Class"`` device the study names, in [hardware] or swept, so that
-    the hardware points can be validated against the class's parameters. Values of the wrong
-    shape are left to the hardware and sweep checks."""
-    refs: list[tuple[str, Any]] = [("hardware.device", hardware.get("device"))]
-    if isinstance(sweep.get("device"), list):
-        refs += [("sweep.device", v) for v in sweep["device"]]
-    zips = sweep.get("zip")
-    for i, group in enumerate(zips if isinstance(zips, list) else []):
-        if isinstance(group, dict) and isinstance(group.get("device"), list):
-            refs += [(f"sweep.zip[{i}].device", v) for v in group["device"]]
-    for key, ref in refs:
-        if isinstance(ref, str) and ":" in ref:
-            load_device(ref, base_dir, source, key)
-
-
-def _fingerprint(value: Any, fail: Fail) -> dict[str, str]:
+def _fingerprint(value: Any, fail: Fail) -> dict[str, Any]:
     if value == {}:
         return {}
+    value = dict(value) if isinstance(value, dict) else value
+    per_checkpoint = value.pop("checkpoints", {}) if isinstance(value, dict) else None
     if isinstance(value, dict) and sorted(value) == sorted(FINGERPRINT_KEYS) and \
-            all(isinstance(v, str) and _SHA256.match(v) for v in value.values()):
-        return dict(value)
+            all(isinstance(v, str) and _SHA256.match(v) for v in value.values()) and \
+            isinstance(per_checkpoint, dict) and \
+            all(isinstance(v, str) and _SHA256.match(v) for v in per_checkpoint.values()):
+        return {**value, "checkpoints": per_checkpoint} if per_checkpoint else value
     raise fail("study.fingerprint", "expected { model = \"<sha256>\", data = \"<sha256>\" } as "
                                     "'mc-engine run' writes it into the resolved study.toml, or "
                                     "no fingerprint")
@@ -340,18 +346,6 @@ def _adaptive(study: dict[str, Any], repeats: int,
     return float(target), max_repeats
 
 
-def _check_size(sweep: dict[str, list[Any]], zips: tuple[dict[str, list[Any]], ...],
-                repeats: int, fail: Fail) -> None:
-    """Refuse studies too big to run before expanding them (a few long lists multiply fast)."""
-    n_points = math.prod(len(v) for v in sweep.values()) * \
-        math.prod(len(next(iter(z.values()))) for z in zips)
-    if n_points * repeats > MAX_TRIALS:
-        raise fail("sweep" if n_points > MAX_TRIALS else "study.repeats",
-                   f"{n_points:_} hardware points x {repeats:_} repeats = "
-                   f"{n_points * repeats:_} trials; at most {MAX_TRIALS:_} fit one study: sweep "
-                   f"fewer values, use fewer repeats or split the study")
-
-
 def _times(value: Any, source: str, fail: Fail) -> tuple[float, ...]:
     if not isinstance(value, list) or not value:
         raise fail("study.inference_times", f"expected a non-empty list of durations such as "
@@ -362,79 +356,3 @@ def _times(value: Any, source: str, fail: Fail) -> tuple[float, ...]:
         if s in seconds[:i]:
             raise fail(f"study.inference_times[{i}]", f"duplicate time {value[i]!r}")
     return tuple(sorted(seconds))
-
-
-def _sweep(table: dict[str, Any], base: dict[str, Any], source: str,
-           fail: Fail) -> tuple[dict[str, list[Any]], tuple[dict[str, list[Any]], ...]]:
-    """Split ``[sweep]`` into grid lists and ``[[sweep.zip]]`` groups, checking every value."""
-    raw_zips = table.pop("zip", [])
-    if not isinstance(raw_zips, list) or not all(isinstance(z, dict) for z in raw_zips):
-        raise fail("sweep.zip", "expected tables written as [[sweep.zip]]")
-    groups = [("sweep", table)] + [(f"sweep.zip[{i}]", z) for i, z in enumerate(raw_zips)]
-    owner: dict[str, str] = {}
-    for prefix, group in groups:
-        if prefix != "sweep" and not group:
-            raise fail(prefix, "empty [[sweep.zip]] table")
-        lengths = {}
-        for key, values in group.items():
-            where = f"{prefix}.{key}"
-            if key in owner:
-                raise fail(where, f"swept twice (also in {owner[key]})")
-            owner[key] = where
-            if not isinstance(values, list):
-                raise fail(where, f"expected a list of values, got {values!r}")
-            if not values:
-                raise fail(where, "empty list: give at least one value")
-            for value in values:
-                _hardware({**base, key: value}, source, lambda _f, where=where: where)
-            lengths[key] = len(values)
-        if prefix != "sweep" and len(set(lengths.values())) > 1:
-            first = next(iter(lengths))
-            for key, n in lengths.items():
-                if n != lengths[first]:
-                    raise fail(f"{prefix}.{key}", f"has {n} values but {prefix}.{first} has "
-                                                  f"{lengths[first]}; zipped lists must have "
-                                                  f"the same length")
-    return table, tuple(raw_zips)
-
-
-def _expand(base: dict[str, Any], sweep: dict[str, list[Any]],
-            zips: tuple[dict[str, list[Any]], ...], source: str,
-            fail: Fail) -> tuple[HardwareConfig, ...]:
-    """The cartesian product of the grid lists and the zip groups, each point validated."""
-    axes: list[list[dict[str, Any]]] = [[{k: v} for v in values] for k, values in sweep.items()]
-    for group in zips:
-        n = len(next(iter(group.values())))
-        axes.append([{k: values[i] for k, values in group.items()} for i in range(n)])
-    points: list[HardwareConfig] = []
-    seen: dict[str, dict[str, Any]] = {}
-    for combo in itertools.product(*axes):
-        changes = {k: v for part in combo for k, v in part.items()}
-        swept = set(changes)
-        config = _hardware({**base, **changes}, source,
-                           lambda f, swept=swept: f"{'sweep' if f in swept else 'hardware'}.{f}",
-                           f" (at the sweep point {changes})" if changes else "")
-        pid = point_id(config)
-        if pid in seen:
-            raise fail("sweep", f"the sweep points {seen[pid]} and {changes} are the same "
-                                f"hardware point; remove the duplicate value")
-        seen[pid] = changes
-        points.append(config)
-    return tuple(points)
-
-
-def _hardware(values: dict[str, Any], source: str, where: Callable[[str], str],
-              suffix: str = "") -> HardwareConfig:
-    """A validated hardware point; an error is re-attributed to the study file and its key.
-
-    ``where`` maps the offending hardware field to the dotted study key that set it.
-    """
-    try:
-        return from_dict(values)
-    except UserInputError as err:
-        field_name = err.key or ""
-        message = str(err)
-        if field_name and message.startswith(f"{field_name}: "):
-            message = message[len(field_name) + 2:]
-        raise UserInputError(message + suffix, source=source,
-                             key=where(field_name) if field_name else None) from None

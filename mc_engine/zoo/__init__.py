@@ -1,4 +1,4 @@
-"""Model zoo: digits networks (trained on demand), CIFAR ResNet-20 / VGG-8 / MobileNet."""
+"""Model zoo: digits networks (trained on demand) and the CIFAR networks of the literature."""
 
 from mc_engine.zoo.loader import load_model
 from mc_engine.zoo.models import ZOO_NAMES, build

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import pickle
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,14 @@ from torch import nn
 
 from mc_engine.data.factory import (
     call_factory,
+    existing_file,
     import_factory,
     one_line,
-    resolve_path,
     table_checker,
 )
 from mc_engine.errors import Fail, UserInputError, check_int
 from mc_engine.fileio import atomic_write
+from mc_engine.zoo.checks import check_materialised, check_weights
 from mc_engine.zoo.models import CIFAR_MODELS, DIGITS_MODELS, ZOO_NAMES, build
 from mc_engine.zoo.train import train_digits
 
@@ -34,12 +36,13 @@ MAX_CLASSES = 100_000
 
 
 def load_model(spec: dict[str, Any], base_dir: Path, source: str | None,
-               cache_dir: Path) -> nn.Module:
+               cache_dir: Path | None, *, untrained_seed: int | None = None) -> nn.Module:
     """The model described by a study's ``[model]`` table, in eval mode.
 
     Digits zoo models without a checkpoint are trained once and cached as
     ``cache_dir/<name>.pt``; later calls reload that state_dict, which gives the same weights
-    bit for bit.
+    bit for bit. ``untrained_seed`` (``mc-engine train``) builds the freshly initialised model
+    instead, its weights drawn from that seed.
     """
     fail = table_checker(spec, "model", _KEYS, "zoo = 'digits_mlp'", source)
     if ("zoo" in spec) == ("factory" in spec):
@@ -52,25 +55,30 @@ def load_model(spec: dict[str, Any], base_dir: Path, source: str | None,
         if name not in ZOO_NAMES:
             raise fail("zoo", f"unknown zoo model {name!r}; known: {', '.join(ZOO_NAMES)}")
         num_classes = _num_classes(spec, name, fail)
-        if name in DIGITS_MODELS and checkpoint is None:
+        if name in DIGITS_MODELS and checkpoint is None and untrained_seed is None:
             model = _cached_digits(name, Path(cache_dir))
         else:
-            model = build(name, num_classes)
+            model = build(name, num_classes, seed=untrained_seed or 0)
         source_key = "zoo"
     else:
         if "num_classes" in spec:
             raise fail("num_classes", "only used with a zoo model; a factory builds its own model")
         ref = spec["factory"]
-        model = call_factory(import_factory(ref, base_dir, source, "model.factory"),
-                             ref, source, "model.factory")
+        fn = import_factory(ref, base_dir, source, "model.factory")
+        with torch.random.fork_rng(devices=[]) if untrained_seed is not None else nullcontext():
+            if untrained_seed is not None:
+                torch.manual_seed(untrained_seed)
+            model = call_factory(fn, ref, source, "model.factory")
         if not isinstance(model, nn.Module):
             raise fail("factory", f"{ref!r} must return a torch.nn.Module, "
                                   f"got {type(model).__name__}")
         source_key = "factory"
     if checkpoint is not None:
-        _load_checkpoint(model, checkpoint, fail)
+        load_checkpoint(model, checkpoint, fail)
         source_key = "checkpoint"
+    check_materialised(model, lambda msg: fail(source_key, msg))
     _check_finite(model, lambda msg: fail(source_key, msg))
+    check_weights(model, lambda msg: fail(source_key, msg))
     return model.eval()
 
 
@@ -79,10 +87,7 @@ def _checkpoint_path(value: object, base_dir: Path, fail: Fail) -> Path | None:
         return None
     if not isinstance(value, str):
         raise fail("checkpoint", f"expected a file path string, got {value!r}")
-    path = resolve_path(value, base_dir)
-    if not path.is_file():
-        raise fail("checkpoint", f"file {path} does not exist")
-    return path
+    return existing_file(value, base_dir, fail, "checkpoint", "a state_dict file (.pt)")
 
 
 def _num_classes(spec: dict[str, Any], name: str, fail: Fail) -> int:
@@ -117,7 +122,10 @@ def _read_cache(file: Path, name: str) -> nn.Module | None:
     return model
 
 
-def _load_checkpoint(model: nn.Module, path: Path, fail: Fail) -> None:
+def load_checkpoint(model: nn.Module, path: Path, fail: Fail) -> None:
+    """Load the state_dict file ``path`` into ``model`` (weights-only loading); every problem
+    (unreadable, not a state_dict, names or shapes that do not fit) is ``fail("checkpoint",
+    message)``."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unreadable file is a user input error

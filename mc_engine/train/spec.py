@@ -1,0 +1,194 @@
+"""The train file of ``mc-engine train``: reading and validation.
+
+A train file shares the ``[model]`` and ``[data]`` tables of study files (checked by the same
+code when the model and data load) and adds ``[train]`` (the recipe) and ``[noise]`` (what the
+training forward injects, :mod:`mc_engine.train.noisy`). Every problem is one
+:class:`UserInputError` line naming the file and the dotted key, with the allowed keys or
+values, before anything is trained.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mc_engine.data.factory import resolve_path
+from mc_engine.errors import Fail, UserInputError, check_int
+from mc_engine.hardware import from_dict
+from mc_engine.train.noisy import TRAIN_PERIPHERY, NoiseSpec
+
+TABLES = ("train", "model", "data", "noise")
+TRAIN_KEYS = ("name", "seed", "epochs", "batch_size", "optimizer", "lr", "momentum",
+              "weight_decay", "schedule", "step_size", "gamma", "init", "augment", "description")
+#: [noise] keys of the periphery and device, passed to HardwareConfig (same names, same checks).
+HARDWARE_NOISE_KEYS = ("dac_bits", "adc_bits", "out_bound", "inp_noise", "out_noise", "w_noise",
+                       "w_noise_type", "noise_management", "nm_constant", "bound_management",
+                       "device", "g_max", "on_off_ratio", "prog_noise_scale", "sigma_prog")
+NOISE_KEYS = ("weight_noise", "weight_bits", "clip_std", *HARDWARE_NOISE_KEYS)
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("none", "cosine", "step")
+#: Default ADC range when adc_bits is set without out_bound (the engine's default).
+ADC_BOUND = 12.0
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """A validated train file. ``init`` is the resolved path of the checkpoint to fine-tune."""
+
+    name: str
+    model: dict[str, Any]
+    data: dict[str, Any]
+    noise: NoiseSpec
+    seed: int = 0
+    epochs: int = 10
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "none"
+    step_size: int = 30
+    gamma: float = 0.1
+    init: Path | None = None
+    augment: bool = False
+    description: str = ""
+    tables: dict[str, Any] = field(default_factory=dict)
+    source: str = "<train>"
+    base_dir: Path = field(default_factory=Path)
+
+
+def load_train(path: str | Path) -> TrainSpec:
+    """Read and validate a train file; relative paths in it are relative to its folder."""
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserInputError("train file not found", source=str(path)) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserInputError(f"cannot read train file: {err}", source=str(path)) from None
+    except tomllib.TOMLDecodeError as err:
+        raise UserInputError(f"not valid TOML: {err}", source=str(path)) from None
+    return parse_train(doc, source=str(path), base_dir=path.parent)
+
+
+def parse_train(doc: Mapping[str, Any], *, source: str = "<train>",
+                base_dir: Path | None = None) -> TrainSpec:
+    """Validate a parsed train file."""
+    base_dir = Path(base_dir) if base_dir is not None else Path()
+
+    def fail(key: str, message: str) -> UserInputError:
+        return UserInputError(message, source=source, key=key)
+
+    for key, value in doc.items():
+        if key not in TABLES:
+            raise fail(key, f"unknown {'table' if isinstance(value, dict) else 'key'}; "
+                            f"allowed tables: {', '.join(TABLES)}")
+    tables: dict[str, dict[str, Any]] = {}
+    for name in TABLES:
+        value = doc.get(name, {})
+        if not isinstance(value, dict):
+            raise fail(name, f"expected a table [{name}], got {value!r}")
+        if name in ("train", "model") and name not in doc:
+            raise fail(name, f"missing the [{name}] table")
+        tables[name] = dict(value)
+    if "checkpoint" in tables["model"]:
+        raise fail("model.checkpoint", "not used by a train file: give the checkpoint to "
+                                       "fine-tune from as train.init")
+    train = _train_table(tables["train"], base_dir, fail)
+    noise = _noise_table(tables["noise"], base_dir, source, fail)
+    return TrainSpec(model=tables["model"], data=tables["data"], noise=noise, tables=tables,
+                     source=source, base_dir=base_dir, **train)
+
+
+def _train_table(table: dict[str, Any], base_dir: Path, fail: Fail) -> dict[str, Any]:
+    for key in table:
+        if key not in TRAIN_KEYS:
+            raise fail(f"train.{key}", f"unknown key; allowed: {', '.join(TRAIN_KEYS)}")
+    if "name" not in table:
+        raise fail("train.name", "missing (required): it names the checkpoint <out>/<name>.pt")
+    out: dict[str, Any] = {}
+    name = table["name"]
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise fail("train.name", f"expected a name of letters, digits, '.', '_' or '-' (it "
+                                 f"names the checkpoint file), got {name!r}")
+    out["name"] = name
+    for key, lo, hi in (("seed", 0, None), ("epochs", 1, 100_000), ("batch_size", 1, 1 << 20),
+                        ("step_size", 1, 100_000)):
+        if key in table:
+            out[key] = check_int(table[key], f"train.{key}", fail, lo=lo, hi=hi)
+    for key, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+        if key in table:
+            if table[key] not in choices:
+                raise fail(f"train.{key}", f"expected one of {', '.join(map(repr, choices))}, "
+                                           f"got {table[key]!r}")
+            out[key] = table[key]
+    for key, positive in (("lr", True), ("momentum", False), ("weight_decay", False),
+                          ("gamma", True)):
+        if key in table:
+            out[key] = _number(table[key], f"train.{key}", fail, positive=positive)
+    if "init" in table:
+        if not isinstance(table["init"], str):
+            raise fail("train.init", f"expected a checkpoint file path, got {table['init']!r}")
+        init = resolve_path(table["init"], base_dir)
+        if not init.is_file():
+            raise fail("train.init", f"file {init} does not exist")
+        out["init"] = init
+    if "augment" in table:
+        if not isinstance(table["augment"], bool):
+            raise fail("train.augment", f"expected true (random crop with padding 4 and "
+                                        f"horizontal flip, for images) or false, got "
+                                        f"{table['augment']!r}")
+        out["augment"] = table["augment"]
+    if "description" in table:
+        if not isinstance(table["description"], str):
+            raise fail("train.description", f"expected a string, got {table['description']!r}")
+        out["description"] = table["description"]
+    return out
+
+
+def _number(value: Any, key: str, fail: Fail, *, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise fail(key, f"expected a finite number {'> 0' if positive else '>= 0'}, "
+                        f"got {value!r}")
+    return float(value)
+
+
+def _noise_table(table: dict[str, Any], base_dir: Path, source: str, fail: Fail) -> NoiseSpec:
+    for key in table:
+        if key not in NOISE_KEYS:
+            raise fail(f"noise.{key}", f"unknown key; allowed: {', '.join(NOISE_KEYS)}")
+    levels = table.get("weight_noise", [])
+    if not isinstance(levels, list):
+        levels = [levels]
+    if "weight_noise" in table and not levels:
+        raise fail("noise.weight_noise", "empty list: give one level or several (multi-scale)")
+    levels = tuple(_number(v, "noise.weight_noise", fail) for v in levels)
+    bits = check_int(table.get("weight_bits", 0), "noise.weight_bits", fail, lo=0, hi=20,
+                     hint="(0 = off)")
+    if bits == 1:
+        raise fail("noise.weight_bits", "1 bit leaves no level besides 0; use 0 (off) or >= 2")
+    clip = _number(table.get("clip_std", 0.0), "noise.clip_std", fail)
+    values = {**TRAIN_PERIPHERY, **{k: v for k, v in table.items() if k in HARDWARE_NOISE_KEYS}}
+    if table.get("adc_bits") and "out_bound" not in table:
+        values["out_bound"] = ADC_BOUND
+    device = values["device"]
+    if isinstance(device, str) and ":" in device:
+        from mc_engine.study.sweep import load_device
+
+        load_device(device, base_dir, source, "noise.device")
+    try:
+        hardware = from_dict(values)
+    except UserInputError as err:
+        message = str(err)
+        if err.key and message.startswith(f"{err.key}: "):
+            message = message[len(err.key) + 2:]
+        raise fail(f"noise.{err.key}", message) from None
+    return NoiseSpec(hardware=hardware, weight_noise=levels, weight_bits=bits, clip_std=clip,
+                     program=hardware.device != "ideal")
