@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 from mc_engine.errors import UserInputError
 from mc_engine.hardware import HardwareConfig
 
-__all__ = ["HardwareConfig", "UserInputError", "convert", "load_results", "summarize",
+__all__ = ["HardwareConfig", "UserInputError", "compare", "convert", "load_results", "summarize",
            "__version__"]
 
 
@@ -16,7 +16,7 @@ def __getattr__(name: str):
     if name == "convert":
         from mc_engine.analog import convert
         return convert
-    if name in ("load_results", "summarize"):
+    if name in ("compare", "load_results", "summarize"):
         from mc_engine import results
         return getattr(results, name)
     raise AttributeError(name)

@@ -4,7 +4,8 @@
                   [--fresh]
     mc-engine validate STUDY
     mc-engine summary RESULTS_DIR
-    mc-engine report RESULTS_DIR [--out FILE.png|.pdf|.svg]
+    mc-engine report RESULTS_DIR [--out report.html | FILE.png|.pdf|.svg]
+    mc-engine compare RESULTS_DIR --baseline COLUMN=VALUE... --other COLUMN=VALUE...
     mc-engine train TRAIN [--out DIR] [--threads N]
 
 Exit status: 0 done, 2 invalid input (one line naming file and key, never a traceback), 1 any
@@ -130,11 +131,24 @@ def _parser() -> argparse.ArgumentParser:
     summary = command("summary", _summary, "Print per-point, per-time accuracy statistics.")
     summary.add_argument("results", type=Path, help="results folder of a study")
 
-    report = command("report", _report, "Plot accuracy vs time with spread bands.")
+    report = command("report", _report,
+                     "Write the HTML report (figures, paired comparison, summary table, study "
+                     "file in one offline file), or the accuracy-vs-time plot alone as an "
+                     "image.")
     report.add_argument("results", type=Path, help="results folder of a study")
     report.add_argument("--out", type=Path, default=None,
-                        help="image to write: .png, .pdf or .svg; no suffix adds .png "
-                             "(default: RESULTS/accuracy_vs_time.png)")
+                        help="report.html (default: RESULTS/report.html), or an image "
+                             "(.png, .pdf, .svg) of accuracy vs time")
+
+    compare = command("compare", _compare,
+                      "Paired difference in accuracy (other - baseline) of two points over the "
+                      "repeats they share, at each inference time, with the unpaired interval "
+                      "beside it.")
+    compare.add_argument("results", type=Path, help="results folder of a study")
+    for role in ("baseline", "other"):
+        compare.add_argument(f"--{role}", nargs="+", action="extend", required=True,
+                             metavar="COLUMN=VALUE",
+                             help=f"column values that pick the {role} point, e.g. adc_bits=7")
 
     train = command("train", _train, "Train a model from a train file (plain or hardware-aware) "
                                       "into a checkpoint a study can load.")
@@ -187,11 +201,21 @@ def _validate(args: argparse.Namespace) -> int:
     from mc_engine.study import format_duration, load_study
 
     study = load_study(args.study)
-    dataset = study.load(args.out / ".cache").dataset
+    inputs = study.load(args.out / ".cache")
+    study, dataset = study.with_layers(inputs.model), inputs.dataset
     times = ", ".join(format_duration(t) for t in study.inference_times_s)
-    print(f"{study.source}: ok: {len(study.points)} hardware points x {study.repeats} repeats = "
-          f"{study.n_trials} trials, each at {len(study.inference_times_s)} inference times "
-          f"({times}) on {len(dataset)} samples of {dataset.name}")
+    layers = f" x {len(study.layers) + 1} (all layers analog, then each of " \
+             f"{', '.join(study.layers)} alone)" if study.layers else ""
+    if study.target_ci is None:
+        repeats, trials = f"{study.repeats} repeats", f"{study.n_trials} trials"
+    else:  # adaptive: from the first round alone up to max_repeats everywhere
+        repeats = f"{study.repeats} to {study.max_repeats} repeats (until the 95 % interval " \
+                  f"half-width is at most {study.target_ci:g})"
+        trials = f"{study.n_trials} to {study.n_trials // study.repeats * study.max_repeats} " \
+                 f"trials"
+    print(f"{study.source}: ok: {len(study.points)} hardware points{layers} x {repeats} = "
+          f"{trials}, each at {len(study.inference_times_s)} inference "
+          f"times ({times}) on {len(dataset)} samples of {dataset.name}")
     return EXIT_OK
 
 
@@ -204,19 +228,30 @@ def _summary(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from mc_engine.fileio import check_writable_folder
-    from mc_engine.results import load_results, plot
+    from mc_engine.results import load_results, plot, report
 
     df = load_results(args.results)
-    out = args.out if args.out is not None else Path(args.results) / "accuracy_vs_time.png"
-    if not out.suffix:
-        out = out.with_name(out.name + ".png")
-    if out.suffix.lower() not in PLOT_SUFFIXES:
-        raise UserInputError(f"expected an image file name ending in "
-                             f"{', '.join(PLOT_SUFFIXES)}, got {str(out)!r}", source="--out")
+    out = args.out if args.out is not None else Path(args.results) / "report.html"
+    suffix = out.suffix.lower()
+    if suffix not in (".html", ".htm", *PLOT_SUFFIXES):
+        raise UserInputError(f"expected a .html report or an image "
+                             f"({', '.join(PLOT_SUFFIXES)}), got {str(out)!r}", source="--out")
     if out.is_dir():
-        raise UserInputError(f"{out} is a folder; expected an image file name", source="--out")
+        raise UserInputError(f"{out} is a folder; expected a file name", source="--out")
     check_writable_folder(out.parent, "--out")
-    print(plot(df, out))
+    print(report(df, out) if suffix in (".html", ".htm") else plot(df, out))
+    return EXIT_OK
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from mc_engine.results import compare, load_results
+    from mc_engine.results.compare import parse_selection
+    from mc_engine.study import format_duration
+
+    table = compare(load_results(args.results), parse_selection(args.baseline, "baseline"),
+                    parse_selection(args.other, "other"))
+    table.insert(0, "t", table.pop("t_inference_s").map(format_duration))
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-"))
     return EXIT_OK
 
 
@@ -240,16 +275,28 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _summary_table(df) -> str:
-    """The summary as aligned text: swept parameters, time, then the statistics."""
-    from mc_engine.results import summarize, swept_columns
+    """The summary as aligned text: swept parameters, time, then the statistics; in a
+    layer-sensitivity study, then the layers ranked by the accuracy they cost alone."""
+    from mc_engine.results import rank_layers, summarize, swept_columns
     from mc_engine.study import format_duration
 
+    def text(frame) -> str:
+        frame = frame.assign(t=frame["t_inference_s"].map(format_duration))
+        columns = [c if c != "t_inference_s" else "t" for c in frame.columns if c != "t"]
+        return frame[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}",
+                                        na_rep="-")
+
     table = summarize(df)
-    table["t"] = table["t_inference_s"].map(format_duration)
     first = ["study"] if table["study"].nunique() > 1 else []
-    first += swept_columns(df) or ["point_id"]
-    return table[[*first, "t", *SUMMARY_COLUMNS]].to_string(
-        index=False, float_format=lambda v: f"{v:.4f}", na_rep="-")
+    first += (swept_columns(df) + (["layer"] if "layer" in table else [])) or ["point_id"]
+    out = text(table[[*first, "t_inference_s", *SUMMARY_COLUMNS]])
+    ranking = rank_layers(table)
+    if len(ranking):
+        if first[0] != "study":
+            ranking = ranking.drop(columns="study")
+        out += "\n\nLayers ranked by the accuracy they cost alone (that layer analog, the " \
+               "others digital):\n" + text(ranking)
+    return out
 
 
 if __name__ == "__main__":

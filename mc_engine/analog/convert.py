@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -139,11 +139,15 @@ class AnalogModel(nn.Module):
         return self.module(x)
 
 
-def convert(model: nn.Module, hw: HardwareConfig | None = None) -> AnalogModel:
+def convert(model: nn.Module, hw: HardwareConfig | None = None,
+            layers: Collection[str] | None = None) -> AnalogModel:
     """A copy of ``model`` whose Linear and Conv2d layers run on analog tiles described by ``hw``.
 
     BatchNorm, activations, pooling, residual adds and other parameter-free modules stay digital.
-    Raises UserInputError naming the module for layers it cannot map or non-finite weights.
+    ``layers``: the qualified names (:func:`analog_layer_names`) of the layers to put on tiles,
+    the others staying digital; None = all. A layer's random streams do not depend on which
+    others are analog. Raises UserInputError naming the module for layers it cannot map,
+    non-finite weights or an unknown name in ``layers``.
     """
     hw = hw or HardwareConfig()
 
@@ -153,6 +157,11 @@ def convert(model: nn.Module, hw: HardwareConfig | None = None) -> AnalogModel:
     check_materialised(model, fail)
     check_weights(model, fail)
     module = copy.deepcopy(model).eval()
+    if layers is not None:
+        unknown = sorted(set(layers) - set(analog_layer_names(model)))
+        if unknown:
+            raise UserInputError(f"no Linear or Conv2d layer named {', '.join(unknown)}; "
+                                 f"layers: {', '.join(analog_layer_names(model))}", key="model")
     index = 0
 
     def replace(parent: nn.Module, prefix: str) -> None:
@@ -161,10 +170,11 @@ def convert(model: nn.Module, hw: HardwareConfig | None = None) -> AnalogModel:
             name = f"{prefix}{child_name}"
             if isinstance(child, (nn.Linear, nn.Conv2d)):
                 _check_finite(child, name)
-                new = AnalogLinear(child, hw, index) if isinstance(child, nn.Linear) \
-                    else AnalogConv2d(child, hw, index, name)
+                if layers is None or name in layers:  # the index counts digital ones too
+                    new = AnalogLinear(child, hw, index) if isinstance(child, nn.Linear) \
+                        else AnalogConv2d(child, hw, index, name)
+                    setattr(parent, child_name, new)
                 index += 1
-                setattr(parent, child_name, new)
                 continue
             own = list(child.parameters(recurse=False))
             if own and not isinstance(child, DIGITAL_WITH_PARAMS):
@@ -184,6 +194,14 @@ def convert(model: nn.Module, hw: HardwareConfig | None = None) -> AnalogModel:
         raise UserInputError("the model has no Linear or Conv2d layer to put on analog tiles",
                              key="model")
     return AnalogModel(module, hw)
+
+
+def analog_layer_names(model: nn.Module) -> list[str]:
+    """Qualified names of the layers :func:`convert` puts on tiles (Linear, Conv2d), in the
+    order it numbers them; a bare Linear or Conv2d is layer ``"0"``."""
+    if isinstance(model, (nn.Linear, nn.Conv2d)):
+        return ["0"]
+    return [name for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
 
 
 def _check_finite(layer: nn.Module, name: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 import torch
@@ -13,9 +13,10 @@ from mc_engine.analog.convert import convert
 from mc_engine.hardware.config import HardwareConfig
 
 BATCH_SIZE = 500
-#: The last (model, hardware, converted model) of this process: a worker evaluating many chips
-#: of one hardware point converts the model once and re-programs it per chip.
-_CONVERTED: list[tuple[nn.Module, HardwareConfig, object]] = []
+#: The last (model, hardware, converted model, analog layers) of this process: a worker
+#: evaluating many chips of one hardware point (and layer set) converts the model once and
+#: re-programs it per chip.
+_CONVERTED: list[tuple[nn.Module, HardwareConfig, object, frozenset[str] | None]] = []
 
 
 def _count_correct(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int) -> int:
@@ -37,14 +38,16 @@ def evaluate_ideal(model: nn.Module, x: np.ndarray, y: np.ndarray,
 
 def evaluate_trial(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.ndarray,
                    times_s: Sequence[float], seed: int | Sequence[int],
-                   batch_size: int = BATCH_SIZE) -> list[dict]:
+                   batch_size: int = BATCH_SIZE,
+                   layers: Collection[str] | None = None) -> list[dict]:
     """Accuracy of one chip (one programming of ``model`` on ``hw``) at every inference time.
 
     Devices are programmed once from ``seed``; times are visited in ascending order, each with
-    drift, fresh read noise and drift compensation. The result depends only on the arguments.
+    drift, fresh read noise and drift compensation. ``layers``: the layers on tiles (the others
+    digital), None = all (see :func:`convert`). The result depends only on the arguments.
     """
     start = time.perf_counter()
-    analog = _converted(model, hw).program(seed)
+    analog = _converted(model, hw, layers).program(seed)
     rows = []
     for t in sorted(float(t) for t in times_s):
         analog.drift(t)
@@ -56,12 +59,14 @@ def evaluate_trial(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.nd
     return rows
 
 
-def _converted(model: nn.Module, hw: HardwareConfig):
-    """``convert(model, hw)``, reused while the model object and the hardware point stay the
-    same (programming resets every device, compensation and noise key, so a re-programmed
-    conversion is the same chip as a fresh one: tested)."""
-    if _CONVERTED and _CONVERTED[0][0] is model and _CONVERTED[0][1] == hw:
+def _converted(model: nn.Module, hw: HardwareConfig, layers: Collection[str] | None = None):
+    """``convert(model, hw, layers)``, reused while the model object, the hardware point and
+    the analog layers stay the same (programming resets every device, compensation and noise
+    key, so a re-programmed conversion is the same chip as a fresh one: tested)."""
+    key = None if layers is None else frozenset(layers)
+    if (_CONVERTED and _CONVERTED[0][0] is model and _CONVERTED[0][1] == hw
+            and _CONVERTED[0][3] == key):
         return _CONVERTED[0][2]
-    analog = convert(model, hw)
-    _CONVERTED[:] = [(model, hw, analog)]
+    analog = convert(model, hw, layers)
+    _CONVERTED[:] = [(model, hw, analog, key)]
     return analog

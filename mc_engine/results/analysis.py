@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mc_engine.errors import UserInputError
+from mc_engine.results.intervals import t_interval
 from mc_engine.results.schema import fixed_columns, hardware_columns
 from mc_engine.results.store import IDEAL_FILE, RESULT_COLUMNS, ResultStore, unreadable
 
@@ -99,31 +100,54 @@ def summarize(df: pd.DataFrame,
     """Per (hardware point, inference time): accuracy statistics over the repeats.
 
     Rows are ordered by the swept parameter values, then point_id and time.
-    Columns: study, point_id, the swept hardware columns, t_inference_s, n, mean, std (ddof 1),
-    q05, q50, q95, ci95_lo / ci95_hi (Student-t 95 % interval of the mean; NaN when n = 1),
+    Columns: study, point_id, the swept hardware columns (then ``checkpoint`` of a checkpoint
+    axis, then ``layer`` in layer-sensitivity studies), t_inference_s, n, mean, std (ddof 1),
+    q05, q50, q95, ci95_lo / ci95_hi (95 % Student-t interval of the mean clipped to [0, 1];
+    NaN when n = 1), ci95_clipped (the raw interval reached past 0 or 1: too few repeats to
+    locate the mean; see :mod:`mc_engine.results.intervals` for why this interval),
     ideal_accuracy and drop_from_ideal (ideal minus mean). ``ideal`` is a real number (numpy
     scalars included), a results
     folder or ideal.parquet path, a DataFrame with study and accuracy columns, or None: then the
     folder :func:`load_results` read is used when it has an ideal.parquet, else NaN.
     """
-    from scipy import stats
-
-    swept = swept_columns(df)
+    swept = swept_columns(df) + (["layer"] if "layer" in df else [])
     keys = ["study", *swept, "point_id", "t_inference_s"]  # sorted by parameter values
     grouped = df.groupby(keys, sort=True, dropna=False)["accuracy"]
     out = grouped.agg(n="count", mean="mean", std="std").reset_index()
     out = out[["study", "point_id", *swept, *out.columns[len(swept) + 2:]]]
     for q in (5, 50, 95):
         out[f"q{q:02d}"] = grouped.quantile(q / 100).to_numpy()
-    n = out["n"].to_numpy()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        t_crit = np.where(n > 1, stats.t.ppf(0.975, np.maximum(n - 1, 1)), np.nan)
-        half = t_crit * out["std"].to_numpy() / np.sqrt(n)
-    out["ci95_lo"] = out["mean"] - half
-    out["ci95_hi"] = out["mean"] + half
+    out["ci95_lo"], out["ci95_hi"], out["ci95_clipped"] = t_interval(out["mean"], out["std"],
+                                                                     out["n"])
     out["ideal_accuracy"] = _ideal_per_study(out["study"], df, ideal, out["point_id"])
     out["drop_from_ideal"] = out["ideal_accuracy"] - out["mean"]
     return out
+
+
+def rank_layers(summary: pd.DataFrame) -> pd.DataFrame:
+    """Layers of a layer-sensitivity study ranked by the accuracy they cost alone.
+
+    From :func:`summarize`'s table: per hardware point and read time, each layer's rows (that
+    layer analog, the others digital) with ``drop_from_ideal`` and ``share_of_drop`` (its drop
+    as a fraction of the all-analog drop at the same point and time), ranked 1 for the largest
+    drop. Layers that cost most are the ones to keep digital or give more bits. Empty without
+    a ``layer`` column.
+    """
+    from mc_engine.study.spec import ALL_LAYERS
+
+    if "layer" not in summary:
+        return summary.iloc[0:0]
+    hardware = list(summary.columns[2:summary.columns.get_loc("layer")])  # the swept ones
+    where = ["study", *hardware, "t_inference_s"]  # point_id differs by layer: not in here
+    total = summary[summary["layer"] == ALL_LAYERS].set_index(where)["drop_from_ideal"]
+    layers = summary[summary["layer"] != ALL_LAYERS].copy()
+    layers["share_of_drop"] = (layers["drop_from_ideal"].to_numpy()
+                               / total.reindex(pd.MultiIndex.from_frame(layers[where])).to_numpy())
+    # The lowest accuracy is the largest drop (ranked so even without a known ideal).
+    layers["rank"] = layers.groupby(where, dropna=False)["mean"].rank(method="min").astype(int)
+    ordered = layers.sort_values([*where, "rank"], kind="stable")
+    return ordered[[*where, "rank", "layer", "mean", "drop_from_ideal",
+                    "share_of_drop"]].reset_index(drop=True)
 
 
 def _ideal_per_study(studies: pd.Series, df: pd.DataFrame,

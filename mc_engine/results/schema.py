@@ -47,10 +47,11 @@ def hardware_columns() -> list[str]:
     return HardwareConfig.field_names()
 
 
-def result_schema(device_params: Sequence[str] = (), checkpoint: bool = False) -> pa.Schema:
-    """study, point_id (then ``checkpoint`` for a checkpoint axis), one typed column per
-    hardware parameter (the ``device_params`` names, float64, after ``device``), then
-    :data:`TRIAL_FIELDS`."""
+def result_schema(device_params: Sequence[str] = (), checkpoint: bool = False,
+                  layer: bool = False) -> pa.Schema:
+    """study, point_id (then ``checkpoint`` for a checkpoint axis, then ``layer`` for a
+    layer-sensitivity study), one typed column per hardware parameter (the ``device_params``
+    names, float64, after ``device``), then :data:`TRIAL_FIELDS`."""
     hardware: list[tuple[str, pa.DataType]] = []
     for name, kind in HardwareConfig.field_types().items():
         hardware.append((name, _ARROW_TYPES[kind]))
@@ -59,22 +60,28 @@ def result_schema(device_params: Sequence[str] = (), checkpoint: bool = False) -
     first = [("study", pa.string()), ("point_id", pa.string())]
     if checkpoint:
         first.append(CHECKPOINT_FIELD)
+    if layer:
+        first.append(("layer", pa.string()))
     return pa.schema([*first, *hardware, *TRIAL_FIELDS])
 
 
 def fixed_columns() -> frozenset[str]:
-    """The columns every result file has (or, ``checkpoint``, may have); any other column is a
-    device parameter."""
-    return frozenset(result_schema(checkpoint=True).names)
+    """The columns every result file has (or, ``checkpoint`` and ``layer``, may have); any
+    other column is a device parameter."""
+    return frozenset(result_schema(checkpoint=True, layer=True).names)
 
 
 def trial_rows(study: str, point_id: str, hardware: HardwareConfig, repeat: int, seed: int,
                evaluations: Sequence[Mapping[str, Any]], engine_version: str,
-               checkpoint: str | None = None) -> list[dict]:
-    """One result row per inference time of a trial, from ``evaluate_trial``'s dicts."""
+               checkpoint: str | None = None, layer: str | None = None) -> list[dict]:
+    """One result row per inference time of a trial, from ``evaluate_trial``'s dicts; a
+    ``checkpoint`` (checkpoint axis) or ``layer`` (layer-sensitivity trials) is carried in a
+    column of that name."""
     fixed = {"study": study, "point_id": point_id, **hardware.to_dict(), "repeat": repeat}
     if checkpoint is not None:
         fixed["checkpoint"] = checkpoint
+    if layer is not None:
+        fixed["layer"] = layer
     return [{**fixed, "t_inference_s": float(e["t_inference_s"]),
              "accuracy": float(e["accuracy"]), "n_correct": int(e["n_correct"]),
              "n_samples": int(e["n_samples"]), "seed": seed, "wall_s": float(e["wall_s"]),
@@ -84,5 +91,7 @@ def trial_rows(study: str, point_id: str, hardware: HardwareConfig, repeat: int,
 def rows_to_table(rows: Sequence[Mapping[str, Any]],
                   device_params: Sequence[str] = (), checkpoint: bool = False) -> pa.Table:
     """Rows as an Arrow table with exactly :func:`result_schema` (of ``device_params``; a row
-    of a device without one of them holds null there)."""
-    return pa.Table.from_pylist(list(rows), schema=result_schema(device_params, checkpoint))
+    of a device without one of them holds null there; a ``layer`` column when rows have one)."""
+    rows = list(rows)
+    layer = any("layer" in row for row in rows)
+    return pa.Table.from_pylist(rows, schema=result_schema(device_params, checkpoint, layer))

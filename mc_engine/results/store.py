@@ -118,6 +118,14 @@ class ResultStore:
                             table.column("repeat").to_pylist()))
         return done
 
+    def read(self, columns: Sequence[str]) -> pa.Table:
+        """These columns of every row on disk (an empty table when there is none)."""
+        parts = self.parts()
+        if not parts:
+            return pa.table({c: pa.array([], type=rows_to_table([]).schema.field(c).type)
+                             for c in columns})
+        return pa.concat_tables([pq.read_table(p, columns=list(columns)) for p in parts])
+
     def write_text(self, name: str, text: str) -> None:
         atomic_write(self.directory / name, lambda temp: temp.write_text(text, encoding="utf-8"))
 

@@ -45,6 +45,13 @@ class Progress:
         elif self.enabled and time.monotonic() - self._last_line >= self.interval_s:
             self._line()
 
+    def add_total(self, n: int) -> None:
+        """``n`` more trials to run (the next round of an adaptive study)."""
+        self.total += n
+        if self._bar is not None:
+            self._bar.total += n
+            self._bar.refresh()
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

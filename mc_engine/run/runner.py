@@ -26,6 +26,7 @@ import mc_engine
 from mc_engine.errors import UserInputError
 from mc_engine.fileio import check_writable_folder
 from mc_engine.results import ResultStore, trial_rows
+from mc_engine.run.adaptive import next_trials
 from mc_engine.run.cluster import (
     RunError,
     check_local_workers,
@@ -89,6 +90,7 @@ def run_study(study: Study, out_dir: str | Path = "results", *, workers: int | N
     check_writable_folder(Path(cache_dir) if cache_dir is not None else out_dir / ".cache",
                           "--out")
     inputs = study.load(Path(cache_dir) if cache_dir is not None else out_dir / ".cache")
+    study = study.with_layers(inputs.model)
 
     store = ResultStore(out_dir / study.name)
     try:
@@ -98,8 +100,8 @@ def run_study(study: Study, out_dir: str | Path = "results", *, workers: int | N
     except BlockingIOError:
         raise RunError(f"another mc-engine run is writing to {store.directory}",
                        hint="wait for it to finish, or give this run another --out") from None
-    return RunOutcome(results_dir=store.directory, n_trials=study.n_trials, n_skipped=n_skipped,
-                      n_run=n_run, wall_s=time.perf_counter() - started)
+    return RunOutcome(results_dir=store.directory, n_trials=n_skipped + n_run,
+                      n_skipped=n_skipped, n_run=n_run, wall_s=time.perf_counter() - started)
 
 
 def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int | None,
@@ -117,11 +119,15 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
                      replace(study, fingerprint=inputs.fingerprint).to_toml())
 
     done = store.done_trials()
-    trials = [t for t in study.trials() if (t.point_id, t.repeat) not in done]
-    n_skipped = study.n_trials - len(trials)
+    if study.target_ci is None:
+        trials = [t for t in study.trials() if (t.point_id, t.repeat) not in done]
+        n_skipped = study.n_trials - len(trials)
+    else:
+        trials, n_skipped = _next_round(study, store), len(done)
     need_ideal = _ideal_missing(store, study)
     if not trials and not need_ideal:
         return n_skipped, 0
+    n_run = 0
     with open_client(workers, scheduler) as client:
         if progress:
             _print_dashboard(client)
@@ -140,16 +146,25 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
                 return client.submit(run_ideal, model_fs[job.checkpoint], x_f, y_f,
                                      retries=RETRIES, pure=False)
             return client.submit(run_trial, model_fs[job.checkpoint], x_f, y_f, job.hardware,
-                                 study.inference_times_s, job.seed, devices_f,
+                                 study.inference_times_s, job.seed, devices_f, job.analog_layers,
                                  retries=RETRIES, pure=False)
 
         ideals = [_Ideal(label) for label in model_fs] if need_ideal else []
-        jobs: list[Trial | _Ideal] = [*ideals, *trials]
-        finished = windowed(submit, jobs, lambda: task_window(client))
-        with Progress(study.n_trials, n_skipped, study.name, enabled=progress) as bar, \
-                closing(finished):
-            _collect(finished, len(ideals), study, store, bar, batch_trials, flush_s)
-    return n_skipped, len(trials)
+        with Progress(n_skipped + len(trials), n_skipped, study.name, enabled=progress) as bar:
+            while trials or ideals:  # one round unless the study has adaptive repeats
+                jobs: list[Trial | _Ideal] = [*ideals, *trials]
+                with closing(windowed(submit, jobs, lambda: task_window(client))) as finished:
+                    _collect(finished, len(ideals), study, store, bar, batch_trials, flush_s)
+                n_run, ideals = n_run + len(trials), []
+                trials = _next_round(study, store) if study.target_ci is not None else []
+                bar.add_total(len(trials))
+    return n_skipped, n_run
+
+
+def _next_round(study: Study, store: ResultStore) -> list[Trial]:
+    """The trials of an adaptive study's next round, from the rows on disk."""
+    rows = store.read(["point_id", "repeat", "t_inference_s", "accuracy"]).to_pandas()
+    return next_trials(study, rows)
 
 
 @dataclass(frozen=True)
@@ -237,7 +252,8 @@ def _collect(finished: Iterable[tuple[Trial | _Ideal, Future]], n_ideal: int, st
                     store.write_ideal(sorted(ideal, key=lambda r: str(r.get("checkpoint"))))
                 continue
             batch += trial_rows(study.name, trial.point_id, trial.hardware, trial.repeat,
-                                trial.seed, result, mc_engine.__version__, trial.checkpoint)
+                                trial.seed, result, mc_engine.__version__, trial.checkpoint,
+                                trial.layer)
             in_batch += 1
             bar.update(1)
             if in_batch >= batch_trials or time.monotonic() - last_flush >= flush_s:

@@ -78,17 +78,19 @@ def _one_thread() -> None:
 
 
 def run_trial(model: bytes, x: np.ndarray, y: np.ndarray, hardware: HardwareConfig,
-              times_s: Sequence[float], seed: int, devices: bytes | None = None) -> list[dict]:
+              times_s: Sequence[float], seed: int, devices: bytes | None = None,
+              layers: tuple[str, ...] | None = None) -> list[dict]:
     """``evaluate_trial`` for one (hardware point, repeat): one dict per inference time.
 
     ``devices``: the study's device models that do not ship with the engine
-    (:func:`portable_devices`), registered here first.
+    (:func:`portable_devices`), registered here first. ``layers``: the layers on analog tiles
+    (a layer-sensitivity trial), None = all.
     """
     from mc_engine.analog import evaluate_trial
 
     _one_thread()
     register_devices(devices)
-    return evaluate_trial(_model(model), hardware, x, y, times_s, seed)
+    return evaluate_trial(_model(model), hardware, x, y, times_s, seed, layers=layers)
 
 
 def run_ideal(model: bytes, x: np.ndarray, y: np.ndarray) -> dict:

@@ -8,38 +8,44 @@ by :mod:`mc_engine.hardware` itself, so the allowed values are declared in one p
 
 from __future__ import annotations
 
-import itertools
-import math
 import re
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mc_engine.data.factory import import_factory
 from mc_engine.errors import Fail, UserInputError, check_int, short_repr
 from mc_engine.hardware import HardwareConfig, from_dict
 from mc_engine.hardware.devices import (
     BUILTIN_DEVICES,
     DEVICES,
     DeviceModel,
-    declaration_problem,
-    register_device,
 )
 from mc_engine.study import toml_writer
 from mc_engine.study.keys import point_id, trial_seed
+from mc_engine.study.sweep import (
+    MAX_TRIALS,
+    check_size,
+    expand_points,
+    hardware_point,
+    load_devices,
+    parse_sweep,
+    swept_checkpoint,
+)
 from mc_engine.study.units import parse_duration
 
 if TYPE_CHECKING:
     from mc_engine.study.inputs import Inputs
 
 TABLES = ("study", "model", "data", "hardware", "sweep")
-STUDY_KEYS = ("name", "seed", "repeats", "inference_times", "description", "fingerprint")
+STUDY_KEYS = ("name", "seed", "repeats", "inference_times", "description", "fingerprint", "mode",
+              "target_ci", "max_repeats")
+#: ``[study] mode``: every layer analog, or each analog layer alone plus all of them.
+MODES = ("standard", "layer_sensitivity")
+#: The ``layer`` value of the all-analog baseline of a layer-sensitivity study.
+ALL_LAYERS = "all"
 FINGERPRINT_KEYS = ("model", "data")
-#: Trials per study (points x repeats): each is a Dask task and a few result rows; beyond this
-#: the scheduler alone would need more memory than a workstation has. Split bigger studies.
-MAX_TRIALS = 1_000_000
 #: A study name names its results folder: portable file-name characters, short enough for any
 #: file system (255 bytes per name) with room for the part files' own names.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -58,6 +64,13 @@ class Trial:
     seed: int
     hardware: HardwareConfig
     checkpoint: str | None = None
+    #: Layer-sensitivity studies: the one analog layer, or ALL_LAYERS; None in standard studies.
+    layer: str | None = None
+
+    @property
+    def analog_layers(self) -> tuple[str, ...] | None:
+        """The layers on analog tiles (``evaluate_trial``'s ``layers``); None = all."""
+        return None if self.layer in (None, ALL_LAYERS) else (self.layer,)
 
 
 @dataclass(frozen=True)
@@ -85,6 +98,14 @@ class Study:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     source: str = "<study>"
     base_dir: Path = field(default_factory=Path)
+    mode: str = "standard"
+    #: Layer-sensitivity studies: the model's analog layers (:meth:`with_layers`), else empty.
+    layers: tuple[str, ...] = ()
+    #: Adaptive repeats: ``repeats`` is the first round; rounds go on per point until the 95 %
+    #: interval half-width of its mean accuracy is at most ``target_ci`` at every read time,
+    #: or it has ``max_repeats`` (:mod:`mc_engine.run.adaptive`). None: a fixed ``repeats``.
+    target_ci: float | None = None
+    max_repeats: int | None = None
     #: The checkpoint file of each point (the checkpoint axis, as written), or () without one.
     checkpoints: tuple[str, ...] = ()
 
@@ -104,7 +125,28 @@ class Study:
 
     @property
     def n_trials(self) -> int:
-        return len(self.points) * self.repeats
+        return len(self.points) * self.repeats * len(self._layer_variants())
+
+    def with_layers(self, model: Any) -> Study:
+        """This study knowing the analog layers of its loaded ``model``: a layer-sensitivity
+        study needs them to list its trials (other studies are returned unchanged)."""
+        if self.mode != "layer_sensitivity":
+            return self
+        from mc_engine.analog import analog_layer_names
+
+        names = tuple(analog_layer_names(model))
+        if ALL_LAYERS in names:
+            raise UserInputError(f"a layer named {ALL_LAYERS!r} cannot be told apart from the "
+                                 f"all-analog baseline of mode = 'layer_sensitivity'",
+                                 source=self.source, key="study.mode")
+        return replace(self, layers=names)
+
+    def _layer_variants(self) -> list[str | None]:
+        if self.mode != "layer_sensitivity":
+            return [None]
+        if not self.layers:
+            raise RuntimeError("a layer-sensitivity study lists its trials after with_layers()")
+        return [ALL_LAYERS, *self.layers]
 
     @property
     def custom_devices(self) -> dict[str, type[DeviceModel]]:
@@ -119,14 +161,19 @@ class Study:
         float columns of the results."""
         return tuple(sorted({name for p in self.points for name, _ in p.device_params}))
 
-    def trials(self) -> list[Trial]:
-        """Every trial, repeat-major, so partial results cover all points evenly."""
-        ids = self.point_ids
+    def trials(self, repeats: Iterable[int] | None = None) -> list[Trial]:
+        """Every trial of the ``repeats`` (default: the first ``self.repeats``), repeat-major,
+        so partial results cover all points evenly."""
+        variants = self._layer_variants()
+        ckpts = self.point_checkpoints
+        ids = [[point_id(hw, ckpt, layer) for layer in variants]
+               for hw, ckpt in zip(self.points, ckpts)]
         trials = []
-        for repeat in range(self.repeats):
-            seed = trial_seed(self.seed, repeat)   # the same for every point and checkpoint
-            trials += [Trial(pid, repeat, seed, hw, ckpt)
-                       for pid, hw, ckpt in zip(ids, self.points, self.point_checkpoints)]
+        for repeat in range(self.repeats) if repeats is None else repeats:
+            seed = trial_seed(self.seed, repeat)  # the same for every point, checkpoint, layer: CRN
+            trials += [Trial(pid, repeat, seed, hw, ckpt, layer)
+                       for point_ids, hw, ckpt in zip(ids, self.points, ckpts)
+                       for pid, layer in zip(point_ids, variants)]
         return trials
 
     def identity(self) -> dict[str, Any]:
@@ -138,7 +185,7 @@ class Study:
         separately, since it is known only once they are loaded.
         """
         return {"name": self.name, "seed": self.seed, "inference_times": self.inference_times_s,
-                "model": self.model, "data": self.data}
+                "model": self.model, "data": self.data, "mode": self.mode}
 
     def to_toml(self) -> str:
         """The resolved study as TOML: times in seconds, every base hardware parameter given,
@@ -149,6 +196,10 @@ class Study:
                                  "inference_times": list(self.inference_times_s)}
         if self.description:
             study["description"] = self.description
+        if self.mode != "standard":
+            study["mode"] = self.mode
+        if self.target_ci is not None:
+            study["target_ci"], study["max_repeats"] = self.target_ci, self.max_repeats
         if self.fingerprint:
             study["fingerprint"] = self.fingerprint
         base = from_dict(self.hardware).to_dict()
@@ -236,49 +287,26 @@ def parse_study(doc: Mapping[str, Any], *, source: str = "<study>",
     if not isinstance(description, str):
         raise fail("study.description", f"expected a string, got {description!r}")
     fingerprint = _fingerprint(study.get("fingerprint", {}), fail)
+    mode = study.get("mode", "standard")
+    if mode not in MODES:
+        raise fail("study.mode", f"expected one of {', '.join(map(repr, MODES))}, got {mode!r}")
+    target_ci, max_repeats = _adaptive(study, repeats, fail)
 
     base = tables["hardware"]
     folder = Path(base_dir) if base_dir is not None else Path()
-    _load_devices(base, tables["sweep"], folder, source)
-    _hardware(base, source, lambda f: f"hardware.{f}")
-    sweep, zips = _sweep(tables["sweep"], base, source, fail)
-    if "checkpoint" in tables["model"] and _swept_checkpoint(sweep, zips):
+    load_devices(base, tables["sweep"], folder, source)
+    hardware_point(base, source, lambda f: f"hardware.{f}")
+    sweep, zips = parse_sweep(tables["sweep"], base, source, fail)
+    if "checkpoint" in tables["model"] and swept_checkpoint(sweep, zips):
         raise fail("model.checkpoint", "give either [model] checkpoint or a checkpoint axis "
                                        "([sweep] checkpoint = [...]), not both")
-    _check_size(sweep, zips, repeats, fail)
-    points, checkpoints = _expand(base, sweep, zips, source, fail)
+    check_size(sweep, zips, max_repeats or repeats, fail)
+    points, checkpoints = expand_points(base, sweep, zips, source, fail)
     return Study(name=name, seed=seed, repeats=repeats, inference_times_s=times,
                  model=tables["model"], data=tables["data"], hardware=base, sweep=sweep,
                  zips=zips, points=points, description=description, fingerprint=fingerprint,
-                 source=source, base_dir=folder, checkpoints=checkpoints)
-
-
-def load_device(ref: str, base_dir: Path, source: str | None, key: str) -> type[DeviceModel]:
-    """Import the DeviceModel subclass named ``"module:Class"`` (the module looked up in the
-    study file's folder first, as factories are) and register it under ``ref``."""
-    cls = import_factory(ref, base_dir, source, key, kind="Class")
-    problem = declaration_problem(cls)
-    if problem:
-        raise UserInputError(f"{ref!r} {problem}", source=source, key=key)
-    register_device(cls, name=ref)
-    return cls
-
-
-def _load_devices(hardware: dict[str, Any], sweep: dict[str, Any], base_dir: Path,
-                  source: str) -> None:
-    """Import every ``"module:Class"`` device the study names, in [hardware] or swept, so that
-    the hardware points can be validated against the class's parameters. Values of the wrong
-    shape are left to the hardware and sweep checks."""
-    refs: list[tuple[str, Any]] = [("hardware.device", hardware.get("device"))]
-    if isinstance(sweep.get("device"), list):
-        refs += [("sweep.device", v) for v in sweep["device"]]
-    zips = sweep.get("zip")
-    for i, group in enumerate(zips if isinstance(zips, list) else []):
-        if isinstance(group, dict) and isinstance(group.get("device"), list):
-            refs += [(f"sweep.zip[{i}].device", v) for v in group["device"]]
-    for key, ref in refs:
-        if isinstance(ref, str) and ":" in ref:
-            load_device(ref, base_dir, source, key)
+                 source=source, base_dir=folder, mode=mode, target_ci=target_ci,
+                 max_repeats=max_repeats, checkpoints=checkpoints)
 
 
 def _fingerprint(value: Any, fail: Fail) -> dict[str, Any]:
@@ -296,16 +324,26 @@ def _fingerprint(value: Any, fail: Fail) -> dict[str, Any]:
                                     "no fingerprint")
 
 
-def _check_size(sweep: dict[str, list[Any]], zips: tuple[dict[str, list[Any]], ...],
-                repeats: int, fail: Fail) -> None:
-    """Refuse studies too big to run before expanding them (a few long lists multiply fast)."""
-    n_points = math.prod(len(v) for v in sweep.values()) * \
-        math.prod(len(next(iter(z.values()))) for z in zips)
-    if n_points * repeats > MAX_TRIALS:
-        raise fail("sweep" if n_points > MAX_TRIALS else "study.repeats",
-                   f"{n_points:_} hardware points x {repeats:_} repeats = "
-                   f"{n_points * repeats:_} trials; at most {MAX_TRIALS:_} fit one study: sweep "
-                   f"fewer values, use fewer repeats or split the study")
+def _adaptive(study: dict[str, Any], repeats: int,
+              fail: Fail) -> tuple[float | None, int | None]:
+    """``target_ci`` and ``max_repeats``: both or neither; the target a half-width of
+    accuracy in (0, 1), at most MAX_TRIALS repeats and no fewer than the first round."""
+    if ("target_ci" in study) != ("max_repeats" in study):
+        given, missing = ("target_ci", "max_repeats") if "target_ci" in study else \
+            ("max_repeats", "target_ci")
+        raise fail(f"study.{missing}", f"missing: {given} and {missing} go together (adaptive "
+                                       f"repeats: rounds until the 95 % interval half-width "
+                                       f"is at most target_ci, up to max_repeats)")
+    if "target_ci" not in study:
+        return None, None
+    target = study["target_ci"]
+    if isinstance(target, bool) or not isinstance(target, int | float) or \
+            not 0 < target < 1:
+        raise fail("study.target_ci", f"expected a number > 0 and < 1 (half-width of the 95 % "
+                                      f"interval of the mean accuracy), got {target!r}")
+    max_repeats = check_int(study["max_repeats"], "study.max_repeats", fail, lo=repeats,
+                            hi=MAX_TRIALS, hint="(at least repeats, the first round)")
+    return float(target), max_repeats
 
 
 def _times(value: Any, source: str, fail: Fail) -> tuple[float, ...]:
@@ -318,100 +356,3 @@ def _times(value: Any, source: str, fail: Fail) -> tuple[float, ...]:
         if s in seconds[:i]:
             raise fail(f"study.inference_times[{i}]", f"duplicate time {value[i]!r}")
     return tuple(sorted(seconds))
-
-
-def _swept_checkpoint(sweep: dict[str, list[Any]],
-                      zips: tuple[dict[str, list[Any]], ...]) -> bool:
-    return "checkpoint" in sweep or any("checkpoint" in z for z in zips)
-
-
-def _check_checkpoint(value: Any, where: str, fail: Fail) -> None:
-    """A checkpoint axis value: a path (relative to the study's folder). That the file exists
-    and fits the model and the data is checked when the inputs load (as for [model]
-    checkpoint), before anything runs."""
-    if not isinstance(value, str) or not value:
-        raise fail(where, f"expected checkpoint file paths (strings), got {value!r}")
-
-
-def _sweep(table: dict[str, Any], base: dict[str, Any], source: str,
-           fail: Fail) -> tuple[dict[str, list[Any]], tuple[dict[str, list[Any]], ...]]:
-    """Split ``[sweep]`` into grid lists and ``[[sweep.zip]]`` groups, checking every value."""
-    raw_zips = table.pop("zip", [])
-    if not isinstance(raw_zips, list) or not all(isinstance(z, dict) for z in raw_zips):
-        raise fail("sweep.zip", "expected tables written as [[sweep.zip]]")
-    groups = [("sweep", table)] + [(f"sweep.zip[{i}]", z) for i, z in enumerate(raw_zips)]
-    owner: dict[str, str] = {}
-    for prefix, group in groups:
-        if prefix != "sweep" and not group:
-            raise fail(prefix, "empty [[sweep.zip]] table")
-        lengths = {}
-        for key, values in group.items():
-            where = f"{prefix}.{key}"
-            if key in owner:
-                raise fail(where, f"swept twice (also in {owner[key]})")
-            owner[key] = where
-            if not isinstance(values, list):
-                raise fail(where, f"expected a list of values, got {values!r}")
-            if not values:
-                raise fail(where, "empty list: give at least one value")
-            for value in values:
-                if key == "checkpoint":
-                    _check_checkpoint(value, where, fail)
-                else:
-                    _hardware({**base, key: value}, source, lambda _f, where=where: where)
-            lengths[key] = len(values)
-        if prefix != "sweep" and len(set(lengths.values())) > 1:
-            first = next(iter(lengths))
-            for key, n in lengths.items():
-                if n != lengths[first]:
-                    raise fail(f"{prefix}.{key}", f"has {n} values but {prefix}.{first} has "
-                                                  f"{lengths[first]}; zipped lists must have "
-                                                  f"the same length")
-    return table, tuple(raw_zips)
-
-
-def _expand(base: dict[str, Any], sweep: dict[str, list[Any]],
-            zips: tuple[dict[str, list[Any]], ...], source: str,
-            fail: Fail) -> tuple[tuple[HardwareConfig, ...], tuple[str, ...]]:
-    """The cartesian product of the grid lists and the zip groups, each point validated, and
-    each point's checkpoint (empty without a checkpoint axis)."""
-    axes: list[list[dict[str, Any]]] = [[{k: v} for v in values] for k, values in sweep.items()]
-    for group in zips:
-        n = len(next(iter(group.values())))
-        axes.append([{k: values[i] for k, values in group.items()} for i in range(n)])
-    points: list[HardwareConfig] = []
-    checkpoints: list[str] = []
-    seen: dict[str, dict[str, Any]] = {}
-    for combo in itertools.product(*axes):
-        changes = {k: v for part in combo for k, v in part.items()}
-        swept = set(changes)
-        hardware = {k: v for k, v in changes.items() if k != "checkpoint"}
-        config = _hardware({**base, **hardware}, source,
-                           lambda f, swept=swept: f"{'sweep' if f in swept else 'hardware'}.{f}",
-                           f" (at the sweep point {changes})" if changes else "")
-        pid = point_id(config, changes.get("checkpoint"))
-        if "checkpoint" in changes:
-            checkpoints.append(changes["checkpoint"])
-        if pid in seen:
-            raise fail("sweep", f"the sweep points {seen[pid]} and {changes} are the same "
-                                f"hardware point; remove the duplicate value")
-        seen[pid] = changes
-        points.append(config)
-    return tuple(points), tuple(checkpoints)
-
-
-def _hardware(values: dict[str, Any], source: str, where: Callable[[str], str],
-              suffix: str = "") -> HardwareConfig:
-    """A validated hardware point; an error is re-attributed to the study file and its key.
-
-    ``where`` maps the offending hardware field to the dotted study key that set it.
-    """
-    try:
-        return from_dict(values)
-    except UserInputError as err:
-        field_name = err.key or ""
-        message = str(err)
-        if field_name and message.startswith(f"{field_name}: "):
-            message = message[len(field_name) + 2:]
-        raise UserInputError(message + suffix, source=source,
-                             key=where(field_name) if field_name else None) from None

@@ -180,7 +180,7 @@ def _noise_table(table: dict[str, Any], base_dir: Path, source: str, fail: Fail)
         values["out_bound"] = ADC_BOUND
     device = values["device"]
     if isinstance(device, str) and ":" in device:
-        from mc_engine.study.spec import load_device
+        from mc_engine.study.sweep import load_device
 
         load_device(device, base_dir, source, "noise.device")
     try:

@@ -1,0 +1,163 @@
+"""The ``[hardware]`` and ``[sweep]`` tables of a study file: device models named in them,
+every swept value checked, and the sweep expanded into validated hardware points (and the
+checkpoint of each point, for a checkpoint axis).
+
+Errors name the study file and the dotted key that set the offending value, as in
+:mod:`mc_engine.study.spec`, which calls these while reading a study.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mc_engine.data.factory import import_factory
+from mc_engine.errors import Fail, UserInputError
+from mc_engine.hardware import HardwareConfig, from_dict
+from mc_engine.hardware.devices import DeviceModel, declaration_problem, register_device
+from mc_engine.study.keys import point_id
+
+#: Trials per study (points x repeats): each is a Dask task and a few result rows; beyond this
+#: the scheduler alone would need more memory than a workstation has. Split bigger studies.
+MAX_TRIALS = 1_000_000
+
+
+def load_device(ref: str, base_dir: Path, source: str | None, key: str) -> type[DeviceModel]:
+    """Import the DeviceModel subclass named ``"module:Class"`` (the module looked up in the
+    study file's folder first, as factories are) and register it under ``ref``."""
+    cls = import_factory(ref, base_dir, source, key, kind="Class")
+    problem = declaration_problem(cls)
+    if problem:
+        raise UserInputError(f"{ref!r} {problem}", source=source, key=key)
+    register_device(cls, name=ref)
+    return cls
+
+
+def load_devices(hardware: dict[str, Any], sweep: dict[str, Any], base_dir: Path,
+                 source: str) -> None:
+    """Import every ``"module:Class"`` device the study names, in [hardware] or swept, so that
+    the hardware points can be validated against the class's parameters. Values of the wrong
+    shape are left to the hardware and sweep checks."""
+    refs: list[tuple[str, Any]] = [("hardware.device", hardware.get("device"))]
+    if isinstance(sweep.get("device"), list):
+        refs += [("sweep.device", v) for v in sweep["device"]]
+    zips = sweep.get("zip")
+    for i, group in enumerate(zips if isinstance(zips, list) else []):
+        if isinstance(group, dict) and isinstance(group.get("device"), list):
+            refs += [(f"sweep.zip[{i}].device", v) for v in group["device"]]
+    for key, ref in refs:
+        if isinstance(ref, str) and ":" in ref:
+            load_device(ref, base_dir, source, key)
+
+
+def check_size(sweep: dict[str, list[Any]], zips: tuple[dict[str, list[Any]], ...],
+               repeats: int, fail: Fail) -> None:
+    """Refuse studies too big to run before expanding them (a few long lists multiply fast)."""
+    n_points = math.prod(len(v) for v in sweep.values()) * \
+        math.prod(len(next(iter(z.values()))) for z in zips)
+    if n_points * repeats > MAX_TRIALS:
+        raise fail("sweep" if n_points > MAX_TRIALS else "study.repeats",
+                   f"{n_points:_} hardware points x {repeats:_} repeats = "
+                   f"{n_points * repeats:_} trials; at most {MAX_TRIALS:_} fit one study: sweep "
+                   f"fewer values, use fewer repeats or split the study")
+
+
+def swept_checkpoint(sweep: dict[str, list[Any]],
+                     zips: tuple[dict[str, list[Any]], ...]) -> bool:
+    return "checkpoint" in sweep or any("checkpoint" in z for z in zips)
+
+
+def check_checkpoint_value(value: Any, where: str, fail: Fail) -> None:
+    """A checkpoint axis value: a path (relative to the study's folder). That the file exists
+    and fits the model and the data is checked when the inputs load (as for [model]
+    checkpoint), before anything runs."""
+    if not isinstance(value, str) or not value:
+        raise fail(where, f"expected checkpoint file paths (strings), got {value!r}")
+
+
+def parse_sweep(table: dict[str, Any], base: dict[str, Any], source: str,
+                fail: Fail) -> tuple[dict[str, list[Any]], tuple[dict[str, list[Any]], ...]]:
+    """Split ``[sweep]`` into grid lists and ``[[sweep.zip]]`` groups, checking every value."""
+    raw_zips = table.pop("zip", [])
+    if not isinstance(raw_zips, list) or not all(isinstance(z, dict) for z in raw_zips):
+        raise fail("sweep.zip", "expected tables written as [[sweep.zip]]")
+    groups = [("sweep", table)] + [(f"sweep.zip[{i}]", z) for i, z in enumerate(raw_zips)]
+    owner: dict[str, str] = {}
+    for prefix, group in groups:
+        if prefix != "sweep" and not group:
+            raise fail(prefix, "empty [[sweep.zip]] table")
+        lengths = {}
+        for key, values in group.items():
+            where = f"{prefix}.{key}"
+            if key in owner:
+                raise fail(where, f"swept twice (also in {owner[key]})")
+            owner[key] = where
+            if not isinstance(values, list):
+                raise fail(where, f"expected a list of values, got {values!r}")
+            if not values:
+                raise fail(where, "empty list: give at least one value")
+            for value in values:
+                if key == "checkpoint":
+                    check_checkpoint_value(value, where, fail)
+                else:
+                    hardware_point({**base, key: value}, source, lambda _f, where=where: where)
+            lengths[key] = len(values)
+        if prefix != "sweep" and len(set(lengths.values())) > 1:
+            first = next(iter(lengths))
+            for key, n in lengths.items():
+                if n != lengths[first]:
+                    raise fail(f"{prefix}.{key}", f"has {n} values but {prefix}.{first} has "
+                                                  f"{lengths[first]}; zipped lists must have "
+                                                  f"the same length")
+    return table, tuple(raw_zips)
+
+
+def expand_points(base: dict[str, Any], sweep: dict[str, list[Any]],
+                  zips: tuple[dict[str, list[Any]], ...], source: str,
+                  fail: Fail) -> tuple[tuple[HardwareConfig, ...], tuple[str, ...]]:
+    """The cartesian product of the grid lists and the zip groups, each point validated, and
+    each point's checkpoint (empty without a checkpoint axis)."""
+    axes: list[list[dict[str, Any]]] = [[{k: v} for v in values] for k, values in sweep.items()]
+    for group in zips:
+        n = len(next(iter(group.values())))
+        axes.append([{k: values[i] for k, values in group.items()} for i in range(n)])
+    points: list[HardwareConfig] = []
+    checkpoints: list[str] = []
+    seen: dict[str, dict[str, Any]] = {}
+    for combo in itertools.product(*axes):
+        changes = {k: v for part in combo for k, v in part.items()}
+        swept = set(changes)
+        hardware = {k: v for k, v in changes.items() if k != "checkpoint"}
+        config = hardware_point(
+            {**base, **hardware}, source,
+            lambda f, swept=swept: f"{'sweep' if f in swept else 'hardware'}.{f}",
+            f" (at the sweep point {changes})" if changes else "")
+        pid = point_id(config, changes.get("checkpoint"))
+        if "checkpoint" in changes:
+            checkpoints.append(changes["checkpoint"])
+        if pid in seen:
+            raise fail("sweep", f"the sweep points {seen[pid]} and {changes} are the same "
+                                f"hardware point; remove the duplicate value")
+        seen[pid] = changes
+        points.append(config)
+    return tuple(points), tuple(checkpoints)
+
+
+def hardware_point(values: dict[str, Any], source: str, where: Callable[[str], str],
+                   suffix: str = "") -> HardwareConfig:
+    """A validated hardware point; an error is re-attributed to the study file and its key.
+
+    ``where`` maps the offending hardware field to the dotted study key that set it.
+    """
+    try:
+        return from_dict(values)
+    except UserInputError as err:
+        field_name = err.key or ""
+        message = str(err)
+        if field_name and message.startswith(f"{field_name}: "):
+            message = message[len(field_name) + 2:]
+        raise UserInputError(message + suffix, source=source,
+                             key=where(field_name) if field_name else None) from None
