@@ -243,6 +243,25 @@ def load_study(path: str | Path) -> Study:
     return parse_study(doc, source=source, base_dir=path.parent)
 
 
+def split_tables(doc: Mapping[str, Any], names: tuple[str, ...], required: tuple[str, ...],
+                 fail: Fail) -> dict[str, dict[str, Any]]:
+    """The tables of a parsed file (study or train file) by name, each a fresh dict ({} where
+    absent); an unknown top-level key, a non-table or a missing required table fails."""
+    for key, value in doc.items():
+        if key not in names:
+            raise fail(key, f"unknown {'table' if isinstance(value, dict) else 'key'}; "
+                            f"allowed tables: {', '.join(names)}")
+    tables: dict[str, dict[str, Any]] = {}
+    for name in names:
+        value = doc.get(name, {})
+        if not isinstance(value, dict):
+            raise fail(name, f"expected a table [{name}], got {value!r}")
+        if name in required and name not in doc:
+            raise fail(name, f"missing the [{name}] table")
+        tables[name] = dict(value)
+    return tables
+
+
 def parse_study(doc: Mapping[str, Any], *, source: str = "<study>",
                 base_dir: Path | None = None) -> Study:
     """Validate a parsed TOML document and expand its sweep into hardware points."""
@@ -250,18 +269,7 @@ def parse_study(doc: Mapping[str, Any], *, source: str = "<study>",
     def fail(key: str, message: str) -> UserInputError:
         return UserInputError(message, source=source, key=key)
 
-    for key, value in doc.items():
-        if key not in TABLES:
-            raise fail(key, f"unknown {'table' if isinstance(value, dict) else 'key'}; "
-                            f"allowed tables: {', '.join(TABLES)}")
-    tables: dict[str, dict[str, Any]] = {}
-    for name in TABLES:
-        value = doc.get(name, {})
-        if not isinstance(value, dict):
-            raise fail(name, f"expected a table [{name}], got {value!r}")
-        if name in ("study", "model", "data") and name not in doc:
-            raise fail(name, f"missing the [{name}] table")
-        tables[name] = dict(value)
+    tables = split_tables(doc, TABLES, ("study", "model", "data"), fail)
 
     study = tables["study"]
     for key in study:

@@ -20,6 +20,7 @@ from typing import Any
 from mc_engine.data.factory import resolve_path
 from mc_engine.errors import Fail, UserInputError, check_int
 from mc_engine.hardware import from_dict
+from mc_engine.study.spec import split_tables
 from mc_engine.train.noisy import TRAIN_PERIPHERY, NoiseSpec
 
 TABLES = ("train", "model", "data", "noise")
@@ -85,18 +86,7 @@ def parse_train(doc: Mapping[str, Any], *, source: str = "<train>",
     def fail(key: str, message: str) -> UserInputError:
         return UserInputError(message, source=source, key=key)
 
-    for key, value in doc.items():
-        if key not in TABLES:
-            raise fail(key, f"unknown {'table' if isinstance(value, dict) else 'key'}; "
-                            f"allowed tables: {', '.join(TABLES)}")
-    tables: dict[str, dict[str, Any]] = {}
-    for name in TABLES:
-        value = doc.get(name, {})
-        if not isinstance(value, dict):
-            raise fail(name, f"expected a table [{name}], got {value!r}")
-        if name in ("train", "model") and name not in doc:
-            raise fail(name, f"missing the [{name}] table")
-        tables[name] = dict(value)
+    tables = split_tables(doc, TABLES, ("train", "model"), fail)
     if "checkpoint" in tables["model"]:
         raise fail("model.checkpoint", "not used by a train file: give the checkpoint to "
                                        "fine-tune from as train.init")

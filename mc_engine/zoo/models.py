@@ -139,24 +139,15 @@ def resnet56(num_classes: int = 10) -> nn.Module:
     return ResNetCifar(9, num_classes)
 
 
-class ProjectionBlock(nn.Module):
+class ProjectionBlock(BasicBlock):
     """ResNet-18/34 basic block: two 3×3 conv + BatchNorm, a 1×1 conv + BatchNorm shortcut
     (option B) where the stride or the width changes."""
 
     def __init__(self, c_in: int, c_out: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.shortcut: nn.Module = nn.Identity()
+        super().__init__(c_in, c_out, stride)
         if stride != 1 or c_in != c_out:
             self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
                                           nn.BatchNorm2d(c_out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
 class ResNetWide(nn.Module):
