@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from mc_engine.run.processes import dask_processes, free_port  # noqa: F401 (for the tests)
 
 DATA = Path(__file__).parent / "data"
 AIHWKIT = DATA / "aihwkit"
@@ -59,41 +55,6 @@ def std_standard_error(samples: np.ndarray, axis: int = 0) -> np.ndarray:
 
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def dask_processes(cwd: Path) -> Iterator[str]:
-    """A real `dask scheduler` and two `dask worker --nthreads 1` processes on loopback, started
-    in ``cwd`` (so modules beside a study elsewhere are not importable); yields the address."""
-    from distributed import Client
-
-    from mc_engine.run import WORKER_ENV
-
-    address = f"tcp://127.0.0.1:{free_port()}"
-    common = {"cwd": cwd, "env": {**os.environ, **WORKER_ENV},
-              "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
-              "start_new_session": True}
-    procs = [subprocess.Popen([BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port",
-                               address.rsplit(":", 1)[1], "--dashboard-address", "127.0.0.1:0"],
-                              **common)]
-    try:
-        procs += [subprocess.Popen([BIN / "dask", "worker", address, "--nthreads", "1",
-                                    "--no-dashboard", "--host", "127.0.0.1"], **common)
-                  for _ in range(2)]
-        with Client(address, timeout="30s") as client:
-            client.wait_for_workers(2, timeout=60)
-        yield address
-    finally:
-        for proc in procs:  # each in its own session: the group holds the worker it spawned
-            os.killpg(proc.pid, signal.SIGKILL)
-        for proc in procs:
-            proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

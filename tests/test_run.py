@@ -100,6 +100,38 @@ def test_results_do_not_depend_on_worker_count_or_cluster(local_two, dask_cluste
     assert ideal["n_samples"].tolist() == [100]
 
 
+def test_results_do_not_depend_on_the_chip_batch_size(local_two, tmp_path, cache_dir,
+                                                      monkeypatch):
+    """Tasks carry batches of chips on big studies; a chip's rows must not depend on which
+    batch it came in or on the batch size (each worker converts once and re-programs per chip)."""
+    from mc_engine.run import runner
+
+    sizes = []
+
+    def forced(n_trials, window):
+        sizes.append(3)
+        return 3
+
+    monkeypatch.setattr(runner, "chip_batch_size", forced)
+    batched = run_study(load_study(write_study(tmp_path)), tmp_path / "batched", workers=2,
+                        progress=False, cache_dir=cache_dir)
+    assert sizes == [3]          # 4 trials in tasks of 3 + 1
+    pd.testing.assert_frame_equal(comparable(load_results(batched.results_dir)),
+                                  comparable(local_two))
+
+
+def test_chip_batches_share_a_checkpoint_and_keep_the_order():
+    from mc_engine.run.runner import chip_batch_size, chip_batches
+    from mc_engine.study.spec import Trial
+
+    trials = [Trial(point_id=f"p{i}", hardware=None, repeat=i, seed=i,
+                    checkpoint="a.pt" if i < 5 else "b.pt") for i in range(8)]
+    batches = list(chip_batches(trials, 3))
+    assert [[t.repeat for t in b] for b in batches] == [[0, 1, 2], [3, 4], [5, 6, 7]]
+    assert chip_batch_size(24, 8) == 1 and chip_batch_size(20_000, 8) == 16
+    assert chip_batch_size(320, 8) == 10
+
+
 FACTORY_MODULE = """
 import torch
 from torch import nn

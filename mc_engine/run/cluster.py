@@ -163,8 +163,11 @@ def open_client(workers: int | None = None, scheduler: str | None = None) -> Ite
     check_local_workers(n_workers)
     # Workers log every failed task with its traceback ("Compute Failed"), once per retry; the
     # client reports the failure itself as one line, so only critical worker logs are shown.
+    # The workers' statistical profiler samples the running task's stack every 10 ms: a few
+    # per cent of a compute-bound worker, for a dashboard panel a batch run does not need.
     config = {"distributed.nanny.pre-spawn-environ": WORKER_ENV,
-              "distributed.worker.preload": [WORKER_PRELOAD]}
+              "distributed.worker.preload": [WORKER_PRELOAD],
+              "distributed.worker.profile.enabled": False}
     with _signals_deferred() as received, dask.config.set(config):
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                                dashboard_address=":0", env=WORKER_ENV,

@@ -1,7 +1,9 @@
 """Running a study: resume bookkeeping, task submission, progress and batched writing.
 
-One Dask task is one trial (hardware point x repeat) covering every inference time. The model and
-test set are scattered to every worker once; tasks carry only the hardware point and the seed.
+One Dask task is a batch of chips: trials (hardware point x repeat, every inference time), a few
+of them per task on big studies so that per-task costs fade (``chip_batch_size``); a chip's rows
+do not depend on its batch. The model and test set are scattered to every worker once; tasks
+carry only the hardware points and seeds.
 Tasks are submitted in a bounded window (a few per worker thread), so the client's memory and the
 scheduler's task graph do not grow with the number of trials. The client writes results as tasks
 complete, in batches of whole trials, so an interruption keeps everything already received and a
@@ -34,7 +36,7 @@ from mc_engine.run.cluster import (
     open_client,
 )
 from mc_engine.run.progress import Progress
-from mc_engine.run.tasks import portable_devices, portable_model, run_ideal, run_trial
+from mc_engine.run.tasks import portable_devices, portable_model, run_ideal, run_trials
 from mc_engine.study import Study, Trial, parse_study
 from mc_engine.study.inputs import CHANGED, Inputs, fingerprint_mismatch
 from mc_engine.study.spec import FINGERPRINT_KEYS
@@ -48,6 +50,8 @@ RETRIES = 2
 #: back, few enough that the client holds a bounded number of futures (and results).
 WINDOW_PER_THREAD = 4
 MIN_WINDOW = 8
+#: At most this many trials (chips) in one task.
+MAX_BATCH = 16
 #: How often the window follows the cluster's size (workers joining an adaptive cluster).
 WINDOW_REFRESH_S = 2.0
 
@@ -141,18 +145,20 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
         devices_f = client.scatter(portable_devices(custom), broadcast=True, hash=False) \
             if custom else None
 
-        def submit(job: Trial | _Ideal) -> Future:
+        def submit(job: tuple[Trial, ...] | _Ideal) -> Future:
             if isinstance(job, _Ideal):
                 return client.submit(run_ideal, model_fs[job.checkpoint], x_f, y_f,
                                      retries=RETRIES, pure=False)
-            return client.submit(run_trial, model_fs[job.checkpoint], x_f, y_f, job.hardware,
-                                 study.inference_times_s, job.seed, devices_f, job.analog_layers,
-                                 retries=RETRIES, pure=False)
+            chips = [(t.hardware, t.seed, t.analog_layers) for t in job]
+            return client.submit(run_trials, model_fs[job[0].checkpoint], x_f, y_f,
+                                 study.inference_times_s, devices_f, chips, retries=RETRIES,
+                                 pure=False)
 
         ideals = [_Ideal(label) for label in model_fs] if need_ideal else []
         with Progress(n_skipped + len(trials), n_skipped, study.name, enabled=progress) as bar:
             while trials or ideals:  # one round unless the study has adaptive repeats
-                jobs: list[Trial | _Ideal] = [*ideals, *trials]
+                size = chip_batch_size(len(trials), task_window(client))
+                jobs: list[tuple[Trial, ...] | _Ideal] = [*ideals, *chip_batches(trials, size)]
                 with closing(windowed(submit, jobs, lambda: task_window(client))) as finished:
                     _collect(finished, len(ideals), study, store, bar, batch_trials, flush_s)
                 n_run, ideals = n_run + len(trials), []
@@ -172,6 +178,25 @@ class _Ideal:
     """The task of the ideal accuracy of one checkpoint (None: the study's only model)."""
 
     checkpoint: str | None
+
+
+def chip_batch_size(n_trials: int, window: int) -> int:
+    """Trials per task: enough that per-task costs fade on big studies (each task still about
+    1/MAX_BATCH of the work in flight), 1 when the study is small enough that batching would
+    leave workers idle; at most MAX_BATCH, so a lost worker re-runs little."""
+    return max(1, min(MAX_BATCH, n_trials // (4 * window)))
+
+
+def chip_batches(trials: list[Trial], size: int) -> Iterator[tuple[Trial, ...]]:
+    """Consecutive trials in batches of at most ``size`` that share a checkpoint (one model)."""
+    batch: list[Trial] = []
+    for trial in trials:
+        if batch and (len(batch) == size or trial.checkpoint != batch[0].checkpoint):
+            yield tuple(batch)
+            batch = []
+        batch.append(trial)
+    if batch:
+        yield tuple(batch)
 
 
 def task_window(client: Client) -> int:
@@ -231,8 +256,9 @@ def _print_dashboard(client: Client) -> None:
               "where it runs to get it)", file=sys.stderr)
 
 
-def _collect(finished: Iterable[tuple[Trial | _Ideal, Future]], n_ideal: int, study: Study,
-             store: ResultStore, bar: Progress, batch_trials: int, flush_s: float) -> None:
+def _collect(finished: Iterable[tuple[tuple[Trial, ...] | _Ideal, Future]], n_ideal: int,
+             study: Study, store: ResultStore, bar: Progress, batch_trials: int,
+             flush_s: float) -> None:
     """Write results as tasks finish; flush what arrived on any exit.
 
     Each (point_id, repeat) comes once, so each is written once.
@@ -242,20 +268,21 @@ def _collect(finished: Iterable[tuple[Trial | _Ideal, Future]], n_ideal: int, st
     axis = bool(study.checkpoints)
     in_batch, last_flush = 0, time.monotonic()
     try:
-        for trial, future in finished:
+        for job, future in finished:
             result = future.result()
-            if isinstance(trial, _Ideal):
-                label = {"checkpoint": trial.checkpoint} if axis else {}
+            if isinstance(job, _Ideal):
+                label = {"checkpoint": job.checkpoint} if axis else {}
                 ideal.append({"study": study.name, **label, **result,
                               "engine_version": mc_engine.__version__})
                 if len(ideal) == n_ideal:   # written once complete: a resume redoes them all
                     store.write_ideal(sorted(ideal, key=lambda r: str(r.get("checkpoint"))))
                 continue
-            batch += trial_rows(study.name, trial.point_id, trial.hardware, trial.repeat,
-                                trial.seed, result, mc_engine.__version__, trial.checkpoint,
-                                trial.layer)
-            in_batch += 1
-            bar.update(1)
+            for trial, rows in zip(job, result, strict=True):
+                batch += trial_rows(study.name, trial.point_id, trial.hardware, trial.repeat,
+                                    trial.seed, rows, mc_engine.__version__, trial.checkpoint,
+                                    trial.layer)
+            in_batch += len(job)
+            bar.update(len(job))
             if in_batch >= batch_trials or time.monotonic() - last_flush >= flush_s:
                 store.write_trials(batch, study.device_params, axis)
                 batch, in_batch, last_flush = [], 0, time.monotonic()
