@@ -83,7 +83,8 @@ def _one_thread() -> None:
 _MALLOC_TUNED: list[bool] = []
 #: glibc mallopt parameters and the values a trial needs.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_MMAP_THRESHOLD = 1 << 30
+#: 32 MiB: the largest mmap threshold every glibc accepts (HEAP_MAX_SIZE / 2 on 64-bit).
+_MMAP_THRESHOLD = 32 << 20
 
 
 def _tune_malloc() -> None:
@@ -99,8 +100,8 @@ def _tune_malloc() -> None:
     _MALLOC_TUNED.append(True)
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
-        libc.mallopt(_M_TRIM_THRESHOLD, 2 * _MMAP_THRESHOLD)
+        libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(_MMAP_THRESHOLD))
+        libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(2 * _MMAP_THRESHOLD))
     except (OSError, AttributeError):
         pass
 
