@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mc_engine.kernels.rng import derive, fill_normal
+from mc_engine.kernels.rng import derive
 
 # What a stream draws: the noise on the input lines, the short-term weight noise, the noise
 # added to the output before the ADC.
@@ -37,11 +37,11 @@ class MVMNoise:
         """The key of one stream (kind, row group) of this pass."""
         return derive(self.key, *words)
 
-    def normal(self, shape: tuple[int, ...], *words: int) -> np.ndarray:
-        """Standard normals of the stream ``words``, draw i at flat position i (float32)."""
-        out = np.empty(shape, np.float32)
-        fill_normal(self.stream(*words), np.uint64(0), out)
-        return out
+
+
+def stream(noise: MVMNoise | None, *words: int) -> np.uint64:
+    """The key of a stream of ``noise``; 0 when the noise is off (the kernels then draw none)."""
+    return np.uint64(0) if noise is None else noise.stream(*words)
 
 
 class NoiseKeys:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mc_engine.analog.mapping import Layout
-from mc_engine.analog.noise import KIND_INP, KIND_OUT, KIND_W, MVMNoise
+from mc_engine.analog.noise import KIND_INP, KIND_OUT, KIND_W, MVMNoise, stream
 from mc_engine.hardware.config import HardwareConfig
 from mc_engine.kernels.periphery import adc_rows, add_normal_rows, bit_serial_cycles
 
@@ -91,9 +91,9 @@ def convert(readout: Readout, layout: Layout, w_t: torch.Tensor, abs_w_t: torch.
         if w_noise > 0:
             wn_row, wn_full = per.weight_noise(
                 xg[:, None], None if abs_w_t is None else abs_w_t[:, j0:j1])
-        keys = (0, 0) if noise is None else (noise.stream(KIND_OUT, gi), noise.stream(KIND_W, gi))
-        adc_rows(y, out_noise, np.uint64(keys[0]), wn_row, wn_full, np.uint64(keys[1]), conv_ids,
-                 per.step_out, per.bound, ones_k, rows_k, True, post, y, sat)
+        adc_rows(y, out_noise, stream(noise, KIND_OUT, gi), wn_row, wn_full,
+                 stream(noise, KIND_W, gi), conv_ids, per.step_out, per.bound, ones_k, rows_k,
+                 True, post, y, sat)
         saturated |= sat
         y = _recombine(layout, y, x_in)
         part = y if part is None else part + y

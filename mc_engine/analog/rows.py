@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from mc_engine.kernels.periphery import (
     dac_abs_max_rows,
     dac_rows,
-    patch_abs_max,
     patch_dac_abs_max,
     patch_dac_rows,
     row_abs_max,
@@ -33,7 +32,9 @@ class InputRows:
     n_rows: int
 
     def abs_max(self, c0: int, c1: int) -> np.ndarray:
-        raise NotImplementedError
+        """The abs_max noise-management alpha of every row over columns c0..c1 (the forward
+        pass gets it from the fused DAC; this is for callers that need alpha alone)."""
+        return self.dac_abs_max(c0, c1, np.float32(0.0), False)[0]
 
     def blocks(self, n_cols: int) -> Iterator[tuple[int, InputRows]]:
         """(first row, view) pieces of about BLOCK_BYTES of DAC output each, so that the DAC
@@ -98,19 +99,6 @@ class PatchRows(InputRows):
         self.xp = np.ascontiguousarray(x_padded, dtype=np.float32)
         self.geom = (*kernel, *stride, *dilation, *out_hw)
         self.n_rows = self.xp.shape[0] * out_hw[0] * out_hw[1]
-
-    def abs_max(self, c0, c1):
-        kh, kw, sh, sw, dh, dw = self.geom[:6]
-        kk = kh * kw
-        if c0 % kk == 0 and c1 % kk == 0:
-            # whole channels: channel-wise max of |x|, then a max-pool over the kernel window
-            # (exact, and torch's pooling is much faster than gathering patches)
-            a = torch.from_numpy(self.xp[:, c0 // kk:c1 // kk]).abs().amax(dim=1, keepdim=True)
-            pooled = F.max_pool2d(a, (kh, kw), (sh, sw), dilation=(dh, dw))
-            return np.ascontiguousarray(pooled.numpy().reshape(-1))
-        a = np.empty(self.n_rows, np.float32)
-        patch_abs_max(self.xp, *self.geom, c0, c1, a)
-        return a
 
     def group_abs_max(self, groups: int) -> np.ndarray:
         """abs_max alpha of every (im2col row, channel group): rows × groups, one pass."""

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from mc_engine.analog.mapping import make_mapping
-from mc_engine.analog.noise import KIND_INP, KIND_OUT, KIND_W, MVMNoise, NoiseKeys
+from mc_engine.analog.noise import KIND_INP, KIND_OUT, KIND_W, MVMNoise, NoiseKeys, stream
 from mc_engine.analog.readout import Readout, convert
 from mc_engine.analog.rows import DenseRows, InputRows, ProbeRows
 from mc_engine.hardware.config import HardwareConfig
@@ -241,7 +241,7 @@ class Tile:
             wn_row, wn_full = per.weight_noise(torch.from_numpy(xq)[:, None], self._abs_w())
         out_noise = np.float32(0.0) if off else per.out_noise
         sat = np.empty(xq.shape[0], np.bool_)
-        adc_rows(y, out_noise, _key(noise, KIND_OUT), wn_row, wn_full, _key(noise, KIND_W), ids,
+        adc_rows(y, out_noise, stream(noise, KIND_OUT), wn_row, wn_full, stream(noise, KIND_W), ids,
                  per.step_out, per.bound, scale, rows, last, post, out, sat)
         return sat
 
@@ -389,6 +389,3 @@ class AnalogMatrix:
                         y[r0:r0 + m, o0:o1] += part
         return y
 
-
-def _key(noise: MVMNoise | None, kind: int) -> np.uint64:
-    return np.uint64(0) if noise is None else noise.stream(kind)

@@ -127,20 +127,6 @@ def _patch_offsets(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, 
 
 
 @njit(cache=True, nogil=True)
-def patch_abs_max(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int,
-                  ho: int, wo: int, c0: int, c1: int, out: np.ndarray) -> None:
-    """abs_max alpha of every im2col row (columns c0..c1) of the padded images xp (N, C, Hp, Wp)."""
-    row, col = _patch_offsets(xp, kh, kw, sh, sw, dh, dw, ho, wo, c0, c1)
-    flat = xp.reshape(-1)
-    for r in range(row.size):
-        a = np.float32(0.0)
-        base = row[r]
-        for c in range(col.size):
-            a = max(a, abs(flat[base + col[c]]))
-        out[r] = a
-
-
-@njit(cache=True, nogil=True)
 def patch_dac_rows(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int,
                    ho: int, wo: int, c0: int, c1: int, rows: np.ndarray, scale: np.ndarray,
                    width: int, step: np.float32, out: np.ndarray) -> None:

@@ -9,6 +9,7 @@ registered on the worker before the trial runs.
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,17 +77,16 @@ def _one_thread() -> None:
     """Workers are single-threaded processes: parallelism comes from running many of them."""
     if torch.get_num_threads() != 1:
         torch.set_num_threads(1)
-    if not _MALLOC_TUNED:
-        _tune_malloc()
+    _tune_malloc()
 
 
-_MALLOC_TUNED: list[bool] = []
 #: glibc mallopt parameters and the values a trial needs.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 #: 32 MiB: the largest mmap threshold every glibc accepts (HEAP_MAX_SIZE / 2 on 64-bit).
 _MMAP_THRESHOLD = 32 << 20
 
 
+@functools.cache
 def _tune_malloc() -> None:
     """Keep freed arrays in the heap for the next batch instead of unmapping them.
 
@@ -97,7 +97,6 @@ def _tune_malloc() -> None:
     the running worker (mallopt) gives the plain-process speed; the worker keeps its peak heap.
     Other C libraries: nothing to do.
     """
-    _MALLOC_TUNED.append(True)
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(_MMAP_THRESHOLD))
