@@ -158,9 +158,10 @@ def test_every_mechanism_composes_exactly_without_device_noise(digits_cnn):
 
 def test_every_mechanism_composes_with_pcm_drift_variation_and_faults(digits_cnn):
     # The same with PCM devices, d2d 5 % and 0.1 % devices stuck each way, read at 1 year:
-    # reproducible bit for bit, and the physics shows: every weight of the dummy-column scheme
-    # sits on a mid-range device whose own drift exponent scatters the offset (measured 0.44 at
-    # seed 7), while differential pairs keep small weights near 0 µS (0.76); chance is 0.1.
+    # reproducible bit for bit, and both schemes keep most of the accuracy (0.973 digitally;
+    # chance 0.1). Measured at seeds 7, 8, 9: dummy column (NeuroSim's offset-binary slices)
+    # 0.79, 0.76, 0.70; differential pairs 0.80, 0.72, 0.82. (The signed-digit offset slices
+    # this engine used before gave 0.44: every zero digit sat on a drifting mid-range device.)
     model, x, y = digits_cnn
     hw = HardwareConfig(**COMBINED, d2d_sigma=0.05, stuck_off_fraction=0.001,
                         stuck_on_fraction=0.001)
@@ -170,7 +171,7 @@ def test_every_mechanism_composes_with_pcm_drift_variation_and_faults(digits_cnn
     dummy = float((logits.argmax(1) == y).mean())
     pairs = _accuracy(convert(model, hw.replace(offset="differential")).program(7).drift(YEAR),
                       x, y)
-    assert 0.2 < dummy < pairs - 0.2
+    assert dummy > 0.6
     assert pairs > 0.7
 
 

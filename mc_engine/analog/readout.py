@@ -17,6 +17,7 @@ import math
 import numpy as np
 import torch
 
+from mc_engine.analog.adc_range import CalibratedADC
 from mc_engine.analog.mapping import Layout
 from mc_engine.analog.noise import KIND_INP, KIND_OUT, KIND_W, MVMNoise, stream
 from mc_engine.hardware.config import HardwareConfig
@@ -50,15 +51,16 @@ class Readout:
 
 
 def convert(readout: Readout, layout: Layout, w_t: torch.Tensor, abs_w_t: torch.Tensor | None,
-            xq: np.ndarray, per, noise: MVMNoise | None, ids: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray]:
+            xq: np.ndarray, per, noise: MVMNoise | None, ids: np.ndarray,
+            adc: CalibratedADC | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Digitised and recombined outputs of DAC outputs ``xq`` (rows × in), in weight units of
     the scaled input, and which rows saturated the ADC in any conversion.
 
     ``w_t`` is the array matrix transposed (in × columns of ``layout``); ``per`` the tile's
     :class:`~mc_engine.analog.tile.Periphery`; ``noise`` the pass's noise keys or None (noise
     off); ``ids`` the rows' indices in the forward call (the noise counters; conversion c of
-    row k draws at ids[k] + c * 2^40).
+    row k draws at ids[k] + c * 2^40). ``adc``: the tile's calibrated ADC ranges
+    (adc_range = 'calibrated'), which record the pre-ADC values instead while calibrating.
     """
     m, n_in = xq.shape
     n_out, n_cols = layout.n_out, layout.n_cols
@@ -78,6 +80,8 @@ def convert(readout: Readout, layout: Layout, w_t: torch.Tensor, abs_w_t: torch.
     saturated = np.zeros(n_conv, np.bool_)
     empty1, empty2 = np.zeros(0, np.float32), np.zeros((0, 0), np.float32)
     groups = readout.row_groups(n_in)
+    step, bound = (per.step_out, per.bound) if adc is None else \
+        (np.float32(0.0), np.float32(np.inf))
     part = None
     for gi, (j0, j1) in enumerate(groups):
         if len(groups) == 1:
@@ -91,9 +95,16 @@ def convert(readout: Readout, layout: Layout, w_t: torch.Tensor, abs_w_t: torch.
         if w_noise > 0:
             wn_row, wn_full = per.weight_noise(
                 xg[:, None], None if abs_w_t is None else abs_w_t[:, j0:j1])
+            if wn_row.size and layout.w_noise_gain != 1:
+                wn_row = wn_row * np.float32(layout.w_noise_gain)
         adc_rows(y, out_noise, stream(noise, KIND_OUT, gi), wn_row, wn_full,
-                 stream(noise, KIND_W, gi), conv_ids, per.step_out, per.bound, ones_k, rows_k,
+                 stream(noise, KIND_W, gi), conv_ids, step, bound, ones_k, rows_k,
                  True, post, y, sat)
+        if adc is not None:
+            if adc.recording:
+                adc.record(gi, y)
+            else:
+                adc.convert(gi, y, sat)
         saturated |= sat
         y = _recombine(layout, y, x_in)
         part = y if part is None else part + y
@@ -121,7 +132,5 @@ def _recombine(layout: Layout, y: np.ndarray, x: np.ndarray) -> np.ndarray:
             y_i = np.float32(coef) * y_i
         out = y_i if out is None else out + y_i
     if layout.offset:
-        total = float(sum(layout.coefs))
-        out = out - np.float32(layout.offset * total) * x.sum(axis=1, keepdims=True,
-                                                               dtype=np.float32)
+        out = out - np.float32(layout.offset) * x.sum(axis=1, keepdims=True, dtype=np.float32)
     return out

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from mc_engine.analog.adc_range import CalibratedADC
 from mc_engine.analog.mapping import make_mapping
 from mc_engine.analog.noise import KIND_INP, KIND_OUT, KIND_W, MVMNoise, NoiseKeys, stream
 from mc_engine.analog.readout import Readout, convert
@@ -114,8 +115,11 @@ class Tile:
         self.mapping = make_mapping(self.w_ideal, hw,
                                     float(np.abs(self.w_ideal).max()) if w_max is None else w_max)
         general = not self.mapping.weight_units or hw.readout != "parallel" or \
-            hw.input_bits_per_cycle > 0
+            hw.input_bits_per_cycle > 0 or hw.adc_range == "calibrated"
         self.readout = Readout(hw) if general else None
+        self.adc = CalibratedADC(self.mapping.layout,
+                                 len(self.readout.row_groups(w_ideal.shape[1])), hw.adc_bits) \
+            if hw.adc_range == "calibrated" else None
         # Weight scaling omega (§2.1 step 3): the array holds W*k, outputs are scaled by 1/k.
         if hw.weight_scaling_omega > 0:
             absw = np.abs(self.w_ideal)
@@ -127,16 +131,29 @@ class Tile:
             self.k = np.ones(n_out, np.float32)
         self.comp = np.ones(n_out, np.float32)
         self.m0: np.ndarray | None = None
-        self.set_weights(self.mapping.ideal_matrix())
+        self.load_ideal()
         self.g_prog: np.ndarray | None = None
         self.state: np.ndarray | None = None
         self.faults = NO_FAULTS
         self.noise_id = 0                    # set by the AnalogMatrix: the tile's noise streams
 
     # ---- weights in the array ----
-    def set_weights(self, w: np.ndarray) -> None:
-        """Set the array matrix (columns × in): weights, or g/g_max in conductance units."""
+    def load(self, g: np.ndarray, scale: float | None = None) -> None:
+        """Put conductances ``g`` (the mapping's flat layout) into the array."""
+        m = self.mapping
+        self.set_weights(m.matrix(g) if scale is None else m.matrix(g, scale), m.noise_matrix(g))
+
+    def load_ideal(self) -> None:
+        """Put the ideal (target) weights into the array."""
+        m = self.mapping
+        self.set_weights(m.ideal_matrix(), m.noise_matrix(m.targets()))
+
+    def set_weights(self, w: np.ndarray, noise_w: np.ndarray | None = None) -> None:
+        """Set the array matrix (columns × in): weights, or g/g_max in conductance units.
+        ``noise_w``: the matrix that weights 'pcm_read' noise when it is not |w| (analog
+        recombination)."""
         self.w = np.ascontiguousarray(w, dtype=np.float32)
+        self.noise_w = noise_w
         held = self.w * self.k[:, None] if self.mapping.weight_units else self.w
         # (in × columns), contiguous. A transposed view of (columns × in) is up to 30 % faster in
         # MKL's GEMM on 16-column tiles but sums in another order: the training forward
@@ -151,19 +168,42 @@ class Tile:
         if rng_faults is not None:
             self.g_prog, self.faults = apply_variation(self.g_prog, self.per.hw, rng_faults)
         self.comp = np.ones_like(self.comp)
-        self.set_weights(self.mapping.matrix(self.g_prog))
+        self.load(self.g_prog)
 
     def read(self, t_s: float, rng: np.random.Generator) -> None:
-        """Weights seen at time t: drift and fresh read noise (DESIGN.md §2.2 pair_drift)."""
+        """Weights seen at time t: drift and fresh read noise (docs/physics.md, pair_drift).
+
+        Under 'net' a weight with a stuck device is read as its two devices on their own (the
+        stuck one pinned, its partner drifting), all other weights as their re-mapped net."""
         if self.g_prog is None or self.device.exact:
             return
-        if self.per.hw.pair_drift == "net":
-            g, s = self.mapping.remap_net(self.g_prog)
-        else:
-            g, s = self.g_prog, None
-        g_read = self.faults.pin(self.device.read(g, self.state, t_s, rng))
-        self.set_weights(self.mapping.matrix(g_read) if s is None
-                         else self.mapping.matrix(g_read, s))
+        pairs = self.mapping.pairs()
+        if self.per.hw.pair_drift != "net" or pairs is None:
+            self.load(self.faults.pin(self.device.read(self.g_prog, self.state, t_s, rng)))
+            return
+        g, s = self.mapping.remap_net(self.g_prog)
+        g_read = self.device.read(g, self.state, t_s, rng)
+        if self.faults.index.size:
+            self._read_stuck_pairs(g_read, pairs, self.mapping.scale_ratio(s), t_s, rng)
+        self.load(g_read, s)
+
+    def _read_stuck_pairs(self, g_read: np.ndarray, pairs: tuple[np.ndarray, np.ndarray],
+                          ratio: float, t_s: float, rng: np.random.Generator) -> None:
+        """Replace, in the re-mapped read ``g_read``, every pair holding a stuck device by its
+        two programmed devices read independently (net conductance times ``ratio`` = s'/s, so
+        that it holds the same weight on the re-mapped scale)."""
+        plus, minus = pairs
+        stuck = np.zeros(self.g_prog.size, np.bool_)
+        stuck[self.faults.index] = True
+        hit = np.flatnonzero(stuck[plus] | stuck[minus])
+        devices = np.concatenate([plus[hit], minus[hit]])
+        alone = self.g_prog.copy()
+        alone[devices] = self.device.read(self.g_prog[devices], self.state[devices], t_s, rng)
+        self.faults.pin(alone)
+        net = (alone[plus[hit]] - alone[minus[hit]]) * ratio
+        g_min = self.mapping.g_min
+        g_read[plus[hit]] = g_min + np.maximum(net, 0.0)
+        g_read[minus[hit]] = g_min + np.maximum(-net, 0.0)
 
     # ---- forward ----
     def forward(self, source: InputRows, c0: int, alpha: np.ndarray, noise: MVMNoise | None,
@@ -249,7 +289,7 @@ class Tile:
         """One pass through a read-out scheme (slices, offsets, cycles, row groups)."""
         y, sat = convert(self.readout, self.mapping.layout, self.w_analog_t,
                          self._abs_w() if self.per.w_noise > 0 else None, xq, self.per, noise,
-                         ids)
+                         ids, self.adc)
         keep = slice(None) if last else ~sat
         out[rows[keep]] = (y[keep] / scale[keep, None]) * post
         return sat
@@ -259,7 +299,8 @@ class Tile:
         if self.per.hw.w_noise_type != "pcm_read":
             return None
         if self.abs_w_t is None:
-            self.abs_w_t = self.w_analog_t.abs()[None]
+            self.abs_w_t = self.w_analog_t.abs()[None] if self.noise_w is None else \
+                torch.from_numpy(np.ascontiguousarray(self.noise_w.T, np.float32))[None]
         return self.abs_w_t
 
     def _probe_mvm(self, xq: np.ndarray, rows: np.ndarray, scale: np.ndarray,
@@ -336,10 +377,10 @@ class AnalogMatrix:
             tile.program(self._rng(STAGE_PROGRAM, i, 0),
                          self._rng(STAGE_FAULTS, i, 0) if has_variation(self.hw) else None)
             if mode == "exact":
-                w_p = tile.w
-                tile.set_weights(tile.mapping.ideal_matrix())
+                w_p, noise_w = tile.w, tile.noise_w
+                tile.load_ideal()
                 tile.m0 = tile.reference_level(None)
-                tile.set_weights(w_p)
+                tile.set_weights(w_p, noise_w)
             elif mode != "none":
                 tile.m0 = tile.reference_level(self.noise.call())
 

@@ -27,6 +27,17 @@ def _rules(hw: HardwareConfig):
     yield ("cell_bits", hw.cell_bits == 0 or hw.weight_bits > 0,
            f"cell_bits = {hw.cell_bits} slices quantized weights: set weight_bits > 0 as well "
            "(or cell_bits = 0)")
+    yield ("cell_bits", hw.cell_bits == 0 or hw.weight_bits == 0 or
+           hw.cell_bits <= hw.weight_bits - 1,
+           f"cell_bits = {hw.cell_bits} exceeds the {hw.weight_bits - 1} magnitude bits of "
+           f"weight_bits = {hw.weight_bits}: a cell that wide leaves most of its conductance "
+           f"range unused; set cell_bits <= {hw.weight_bits - 1} (or 0: one device per weight)")
+    yield ("adc_range", hw.adc_range == "fixed" or hw.adc_bits > 0,
+           "adc_range = 'calibrated' sets the ADC's levels: it needs adc_bits > 0")
+    yield ("bound_management", hw.adc_range == "fixed" or hw.bound_management == "none",
+           "bound_management = 'iterative' re-runs inputs that saturate +-out_bound, while "
+           "adc_range = 'calibrated' gives every conversion its own range from calibration "
+           "data: set bound_management = 'none' (or adc_range = 'fixed')")
     yield ("slice_recombination", hw.slice_recombination == "digital" or hw.weight_bits > 0,
            "slice_recombination = 'analog' combines bit slices: it needs weight_bits > 0")
     yield ("weight_scaling_omega", hw.weight_scaling_omega == 0 or not hw.conductance_units,

@@ -81,9 +81,12 @@ class HardwareConfig:
                                  "rint(W/w_max*(2^(B-1)-1)), w_max = max|W| of the layer. 0 = off "
                                  "(analog weights). Any value > 0 puts the ADC in conductance "
                                  "units.", lo=0, hi=16)
-    cell_bits: int = _param(0, "Device precision c in bits: weights are bit-sliced LSB first into "
-                               "ceil((weight_bits-1)/c) slices on separate devices. 0 = one device "
-                               "(pair) per weight (c = weight_bits - 1).", lo=0, hi=16)
+    cell_bits: int = _param(0, "Device precision c in bits (2^c levels per device): weights are "
+                               "bit-sliced LSB first into ceil((weight_bits-1)/c) slices "
+                               "(differential) or, with an offset scheme, the offset-binary "
+                               "integer into ceil(weight_bits/c) slices, on separate devices. "
+                               "0 = one device (pair) per weight. At most weight_bits - 1.",
+                            lo=0, hi=16)
     slice_recombination: str = _param("digital", "How slices recombine: 'digital' (each slice "
                                                  "its own ADC, shift-and-add after) or 'analog' "
                                                  "(significance-weighted currents summed before "
@@ -96,6 +99,15 @@ class HardwareConfig:
                                          "after the ADC) or 'digital' (one device per weight, "
                                          "offset subtracted exactly after the ADC).",
                          choices=("differential", "dummy_column", "digital"))
+    adc_range: str = _param("fixed", "ADC input range: 'fixed' (+-out_bound, symmetric) or "
+                                     "'calibrated' (each conversion -- tile x slice x row group, "
+                                     "dummy column included -- gets its own [lo, hi]: the min and "
+                                     "max of its pre-ADC values over the first "
+                                     "calibration_samples of the training split through the "
+                                     "programmed, noise-free array at t = 0; 2^adc_bits levels "
+                                     "from lo to hi).", choices=("fixed", "calibrated"))
+    calibration_samples: int = _param(256, "Training-split samples used to calibrate ADC ranges "
+                                           "(adc_range = 'calibrated').", lo=1, hi=1_000_000)
     # --- read-out (periphery) ---
     input_bits_per_cycle: int = _param(0, "Bit-serial inputs: k magnitude bits of the DAC "
                                           "output per cycle (LSB first), each cycle through "
@@ -217,10 +229,13 @@ class HardwareConfig:
 
     @property
     def n_slices(self) -> int:
-        """Number of bit slices S = ceil((weight_bits - 1)/cell_bits); 1 without slicing."""
+        """Number of bit slices: S = ceil((weight_bits - 1)/cell_bits) for differential pairs
+        (the magnitude bits), ceil(weight_bits/cell_bits) for offset schemes (the offset-binary
+        integer, NeuroSim's scheme); 1 without slicing."""
         if self.weight_bits == 0 or self.cell_bits == 0:
             return 1
-        return max(1, math.ceil((self.weight_bits - 1) / self.cell_bits))
+        bits = self.weight_bits - 1 if self.offset == "differential" else self.weight_bits
+        return max(1, math.ceil(bits / self.cell_bits))
 
     @property
     def slice_bits(self) -> int:

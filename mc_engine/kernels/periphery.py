@@ -259,3 +259,21 @@ def bit_serial_cycles(xq: np.ndarray, m_bits: int, k_bits: int, out: np.ndarray)
         shift = np.int32(j * k_bits)
         for i in range(n):
             dst[i] = sign[i] * np.float32((mag[i] >> shift) & mask)
+
+
+@njit(cache=True, nogil=True)
+def adc_range_rows(y: np.ndarray, lo: np.ndarray, step: np.ndarray, top: np.float32,
+                   saturated: np.ndarray) -> None:
+    """A calibrated ADC on every element of y (rows × columns), in place: column j has the
+    2^bits levels lo[j] + k·step[j], k = 0 … top (= 2^bits − 1), round half to even, clipped to
+    the range; a row with any value beyond the range is flagged in ``saturated`` (or-ed in).
+    step 0 (a range of zero width) reads lo."""
+    zero = np.float32(0.0)
+    for i in range(y.shape[0]):
+        sat = False
+        for j in range(y.shape[1]):
+            s = step[j]
+            k = _rint((y[i, j] - lo[j]) / s) if s > 0 else zero
+            sat |= (k > top) | (k < zero)
+            y[i, j] = lo[j] + min(max(k, zero), top) * s
+        saturated[i] |= sat
