@@ -27,9 +27,17 @@ class AnalogLayer(nn.Module):
 
     matrices: list[AnalogMatrix]
 
-    def program(self, seed: int | Sequence[int]) -> None:
+    def program(self, seed: int | Sequence[int], reference: bool = True) -> None:
         for m in self.matrices:
-            m.program(seed)
+            m.program(seed, reference)
+
+    def take_reference(self) -> None:
+        for m in self.matrices:
+            m.take_reference()
+
+    def calibrating(self, on: bool) -> None:
+        for m in self.matrices:
+            m.calibrating(on)
 
     def drift(self, t_s: float) -> None:
         for m in self.matrices:
@@ -107,6 +115,10 @@ def _conv_padding(layer: nn.Conv2d, name: str) -> tuple[int, int]:
     return tuple(layer.padding)
 
 
+#: Calibration inputs per forward call.
+CALIBRATION_BATCH = 256
+
+
 class AnalogModel(nn.Module):
     """A converted model: call it like the original; program() once, drift(t) before reading."""
 
@@ -118,10 +130,36 @@ class AnalogModel(nn.Module):
     def analog_layers(self) -> Iterator[AnalogLayer]:
         return (m for m in self.module.modules() if isinstance(m, AnalogLayer))
 
-    def program(self, seed: int | Sequence[int]) -> AnalogModel:
-        """Program every device (programming noise, drift exponents) from ``seed``."""
-        for layer in self.analog_layers():
-            layer.program(seed)
+    def program(self, seed: int | Sequence[int],
+                calibration: np.ndarray | torch.Tensor | None = None) -> AnalogModel:
+        """Program every device (programming noise, drift exponents) from ``seed``.
+
+        With ``adc_range = 'calibrated'`` the ADC ranges are then calibrated on the inputs
+        ``calibration`` (the first ``calibration_samples`` are used) through the programmed,
+        noise-free arrays, before the drift-compensation reference is taken.
+        """
+        calibrated = self.hw.adc_range == "calibrated"
+        layers = list(self.analog_layers())
+        for layer in layers:
+            layer.program(seed, reference=not calibrated)
+        if calibrated:
+            if calibration is None or len(calibration) == 0:
+                raise UserInputError("adc_range = 'calibrated' calibrates the ADC ranges on "
+                                     "inputs from the training split: none were given "
+                                     "(program(seed, calibration=x_train))", key="adc_range")
+            x = torch.as_tensor(np.asarray(calibration[:self.hw.calibration_samples],
+                                           np.float32))
+            for layer in layers:
+                layer.calibrating(True)
+            try:
+                with torch.no_grad():
+                    for start in range(0, len(x), CALIBRATION_BATCH):
+                        self.module(x[start:start + CALIBRATION_BATCH])
+            finally:
+                for layer in layers:
+                    layer.calibrating(False)
+            for layer in layers:
+                layer.take_reference()
         return self
 
     def drift(self, t_s: float) -> AnalogModel:

@@ -39,15 +39,17 @@ def evaluate_ideal(model: nn.Module, x: np.ndarray, y: np.ndarray,
 def evaluate_trial(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.ndarray,
                    times_s: Sequence[float], seed: int | Sequence[int],
                    batch_size: int = BATCH_SIZE,
-                   layers: Collection[str] | None = None) -> list[dict]:
+                   layers: Collection[str] | None = None,
+                   calibration: np.ndarray | None = None) -> list[dict]:
     """Accuracy of one chip (one programming of ``model`` on ``hw``) at every inference time.
 
     Devices are programmed once from ``seed``; times are visited in ascending order, each with
     drift, fresh read noise and drift compensation. ``layers``: the layers on tiles (the others
-    digital), None = all (see :func:`convert`). The result depends only on the arguments.
+    digital), None = all (see :func:`convert`). ``calibration``: the inputs that calibrate the
+    ADC ranges (adc_range = 'calibrated'). The result depends only on the arguments.
     """
     start = time.perf_counter()
-    analog = _converted(model, hw, layers).program(seed)
+    analog = _converted(model, hw, layers).program(seed, calibration)
     rows = []
     for t in sorted(float(t) for t in times_s):
         analog.drift(t)

@@ -353,6 +353,7 @@ class AnalogMatrix:
         for i, tile in enumerate(self._all_tiles()):
             tile.noise_id = (group << 20) + i          # unique within the layer
         self.seed: int | Sequence[int] = 0
+        self._calibrating = False
         self.noise = NoiseKeys(stream_key(self._seed_seq(STAGE_MVM, 0, 0)))
 
     def _seed_seq(self, stage: int, tile: int, t_key: int) -> np.random.SeedSequence:
@@ -368,14 +369,21 @@ class AnalogMatrix:
     def n_tiles(self) -> int:
         return len(self.in_chunks) * len(self.out_chunks)
 
-    def program(self, seed: int | Sequence[int]) -> None:
-        """Program every device and take the drift-compensation reference m_0."""
+    def program(self, seed: int | Sequence[int], reference: bool = True) -> None:
+        """Program every device and, unless ``reference`` is False (the ADC ranges are
+        calibrated first), take the drift-compensation reference m_0."""
         self.seed = seed
         self.noise.reset(stream_key(self._seed_seq(STAGE_MVM, 0, time_key(-1.0))))
-        mode = self.hw.drift_compensation
         for i, tile in enumerate(self._all_tiles()):
             tile.program(self._rng(STAGE_PROGRAM, i, 0),
                          self._rng(STAGE_FAULTS, i, 0) if has_variation(self.hw) else None)
+        if reference:
+            self.take_reference()
+
+    def take_reference(self) -> None:
+        """The drift-compensation reference m_0 of every tile, right after programming."""
+        mode = self.hw.drift_compensation
+        for tile in self._all_tiles():
             if mode == "exact":
                 w_p, noise_w = tile.w, tile.noise_w
                 tile.load_ideal()
@@ -383,6 +391,15 @@ class AnalogMatrix:
                 tile.set_weights(w_p, noise_w)
             elif mode != "none":
                 tile.m0 = tile.reference_level(self.noise.call())
+
+    def calibrating(self, on: bool) -> None:
+        """Start (True) or end (False) recording the calibrated ADC ranges: meanwhile forward
+        calls are noise-free and record every conversion's pre-ADC values instead of
+        digitising them."""
+        self._calibrating = on
+        for tile in self._all_tiles():
+            if tile.adc is not None:
+                tile.adc.start() if on else tile.adc.stop()
 
     def drift(self, t_s: float) -> None:
         """Read every device at t_s seconds after programming and update the compensation."""
@@ -405,7 +422,7 @@ class AnalogMatrix:
         if isinstance(source, np.ndarray):
             source = DenseRows(source)
         per = self.periphery
-        noise = self.noise.call()
+        noise = None if self._calibrating else self.noise.call()
         fused = self.hw.noise_management == "abs_max"
         y = np.zeros((source.n_rows, self.out_features), np.float32)
         single = len(self.in_chunks) == 1 and len(self.out_chunks) == 1

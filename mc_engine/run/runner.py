@@ -141,6 +141,8 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
                     for label, model in (inputs.models or {None: inputs.model}).items()}
         x_f = client.scatter(inputs.dataset.x, broadcast=True, hash=False)
         y_f = client.scatter(inputs.dataset.y, broadcast=True, hash=False)
+        calib_f = None if inputs.calibration is None else \
+            client.scatter(inputs.calibration, broadcast=True, hash=False)
         custom = study.custom_devices  # device models the workers may not be able to import
         devices_f = client.scatter(portable_devices(custom), broadcast=True, hash=False) \
             if custom else None
@@ -151,8 +153,8 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
                                      retries=RETRIES, pure=False)
             chips = [(t.hardware, t.seed, t.analog_layers) for t in job]
             return client.submit(run_trials, model_fs[job[0].checkpoint], x_f, y_f,
-                                 study.inference_times_s, devices_f, chips, retries=RETRIES,
-                                 pure=False)
+                                 study.inference_times_s, devices_f, chips, calib_f,
+                                 retries=RETRIES, pure=False)
 
         ideals = [_Ideal(label) for label in model_fs] if need_ideal else []
         with Progress(n_skipped + len(trials), n_skipped, study.name, enabled=progress) as bar:

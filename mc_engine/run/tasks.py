@@ -107,28 +107,31 @@ def _tune_malloc() -> None:
 
 def run_trial(model: bytes, x: np.ndarray, y: np.ndarray, hardware: HardwareConfig,
               times_s: Sequence[float], seed: int, devices: bytes | None = None,
-              layers: tuple[str, ...] | None = None) -> list[dict]:
+              layers: tuple[str, ...] | None = None,
+              calibration: np.ndarray | None = None) -> list[dict]:
     """``evaluate_trial`` for one (hardware point, repeat): one dict per inference time.
 
     ``devices``: the study's device models that do not ship with the engine
     (:func:`portable_devices`), registered here first. ``layers``: the layers on analog tiles
-    (a layer-sensitivity trial), None = all.
+    (a layer-sensitivity trial), None = all. ``calibration``: the calibration inputs of
+    adc_range = 'calibrated'.
     """
     from mc_engine.analog import evaluate_trial
 
     _one_thread()
     register_devices(devices)
-    return evaluate_trial(_model(model), hardware, x, y, times_s, seed, layers=layers)
+    return evaluate_trial(_model(model), hardware, x, y, times_s, seed, layers=layers,
+                          calibration=calibration)
 
 
 def run_trials(model: bytes, x: np.ndarray, y: np.ndarray, times_s: Sequence[float],
                devices: bytes | None,
-               chips: Sequence[tuple[HardwareConfig, int, tuple[str, ...] | None]]
-               ) -> list[list[dict]]:
+               chips: Sequence[tuple[HardwareConfig, int, tuple[str, ...] | None]],
+               calibration: np.ndarray | None = None) -> list[list[dict]]:
     """:func:`run_trial` for a batch of chips (hardware, seed, layers), one task: the per-task
     costs (scheduling, deserialising, the converted model) are paid once per batch. A chip's
     rows depend only on its own arguments, not on the batch it came in."""
-    return [run_trial(model, x, y, hw, times_s, seed, devices, layers)
+    return [run_trial(model, x, y, hw, times_s, seed, devices, layers, calibration)
             for hw, seed, layers in chips]
 
 

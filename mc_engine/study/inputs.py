@@ -50,18 +50,23 @@ class Inputs:
     dataset: Dataset
     fingerprint: dict[str, Any]
     models: dict[str | None, nn.Module] = field(default_factory=dict)
+    #: The calibration inputs (first samples of the training split) when a point calibrates its
+    #: ADC ranges (adc_range = 'calibrated'), else None.
+    calibration: np.ndarray | None = None
 
 
 def load_inputs(study: Study, cache_dir: Path) -> Inputs:
     """Load ``[data]`` and ``[model]``, check that they fit and that they match the study's
     fingerprint if it has one; every problem is a :class:`UserInputError`."""
     dataset = load_dataset(study.data, study.base_dir, study.source)
+    calibration = calibration_inputs(study)
     models = {label: _checked_model(study, label, dataset, cache_dir)
               for label in study.checkpoint_labels or (None,)}
     model = next(iter(models.values()))
-    prints = fingerprint(model, dataset)
+    prints = fingerprint(model, dataset, calibration)
     if study.checkpoints:
-        per = {label: fingerprint(m, dataset)["model"] for label, m in models.items()}
+        per = {label: fingerprint(m, dataset, calibration)["model"]
+               for label, m in models.items()}
         prints = {"model": _sha256_text(json.dumps(per, sort_keys=True)), "data": prints["data"],
                   "checkpoints": per}
     problem = fingerprint_mismatch(study.fingerprint, prints) if study.fingerprint else None
@@ -72,7 +77,23 @@ def load_inputs(study: Study, cache_dir: Path) -> Inputs:
             f"run with ({theirs[:12]}...): {CHANGED.get(key, 'the checkpoint file')} changed; "
             f"remove study.fingerprint to use it anyway", source=study.source,
             key=f"study.fingerprint.{key if key in FINGERPRINT_KEYS else 'checkpoints'}")
-    return Inputs(model=model, dataset=dataset, fingerprint=prints, models=models)
+    return Inputs(model=model, dataset=dataset, fingerprint=prints, models=models,
+                  calibration=calibration)
+
+
+def calibration_inputs(study: Study) -> np.ndarray | None:
+    """The first ``calibration_samples`` (the most any point asks for) of the training split
+    of ``[data]``, when a hardware point has ``adc_range = 'calibrated'``; else None."""
+    wanted = [p.calibration_samples for p in study.points if p.adc_range == "calibrated"]
+    if not wanted:
+        return None
+    try:
+        train = load_dataset(study.data, study.base_dir, study.source, split="train")
+    except UserInputError as exc:
+        raise UserInputError(f"adc_range = 'calibrated' calibrates the ADC ranges on the "
+                             f"training split of [data], which cannot be loaded: {exc}",
+                             source=study.source, key="hardware.adc_range") from None
+    return np.ascontiguousarray(train.x[:max(wanted)])
 
 
 def fingerprint_mismatch(old: Mapping[str, Any], new: Mapping[str, Any]
@@ -149,14 +170,18 @@ def check_model_fits(model: nn.Module, dataset: Dataset, spec: Mapping[str, Any]
                    f"{top + 1}")
 
 
-def fingerprint(model: nn.Module, dataset: Dataset) -> dict[str, str]:
+def fingerprint(model: nn.Module, dataset: Dataset,
+                calibration: np.ndarray | None = None) -> dict[str, str]:
     """sha256 of the model's state_dict (names, dtypes, shapes, bytes, in order) and of the
-    test arrays x and y (after ``limit``)."""
+    test arrays x and y (after ``limit``), and of the calibration inputs when there are any."""
+    arrays = [("x", dataset.x), ("y", dataset.y)]
+    if calibration is not None:
+        arrays.append(("calibration", calibration))
     tensors = ((name, t.detach().cpu().contiguous()) for name, t in model.state_dict().items())
     return {"model": _sha256((name, str(t.dtype), t.reshape(-1).view(torch.uint8).numpy(),
                               tuple(t.shape)) for name, t in tensors),
             "data": _sha256((name, a.dtype.str, np.ascontiguousarray(a).reshape(-1).view(np.uint8),
-                             a.shape) for name, a in (("x", dataset.x), ("y", dataset.y)))}
+                             a.shape) for name, a in arrays)}
 
 
 def _sha256_text(text: str) -> str:
