@@ -35,16 +35,21 @@ class HardwareConfig:
     dac_bits: int = _param(7, "DAC resolution in bits; inp_res = 1/(2^b - 2) on [-1, 1] "
                               "(7 -> 127 levels). 0 switches the DAC off.", lo=0, hi=20)
     adc_bits: int = _param(9, "ADC resolution in bits; out_res = 1/(2^b - 2) of the range "
-                              "[-out_bound, out_bound] (9 -> step 2*12/510). 0 switches it off.",
+                              "[-out_bound, out_bound] (9 -> step 2*12/510), or 2^b levels over "
+                              "a calibrated range (adc_range). 0 switches it off.",
                            lo=0, hi=20)
     inp_noise: float = _param(0.0, "Gaussian input noise sigma, added after the DAC, in units of "
                                    "the normalised input range [-1, 1].", lo=0.0)
-    out_noise: float = _param(0.06, "Gaussian output noise sigma added before the ADC, in output "
-                                    "(weight x normalised input) units.", lo=0.0)
-    out_bound: float = _param(12.0, "ADC saturation bound, in output units; inf disables clipping.",
+    out_noise: float = _param(0.06, "Gaussian output noise sigma added before the ADC, per "
+                                    "conversion, in output units (weight x normalised input on "
+                                    "the default path, g/g_max x normalised input on the "
+                                    "conductance path).", lo=0.0)
+    out_bound: float = _param(12.0, "ADC saturation bound (adc_range = 'fixed'), in output units "
+                                    "(as out_noise); inf disables clipping.",
                               lo=0.0, lo_open=True, inf_ok=True)
-    w_noise: float = _param(0.0, "Short-term (per MVM) weight noise sigma, in weight units "
-                                 "(see w_noise_type).", lo=0.0)
+    w_noise: float = _param(0.0, "Short-term (per MVM) weight noise sigma, per device (see "
+                                 "w_noise_type): weight units on the default path, g/g_max on "
+                                 "the conductance path.", lo=0.0)
     w_noise_type: str = _param("additive_constant",
                                "Short-term weight noise model: 'additive_constant' (fresh "
                                "N(0, w_noise^2) on every weight) or 'pcm_read' "
