@@ -34,9 +34,6 @@ def _rules(hw: HardwareConfig):
            f"range unused; set cell_bits <= {hw.weight_bits - 1} (or 0: one device per weight)")
     yield ("adc_range", hw.adc_range == "fixed" or hw.adc_bits > 0,
            "adc_range = 'calibrated' sets the ADC's levels: it needs adc_bits > 0")
-    yield ("calibration_samples", hw.adc_range == "calibrated" or hw.calibration_samples == 256,
-           f"calibration_samples = {hw.calibration_samples} is used by adc_range = 'calibrated' "
-           "only: set adc_range = 'calibrated' (or leave calibration_samples out)")
     yield ("bound_management", hw.adc_range == "fixed" or hw.bound_management == "none",
            "bound_management = 'iterative' re-runs inputs that saturate +-out_bound, while "
            "adc_range = 'calibrated' gives every conversion its own range from calibration "
