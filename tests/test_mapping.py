@@ -200,10 +200,11 @@ def test_bit_serial_with_all_bits_in_one_cycle_equals_the_whole_input(dac_bits):
     np.testing.assert_allclose(one_cycle, whole, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
 def test_bit_serial_without_adc_equals_the_dac_quantized_product(k):
     # Shift-and-add of the cycles recovers the DAC output exactly; only the ADC (off here) could
-    # lose anything. 7-bit DAC: m = 6 magnitude bits, K = ceil(6/k) cycles.
+    # lose anything. 7-bit DAC: m = 6 magnitude bits, K = ceil(6/k) cycles; k = 4 and 5 do not
+    # divide m, so the gain's 2^(kK - m) factor (4 and 16) matters.
     rng = np.random.default_rng(9)
     w, x = rng.uniform(-1, 1, (6, 32)), rng.uniform(-1, 1, (12, 32))
     xq = np.rint(x * 63) / 63

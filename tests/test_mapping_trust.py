@@ -293,6 +293,19 @@ def test_dummy_columns_and_row_groups_draw_independent_noise():
     np.testing.assert_allclose(std, 0.05 * np.sqrt(6) * rescale, rtol=RTOL)
 
 
+@pytest.mark.parametrize("offset", ["dummy_column", "digital"])
+def test_every_slice_subtracts_its_own_dummy_column(offset):
+    # NeuroSim slices, 8-bit weights on 2-bit cells: S = 4 slices of significance 4^i, each
+    # minus its own noisy dummy column: std = out_noise·rescale·sqrt(2·Σ_i 16^i); with a digital
+    # offset no dummy noise: sqrt(Σ_i 16^i). Subtracting slice 0's dummy everywhere would give
+    # sqrt(Σ 16^i + (Σ 4^i)²) instead (1.15x the dummy-column value).
+    rescale = np.abs(W4).max() * 3 / 127 * 25 / 22.5
+    std = _noise_std(W4, X4, out_noise=0.05, weight_bits=8, cell_bits=2, offset=offset,
+                     on_off_ratio=10.0)
+    terms = 16.0 ** np.arange(4) * (2 if offset == "dummy_column" else 1)
+    np.testing.assert_allclose(std, 0.05 * rescale * np.sqrt(terms.sum()), rtol=RTOL)
+
+
 def test_bit_serial_cycles_draw_independent_noise():
     # 7-bit DAC, 2 bits a cycle: m = 6, K = 3 cycles; acc <- (acc + y_j)/4 leaves cycle j
     # weighted 4^-(K - j), then the gain (2^k - 1)·2^(kK - m)·2^m/(2^m - 1) = 3·64/63.
