@@ -15,7 +15,7 @@ from scipy import stats
 
 from mc_engine.cli import main
 from mc_engine.errors import UserInputError
-from mc_engine.results import ResultStore, load_results, summarize
+from mc_engine.results import ResultStore, load_results, report, summarize
 from mc_engine.run import run_study
 from mc_engine.run.adaptive import next_trials, stein_size
 from mc_engine.study import load_study, parse_study
@@ -171,7 +171,7 @@ def adaptive_run(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_each_point_stops_at_steins_size_with_its_interval_within_the_target(adaptive_run,
-                                                                            capsys):
+                                                                            capsys, tmp_path):
     study_file, results = adaptive_run
     df = load_results(results)
     assert df.attrs["first_round"] == {"adaptive": 5}  # read from the results' study.toml
@@ -197,6 +197,8 @@ def test_each_point_stops_at_steins_size_with_its_interval_within_the_target(ada
     header = out.splitlines()[0].split()
     assert header[header.index("std"):][:4] == ["std", "n_first", "std_first", "ci95_lo"]
     assert "ci95 of adaptive repeats: Stein's two-stage interval" in out
+    page = report(df, tmp_path / "report.html").read_text()
+    assert "Stein&#39;s two-stage interval" in page and "<th>std_first</th>" in page
 
 
 def test_an_interrupted_round_resumes_to_the_same_rows_on_any_worker_count(adaptive_run,

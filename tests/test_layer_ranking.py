@@ -58,6 +58,13 @@ def test_layers_with_different_repeat_counts_are_ranked_on_their_common_chips():
                                                             gaps.mean() + half), abs=1e-12)
     assert 0 < a.gap_ci95_lo < 0.01 < a.gap_ci95_hi
     assert np.isnan([b.gap_to_next, b.gap_ci95_lo, b.gap_ci95_hi]).all()  # the last rank
+    # Run with adaptive repeats (a first round of 5): Stein's interval of the gap, from the
+    # first round's gaps and 4 degrees of freedom, over the 6 common repeats.
+    stein = rank_layers(rows, ideal=IDEAL, first_round=5).iloc[0]
+    half = stats.t.ppf(0.975, 4) * gaps[:5].std(ddof=1) / np.sqrt(6)
+    assert stein.gap_to_next == pytest.approx(gaps.mean(), abs=1e-12)
+    assert (stein.gap_ci95_lo, stein.gap_ci95_hi) == pytest.approx((gaps.mean() - half,
+                                                                    gaps.mean() + half), abs=1e-12)
 
 
 def test_ties_share_the_smaller_rank_and_every_point_and_time_is_ranked_apart():
