@@ -81,7 +81,10 @@ def report(df: pd.DataFrame, out: str | Path, ideal=None) -> Path:
                                 "Accuracy drop from the digital model with one layer alone on "
                                 "analog tiles (the others digital), per read time; rank 1 costs "
                                 "the most: the first to keep digital or give more bits. "
-                                "share_of_drop: that drop over the all-analog drop.",
+                                "Layers are compared chip by chip over the n repeats every "
+                                "variant ran; share_of_drop: that drop over the all-analog "
+                                "drop; gap_to_next: the paired difference to the next rank "
+                                "with its 95 % interval (holding 0: not told apart yet).",
                                 _png(layer_ranking(ranking, hardware)),
                                 shown.to_html(**TABLE_FORMAT)))
     table = summary.assign(t=summary["t_inference_s"].map(format_duration))
