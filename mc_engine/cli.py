@@ -278,6 +278,7 @@ def _summary_table(df) -> str:
     """The summary as aligned text: swept parameters, time, then the statistics; in a
     layer-sensitivity study, then the layers ranked by the accuracy they cost alone."""
     from mc_engine.results import rank_layers, summarize, swept_columns
+    from mc_engine.results.intervals import interval_note
     from mc_engine.study import format_duration
 
     def text(frame) -> str:
@@ -289,8 +290,14 @@ def _summary_table(df) -> str:
     table = summarize(df)
     first = ["study"] if table["study"].nunique() > 1 else []
     first += (swept_columns(df) + (["layer"] if "layer" in table else [])) or ["point_id"]
-    out = text(table[[*first, "t_inference_s", *SUMMARY_COLUMNS]])
-    ranking = rank_layers(table)
+    columns = list(SUMMARY_COLUMNS)
+    adaptive = "n_first" in table  # adaptive repeats: the first round behind Stein's interval
+    if adaptive:
+        columns[3:3] = ["n_first", "std_first"]
+    out = text(table[[*first, "t_inference_s", *columns]])
+    if adaptive:
+        out += "\n" + interval_note(adaptive)
+    ranking = rank_layers(df)
     if len(ranking):
         if first[0] != "study":
             ranking = ranking.drop(columns="study")

@@ -115,7 +115,7 @@ def test_summary_ranking_and_report_show_checkpoints_and_layers(results, tmp_pat
     assert summary.ideal_accuracy.notna().all()
     ideal = summary.groupby("checkpoint").ideal_accuracy.first()
     assert ideal["a.pt"] == ideal["a2.pt"] and len(ideal) == 3
-    ranking = rank_layers(summary)
+    ranking = rank_layers(df)
     assert len(ranking) == 3 * len(LAYERS) * len(TIMES)
     assert set(ranking.checkpoint) == {"a.pt", "a2.pt", "b.pt"}
     assert (ranking.groupby(["checkpoint", "t_inference_s"])["rank"].min() == 1).all()

@@ -137,9 +137,15 @@ def test_layer_study_rows_carry_the_layer_and_the_baseline_matches_all_analog(la
 
 
 def test_layers_are_ranked_by_the_accuracy_they_cost(layer_results, capsys):
-    summary = summarize(load_results(layer_results))
-    ranking = rank_layers(summary)
+    df = load_results(layer_results)
+    summary = summarize(df)
+    ranking = rank_layers(df)
     assert len(ranking) == 2 * 2 * 3  # adc_bits x times x layers
+    # Every variant ran the same 2 repeats: the paired ranking's means are the summary's.
+    assert (ranking["n"] == 2).all()
+    means = summary.set_index(["adc_bits", "t_inference_s", "layer"])["mean"]
+    assert ranking["mean"].tolist() == means.loc[list(zip(
+        ranking["adc_bits"], ranking["t_inference_s"], ranking["layer"]))].tolist()
     for _, group in ranking.groupby(["adc_bits", "t_inference_s"]):
         # Rank 1 for the lowest accuracy, ties sharing the smaller rank (1, 1, 3).
         assert group["rank"].tolist() == group["mean"].rank(method="min").astype(int).tolist()
@@ -171,8 +177,8 @@ def test_results_of_another_mode_are_not_resumed(layer_results, tmp_path):
         run_study(load_study(standard), layer_results.parent, workers=1, progress=False)
 
 
-def test_rank_layers_of_a_standard_summary_is_empty():
-    assert rank_layers(summarize(_standard_rows())).empty
+def test_rank_layers_of_a_standard_study_is_empty():
+    assert rank_layers(_standard_rows()).empty
 
 
 def _standard_rows():

@@ -3,11 +3,11 @@
 from mc_engine.results.analysis import (
     load_ideal,
     load_results,
-    rank_layers,
     summarize,
     swept_columns,
 )
 from mc_engine.results.compare import compare
+from mc_engine.results.layers import rank_layers
 from mc_engine.results.plot import plot
 from mc_engine.results.report import report
 from mc_engine.results.schema import result_schema, trial_rows

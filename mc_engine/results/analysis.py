@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import tomllib
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +15,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mc_engine.errors import UserInputError
-from mc_engine.results.intervals import t_interval
+from mc_engine.results.intervals import stein_interval
 from mc_engine.results.schema import fixed_columns, hardware_columns
-from mc_engine.results.store import IDEAL_FILE, RESULT_COLUMNS, ResultStore, unreadable
+from mc_engine.results.store import (
+    IDEAL_FILE,
+    RESULT_COLUMNS,
+    STUDY_FILE,
+    ResultStore,
+    unreadable,
+)
 
 #: Row order of :func:`load_results`: deterministic whatever the order trials finished in.
 SORT_KEYS = ["study", "point_id", "repeat", "t_inference_s"]
@@ -53,7 +61,32 @@ def load_results(path: str | Path) -> pd.DataFrame:
     df.attrs["results_dir"] = str(path if path.is_dir() else path.parent)
     fixed = fixed_columns()
     df.attrs["device_params"] = [c for c in df.columns if c not in fixed]
+    df.attrs["first_round"] = first_rounds(Path(df.attrs["results_dir"]), df["study"].unique())
     return df
+
+
+def first_rounds(folder: Path, studies) -> dict[str, int]:
+    """The first round (``repeats``) of each of ``studies`` run with adaptive repeats, from the
+    study.toml in ``folder`` or in ``folder/<study>``; studies with a fixed ``repeats`` (or
+    whose study.toml is not there) are left out."""
+    found = {}
+    for name in studies:
+        for path in (folder / STUDY_FILE, folder / str(name) / STUDY_FILE):
+            if not path.is_file():
+                continue
+            try:
+                study = tomllib.loads(path.read_text(encoding="utf-8"))["study"]
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError) as err:
+                warnings.warn(f"{path}: unreadable ({' '.join(str(err).split())[:200]}); if "
+                              f"study {name!r} has adaptive repeats, its intervals are the "
+                              f"plain t interval, not Stein's", stacklevel=3)
+                break
+            if study.get("name") != name:
+                continue
+            if "target_ci" in study and isinstance(study.get("repeats"), int):
+                found[str(name)] = study["repeats"]
+            break
+    return found
 
 
 def _readable(files: list[Path]) -> list[Path]:
@@ -96,58 +129,68 @@ def swept_columns(df: pd.DataFrame) -> list[str]:
 
 
 def summarize(df: pd.DataFrame,
-              ideal: numbers.Real | str | Path | pd.DataFrame | None = None) -> pd.DataFrame:
+              ideal: numbers.Real | str | Path | pd.DataFrame | None = None,
+              first_round: int | Mapping[str, int] | None = None) -> pd.DataFrame:
     """Per (hardware point, inference time): accuracy statistics over the repeats.
 
     Rows are ordered by the swept parameter values, then point_id and time.
     Columns: study, point_id, the swept hardware columns (then ``checkpoint`` of a checkpoint
     axis, then ``layer`` in layer-sensitivity studies), t_inference_s, n, mean, std (ddof 1),
-    q05, q50, q95, ci95_lo / ci95_hi (95 % Student-t interval of the mean clipped to [0, 1];
-    NaN when n = 1), ci95_clipped (the raw interval reached past 0 or 1: too few repeats to
-    locate the mean; see :mod:`mc_engine.results.intervals` for why this interval),
-    ideal_accuracy and drop_from_ideal (ideal minus mean). ``ideal`` is a real number (numpy
-    scalars included), a results
-    folder or ideal.parquet path, a DataFrame with study and accuracy columns, or None: then the
-    folder :func:`load_results` read is used when it has an ideal.parquet, else NaN.
+    [n_first, std_first], q05, q50, q95, ci95_lo / ci95_hi (95 % interval of the mean clipped
+    to [0, 1]; NaN when n = 1), ci95_clipped (the raw interval reached past 0 or 1: too few
+    repeats to locate the mean; see :mod:`mc_engine.results.intervals` for why this interval),
+    ideal_accuracy and drop_from_ideal (ideal minus mean).
+
+    The interval is Student's t over the n repeats for a fixed ``repeats``. With adaptive
+    repeats it is Stein's two-stage interval: ``mean ± t(0.975, n_first − 1)·std_first/√n``,
+    where n_first and std_first are the count and std of the first round (the repeats whose std
+    alone chose n, :mod:`mc_engine.run.adaptive`), columns present only then (for points of a
+    fixed-size study among them: n and std). ``first_round`` is the first round's size per study
+    name (an int: every study), by default what :func:`load_results` read from each study.toml.
+
+    ``ideal`` is a real number (numpy scalars included), a results folder or ideal.parquet path,
+    a DataFrame with study and accuracy columns, or None: then the folder :func:`load_results`
+    read is used when it has an ideal.parquet, else NaN.
     """
     swept = swept_columns(df) + (["layer"] if "layer" in df else [])
     keys = ["study", *swept, "point_id", "t_inference_s"]  # sorted by parameter values
     grouped = df.groupby(keys, sort=True, dropna=False)["accuracy"]
     out = grouped.agg(n="count", mean="mean", std="std").reset_index()
     out = out[["study", "point_id", *swept, *out.columns[len(swept) + 2:]]]
+    n0 = _first_round_of(df, first_round)
+    if n0 is not None:
+        first = df[df["repeat"] < n0].groupby(keys, sort=True, dropna=False)["accuracy"]
+        first = first.agg(n_first="count", std_first="std").reset_index()
+        out = out.merge(first, on=keys, how="left")  # keeps out's order; NaN keys match
+        out["n_first"] = out["n_first"].fillna(0).astype(int)
     for q in (5, 50, 95):
         out[f"q{q:02d}"] = grouped.quantile(q / 100).to_numpy()
-    out["ci95_lo"], out["ci95_hi"], out["ci95_clipped"] = t_interval(out["mean"], out["std"],
-                                                                     out["n"])
+    std, n_first = (out["std"], out["n"]) if n0 is None else (out["std_first"], out["n_first"])
+    out["ci95_lo"], out["ci95_hi"], out["ci95_clipped"] = stein_interval(out["mean"], std,
+                                                                         n_first, out["n"])
     out["ideal_accuracy"] = _ideal_per_study(out["study"], df, ideal, out["point_id"])
     out["drop_from_ideal"] = out["ideal_accuracy"] - out["mean"]
     return out
 
 
-def rank_layers(summary: pd.DataFrame) -> pd.DataFrame:
-    """Layers of a layer-sensitivity study ranked by the accuracy they cost alone.
-
-    From :func:`summarize`'s table: per hardware point and read time, each layer's rows (that
-    layer analog, the others digital) with ``drop_from_ideal`` and ``share_of_drop`` (its drop
-    as a fraction of the all-analog drop at the same point and time), ranked 1 for the largest
-    drop. Layers that cost most are the ones to keep digital or give more bits. Empty without
-    a ``layer`` column.
-    """
-    from mc_engine.study.spec import ALL_LAYERS
-
-    if "layer" not in summary:
-        return summary.iloc[0:0]
-    hardware = list(summary.columns[2:summary.columns.get_loc("layer")])  # the swept ones
-    where = ["study", *hardware, "t_inference_s"]  # point_id differs by layer: not in here
-    total = summary[summary["layer"] == ALL_LAYERS].set_index(where)["drop_from_ideal"]
-    layers = summary[summary["layer"] != ALL_LAYERS].copy()
-    layers["share_of_drop"] = (layers["drop_from_ideal"].to_numpy()
-                               / total.reindex(pd.MultiIndex.from_frame(layers[where])).to_numpy())
-    # The lowest accuracy is the largest drop (ranked so even without a known ideal).
-    layers["rank"] = layers.groupby(where, dropna=False)["mean"].rank(method="min").astype(int)
-    ordered = layers.sort_values([*where, "rank"], kind="stable")
-    return ordered[[*where, "rank", "layer", "mean", "drop_from_ideal",
-                    "share_of_drop"]].reset_index(drop=True)
+def _first_round_of(df: pd.DataFrame, first_round: int | Mapping[str, int] | None) -> \
+        pd.Series | None:
+    """Per row of ``df``, the first round of its study (a study with a fixed ``repeats``: more
+    than any of its repeats, so that every repeat counts), or None when no study is adaptive."""
+    if first_round is None:
+        first_round = df.attrs.get("first_round", {})
+    if isinstance(first_round, numbers.Integral) and not isinstance(first_round, bool):
+        first_round = dict.fromkeys(df["study"].unique(), int(first_round))
+    if not isinstance(first_round, Mapping) or not all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 2
+            for v in first_round.values()):
+        raise UserInputError(f"expected an integer >= 2 (the first round of adaptive repeats) or "
+                             f"a mapping of study name to one, got {first_round!r}",
+                             key="first_round")
+    if not first_round:
+        return None
+    every = np.iinfo(np.int64).max
+    return df["study"].map(lambda name: first_round.get(name, every)).astype(np.int64)
 
 
 def _ideal_per_study(studies: pd.Series, df: pd.DataFrame,

@@ -21,8 +21,10 @@ from matplotlib.figure import Figure
 import mc_engine
 from mc_engine.errors import UserInputError
 from mc_engine.fileio import atomic_write
-from mc_engine.results.analysis import rank_layers, summarize, swept_columns
+from mc_engine.results.analysis import summarize, swept_columns
 from mc_engine.results.compare import compare
+from mc_engine.results.intervals import interval_note
+from mc_engine.results.layers import rank_layers
 from mc_engine.results.plot import (
     accuracy_vs_parameter,
     accuracy_vs_time,
@@ -71,7 +73,7 @@ def report(df: pd.DataFrame, out: str | Path, ideal=None) -> Path:
     best = _best_two(df, summary, swept)
     if best is not None:
         sections.append(best)
-    ranking = rank_layers(summary)
+    ranking = rank_layers(df, ideal)
     if len(ranking):
         shown = ranking.assign(t=ranking["t_inference_s"].map(format_duration))
         shown = shown[["t" if c == "t_inference_s" else c for c in ranking.columns]]
@@ -79,19 +81,23 @@ def report(df: pd.DataFrame, out: str | Path, ideal=None) -> Path:
                                 "Accuracy drop from the digital model with one layer alone on "
                                 "analog tiles (the others digital), per read time; rank 1 costs "
                                 "the most: the first to keep digital or give more bits. "
-                                "share_of_drop: that drop over the all-analog drop.",
+                                "Layers are compared chip by chip over the n repeats every "
+                                "variant ran; share_of_drop: that drop over the all-analog "
+                                "drop; gap_to_next: the paired difference to the next rank "
+                                "with its 95 % interval (holding 0: not told apart yet).",
                                 _png(layer_ranking(ranking, hardware)),
                                 shown.to_html(**TABLE_FORMAT)))
     table = summary.assign(t=summary["t_inference_s"].map(format_duration))
     first = ["study"] if summary["study"].nunique() > 1 else []
-    table = table[[*first, *(swept or ["point_id"]), "t", "n", "mean", "std", "ci95_lo",
-                   "ci95_hi", "ci95_clipped", "q05", "q50", "q95", "drop_from_ideal"]]
+    adaptive = ["n_first", "std_first"] if "n_first" in summary else []
+    table = table[[*first, *(swept or ["point_id"]), "t", "n", "mean", "std", *adaptive,
+                   "ci95_lo", "ci95_hi", "ci95_clipped", "q05", "q50", "q95", "drop_from_ideal"]]
     env = Environment(loader=PackageLoader("mc_engine.results", "templates"),
                       autoescape=select_autoescape(default=True))
     page = env.get_template(TEMPLATE).render(
         title=", ".join(summary["study"].unique()),
         sections=[{**s.__dict__, "table": Markup(s.table)} for s in sections],
-        summary=Markup(table.to_html(**TABLE_FORMAT)),
+        summary=Markup(table.to_html(**TABLE_FORMAT)), interval=interval_note(bool(adaptive)),
         studies=_study_files(df), n_rows=len(df), n_points=len(summary[["study", "point_id"]]
                                                                .drop_duplicates()),
         version=mc_engine.__version__)

@@ -52,6 +52,11 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MAX_NAME_LENGTH = 100
 #: Seeds are written to study.toml, which (as TOML) holds 64-bit signed integers only.
 MAX_SEED = 2**63 - 1
+#: Adaptive repeats: the smallest first round (``repeats`` with ``target_ci``). Stein's interval
+#: covers for any first round of 2 or more under normal spread, but the repeats it asks for grow
+#: as t(0.975, n₀ − 1)² (n₀ = 2 asks for 42× what a known std would need, 5 for 2×), and a
+#: handful of chips says little about a skewed spread (:mod:`mc_engine.run.adaptive`).
+MIN_FIRST_ROUND = 5
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -101,9 +106,10 @@ class Study:
     mode: str = "standard"
     #: Layer-sensitivity studies: the model's analog layers (:meth:`with_layers`), else empty.
     layers: tuple[str, ...] = ()
-    #: Adaptive repeats: ``repeats`` is the first round; rounds go on per point until the 95 %
-    #: interval half-width of its mean accuracy is at most ``target_ci`` at every read time,
-    #: or it has ``max_repeats`` (:mod:`mc_engine.run.adaptive`). None: a fixed ``repeats``.
+    #: Adaptive repeats (Stein's two-stage procedure, :mod:`mc_engine.run.adaptive`):
+    #: ``repeats`` is the first round, whose std alone sets each point's total so that the 95 %
+    #: interval half-width of its mean accuracy is at most ``target_ci`` at every read time
+    #: (at most ``max_repeats`` repeats). None: a fixed ``repeats``.
     target_ci: float | None = None
     max_repeats: int | None = None
     #: The checkpoint file of each point (the checkpoint axis, as written), or () without one.
@@ -349,6 +355,10 @@ def _adaptive(study: dict[str, Any], repeats: int,
             not 0 < target < 1:
         raise fail("study.target_ci", f"expected a number > 0 and < 1 (half-width of the 95 % "
                                       f"interval of the mean accuracy), got {target!r}")
+    if repeats < MIN_FIRST_ROUND:
+        raise fail("study.repeats", f"expected an integer >= {MIN_FIRST_ROUND} with target_ci "
+                                    f"(the first round of adaptive repeats, whose std alone "
+                                    f"sets each point's total), got {repeats}")
     max_repeats = check_int(study["max_repeats"], "study.max_repeats", fail, lo=repeats,
                             hi=MAX_TRIALS, hint="(at least repeats, the first round)")
     return float(target), max_repeats
