@@ -16,7 +16,6 @@ from mc_engine.bench.fidelity import (
     cell_of,
     compare,
     format_table,
-    kurtosis,
     log_std_se,
     run_study,
     study_files,
