@@ -82,9 +82,9 @@ def log_std_se(n1: np.ndarray, n2: np.ndarray, kurt: np.ndarray | float = 3.0) -
     normal-theory 1/(2(n − 1)) at κ = 3, so se = sqrt((κ − 1)/(4(n1 − 1)) + (κ − 1)/(4(n2 − 1))).
     ``kurt``: the kurtosis both samples share under the hypothesis that they come from one
     distribution (pooled: the n-weighted mean of each sample's own kurtosis), floored at the
-    normal 3: accuracies over chips can be
-    heavy-tailed (a few bad chips; the reference's cells reach κ ≈ 9, which doubles the error),
-    and a light-tailed estimate from 100 samples must not narrow the band below normal theory.
+    normal 3: accuracies over chips can be heavy-tailed (a few bad chips; the reference's cells
+    reach κ ≈ 9, which doubles the error), and a light-tailed estimate from 100 samples must
+    not narrow the band below normal theory.
     """
     k = np.maximum(kurt, 3.0)
     return np.sqrt((k - 1) / (4 * (np.asarray(n1) - 1)) + (k - 1) / (4 * (np.asarray(n2) - 1)))
