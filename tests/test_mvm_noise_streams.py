@@ -1,6 +1,6 @@
 """MVM noise is fresh for every forward call, and the probe of drift compensation draws its own
-(docs/physics.md: "MVM noise is fresh for every MVM"; drift compensation reads its probe through
-the noisy forward pass).
+(docs/physics.md: MVM noise keys are derived per forward call, counted since the last read; the
+compensation probe goes through the full noisy forward pass).
 
 Every test compares noise realisations: the deviation of a noisy output from the same matrix
 with every noise source off. Independent realisations have a correlation estimate with standard
