@@ -182,5 +182,6 @@ def grouped_mvm(x: torch.Tensor, tile: TileArrays, per: Periphery, src: NoiseSou
         part = analog_mvm(x[:, g], tile, g, per, src,
                           alpha=torch.where(again, alpha[:, g], torch.zeros_like(alpha[:, g])),
                           r=2.0)
-        out = out.index_put((torch.nonzero(again).flatten(), torch.tensor(g)), part[again])
+        out = out.index_put((torch.nonzero(again).flatten(), torch.tensor(g, device=x.device)),
+                            part[again])
     return out
