@@ -238,3 +238,17 @@ def test_train_file_rejects_what_the_forward_does_not_mirror(noise, key, fragmen
     with pytest.raises(UserInputError) as err:
         _spec(noise)
     assert err.value.key == key and fragment in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("hw, key", [
+    (dict(offset="digital"), "offset"),
+    (dict(readout="row_by_row", rows_per_adc=4), "readout"),
+    (dict(input_bits_per_cycle=2, bound_management="none"), "input_bits_per_cycle"),
+    (dict(weight_bits=8, cell_bits=2, slice_recombination="analog", w_noise=0.01),
+     "slice_recombination"),
+])
+def test_noise_spec_refuses_a_read_out_it_would_not_mirror(hw, key):
+    """The Python API too: a NoiseSpec never silently trains a different read-out."""
+    with pytest.raises(UserInputError) as err:
+        NoiseSpec(hardware=HardwareConfig(**TRAIN_PERIPHERY, **hw))
+    assert err.value.key == key

@@ -1,4 +1,4 @@
-"""The periphery of one training tile in torch (DESIGN.md §2.1 steps 1-7, §2.3's recombination):
+"""The periphery of one training tile in torch (docs/physics.md, tile forward and recombination):
 noise management, DAC, input/weight/output noise, ADC, bound management and the digital factors,
 with the float32 operations, kernels and row sets of the Monte Carlo engine's
 :meth:`mc_engine.analog.tile.Tile.forward`, :func:`mc_engine.analog.readout.convert` and

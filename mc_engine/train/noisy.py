@@ -1,4 +1,4 @@
-"""The differentiable noisy forward of hardware-aware training (DESIGN.md §2.1 where it overlaps).
+"""The differentiable noisy forward of hardware-aware training (docs/physics.md).
 
 During training every ``nn.Linear`` and ``nn.Conv2d`` of the model computes its output the way
 the Monte Carlo engine's analog tiles will, in torch, so that gradients flow through it:
@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mc_engine.analog.tile import Periphery
+from mc_engine.errors import UserInputError
 from mc_engine.hardware import HardwareConfig
 from mc_engine.train.arrays import TileArrays, tile_arrays, tile_weights
 from mc_engine.train.mvm import tiled_mvm
@@ -61,6 +62,11 @@ class NoiseSpec:
     clip_std: float = 0.0
     program: bool = False
 
+    def __post_init__(self) -> None:
+        for key, ok, message in _mirrored(self.hardware):
+            if not ok:
+                raise UserInputError(message, key=key)
+
     @property
     def weight_bits(self) -> int:
         return self.hardware.weight_bits
@@ -81,6 +87,23 @@ class NoiseSpec:
         """Whether the forward differs from the plain model's at all."""
         return self.periphery or self.program or self.weight_bits > 0 or \
             any(level > 0 for level in self.weight_noise)
+
+
+def _mirrored(hw: HardwareConfig):
+    """(key, whether the training forward mirrors it, why not) of the read-outs it leaves out."""
+    yield ("offset", hw.offset == "differential",
+           f"offset = {hw.offset!r} is not mirrored by the training forward (differential "
+           "pairs only): train with 'differential'")
+    yield ("readout", hw.readout == "parallel",
+           "readout = 'row_by_row' is not mirrored by the training forward (one conversion "
+           "per tile and slice): train with 'parallel'")
+    yield ("input_bits_per_cycle", hw.input_bits_per_cycle == 0,
+           "bit-serial inputs are not mirrored by the training forward: train with "
+           "input_bits_per_cycle = 0")
+    yield ("slice_recombination", not (hw.slice_recombination == "analog" and hw.n_slices > 1
+                                       and hw.w_noise > 0),
+           "the training forward does not mirror the per-device weight noise of analog slice "
+           "recombination: use 'digital', or w_noise = 0")
 
 
 @dataclass

@@ -189,9 +189,8 @@ def _noise_table(table: dict[str, Any], base_dir: Path, source: str, fail: Fail)
         if err.key and message.startswith(f"{err.key}: "):
             message = message[len(err.key) + 2:]
         raise fail(f"noise.{err.key}", message) from None
-    if hardware.slice_recombination == "analog" and hardware.n_slices > 1 and hardware.w_noise:
-        raise fail("noise.slice_recombination", "the training forward does not mirror the "
-                                                "per-device weight noise of analog slice "
-                                                "recombination: use 'digital', or w_noise = 0")
-    return NoiseSpec(hardware=hardware, weight_noise=levels, clip_std=clip,
-                     program=hardware.device != "ideal")
+    try:
+        return NoiseSpec(hardware=hardware, weight_noise=levels, clip_std=clip,
+                         program=hardware.device != "ideal")
+    except UserInputError as err:
+        raise fail(f"noise.{err.key}", str(err)[len(err.key) + 2:]) from None
