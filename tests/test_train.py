@@ -17,15 +17,10 @@ from mc_engine.analog.tile import AnalogMatrix
 from mc_engine.cli import main
 from mc_engine.data import digits_split
 from mc_engine.train import NoiseSpec, noisy_forward, parse_train, train
+from mc_engine.train.arrays import quantize_weight
 from mc_engine.train.augment import crop_flip
-from mc_engine.train.noisy import (
-    TRAIN_PERIPHERY,
-    NoiseSource,
-    noisy_weights,
-    programming_delta,
-    quantize,
-    quantize_weight,
-)
+from mc_engine.train.mvm import quantize
+from mc_engine.train.noisy import TRAIN_PERIPHERY, NoiseSource, noisy_weights
 from mc_engine.train.spec import NOISE_KEYS, TRAIN_KEYS
 from mc_engine.zoo import build, load_model
 
@@ -93,7 +88,7 @@ def test_weight_quantization_equals_the_engine():
     x = torch.from_numpy(digits_split()["x_test"][:100])
     config = HardwareConfig(**ENGINE_QUIET, dac_bits=0, adc_bits=0, out_bound=math.inf,
                             weight_bits=4)
-    got = noisy_out(mlp, NoiseSpec(weight_bits=4), x)
+    got = noisy_out(mlp, NoiseSpec(hardware=HardwareConfig(**TRAIN_PERIPHERY, weight_bits=4)), x)
     np.testing.assert_allclose(got.numpy(), engine_out(mlp, config, x).numpy(), atol=2e-5)
     w = mlp[0].weight
     q = quantize_weight(w, 4)
@@ -103,14 +98,15 @@ def test_weight_quantization_equals_the_engine():
 
 def test_programming_noise_is_the_engines_draw_for_the_same_stream():
     """Through the engine's pair mapping and device model: the same generator gives the same
-    programmed weights as a tile programmed by AnalogMatrix."""
+    programmed weights as a tile programmed by AnalogMatrix, exactly."""
     w = torch.randn(12, 20, generator=torch.Generator().manual_seed(5))
     hw = HardwareConfig(device="pcm", prog_noise_scale=2.0, drift_compensation="none")
     matrix = AnalogMatrix(w.numpy(), hw, layer_index=0)
     matrix.program(77)
-    rng = matrix._rng(0, 0, 0)                               # the tile's programming stream
-    mine = (w + programming_delta(w, hw, rng)).numpy()
-    np.testing.assert_allclose(mine, matrix.tiles[0][0].w, rtol=0, atol=1e-6)
+    src = NoiseSource(torch.Generator(), matrix._rng(0, 0, 0))   # the tile's programming stream
+    (mine,) = noisy_weights(w, NoiseSpec(hardware=hw, program=True), src)
+    assert np.array_equal(mine.numpy(), matrix.tiles[0][0].w)
+    assert not np.array_equal(mine.numpy(), w.numpy())
 
 
 def test_noise_matches_the_engine_in_distribution():
@@ -292,16 +288,18 @@ def test_parse_train_fills_defaults_and_adc_bound():
 
 def test_gradients_reach_every_weight_through_the_full_noisy_forward():
     """MobileNetV2 (plain, pointwise and depthwise convs, BatchNorm, a linear head) with every
-    option on: finite, non-zero gradients for every parameter after one backward pass."""
+    option on, layers split into tiles and weights bit-sliced in conductance units: finite,
+    non-zero gradients for every parameter after one backward pass."""
     from mc_engine.zoo.models import mobilenetv2
 
     torch.manual_seed(0)
     model = mobilenetv2(10, width_mult=0.1).train()
     config = HardwareConfig(**{**TRAIN_PERIPHERY, "dac_bits": 7, "adc_bits": 9,
                                "out_bound": 12.0, "out_noise": 0.04, "inp_noise": 0.01,
-                               "w_noise": 0.01, "device": "pcm"})
-    spec = NoiseSpec(hardware=config, weight_noise=(0.02, 0.05), weight_bits=8, program=True)
-    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+                               "w_noise": 0.01, "device": "pcm", "weight_bits": 8,
+                               "cell_bits": 3, "max_input_size": 40, "max_output_size": 24})
+    spec = NoiseSpec(hardware=config, weight_noise=(0.02, 0.05), program=True)
+    x, y = torch.randn(2, 3, 16, 16), torch.randint(0, 10, (2,))
     with noisy_forward(model, spec, NoiseSource.from_seed(0)):
         nn.functional.cross_entropy(model(x), y).backward()
     for name, p in model.named_parameters():

@@ -1,22 +1,28 @@
-"""The differentiable noisy forward of hardware-aware training (DESIGN.md §2.1 where it overlaps).
+"""The differentiable noisy forward of hardware-aware training (docs/physics.md).
 
 During training every ``nn.Linear`` and ``nn.Conv2d`` of the model computes its output the way
-an analog tile would, in torch, so that gradients flow through it:
+the Monte Carlo engine's analog tiles will, in torch, so that gradients flow through it:
 
-- weights: quantized to ``weight_bits`` (symmetric, w_max = max|W| of the layer, DESIGN.md
-  §2.3; the scale stays digital), then programming noise drawn from the device model through the
-  engine's own pair mapping (:class:`mc_engine.analog.mapping.WeightUnitPairs`) and Gaussian
-  noise of ``level * max|W|``, fresh for every batch. With several levels the batch is split into
-  as many consecutive chunks, each seeing its own draw at its own level (multi-scale fusion);
-  BatchNorm still sees the whole batch.
-- inputs and outputs (only when a periphery option is on): noise management, the DAC, input,
-  short-term weight and output noise, the ADC and iterative bound management, with the float32
-  operation order of :mod:`mc_engine.kernels.periphery` and the constants of
+- tiles, scales and units (:mod:`mc_engine.train.arrays`): the layer split at
+  ``max_input_size`` × ``max_output_size`` like the engine's, every tile with its own array
+  matrix in the units its ADC sees (weight units, with ω's k; conductance units g/g_max of the
+  engine's own mapping when ``weight_bits > 0``, bit slices included), its own programming noise
+  on its own conductance scale (the device model through the engine's mapping) and Gaussian
+  weight noise of ``level`` times the weight g_max stands for, fresh for every batch. With
+  several levels the batch is split into as many consecutive chunks, each seeing its own draw at
+  its own level (multi-scale fusion); BatchNorm still sees the whole batch.
+- inputs and outputs (only when a periphery option is on): per tile, noise management, the DAC,
+  input, short-term weight and output noise, the ADC, iterative bound management and the
+  digital recombination (slices, rescale, 1/k), with the float32 operation order of
+  :mod:`mc_engine.kernels.periphery` and :mod:`mc_engine.analog.readout` and the constants of
   :class:`mc_engine.analog.tile.Periphery`, so that with the noise off the quantized outputs are
-  the Monte Carlo engine's. Rounding passes the gradient straight through.
+  the Monte Carlo engine's; tile outputs summed digitally. Rounding passes the gradient straight
+  through. Without a periphery option the layer is a plain torch layer on the weights its tiles
+  hold (to float32 rounding of the engine's).
 
-The engine itself never runs here: tile splitting, drift, read noise and drift compensation are
-inference-time effects and are left to the study.
+The engine itself never runs here: drift, read noise and drift compensation are inference-time
+effects and are left to the study; read-out schemes the forward does not mirror are rejected by
+the train file (:mod:`mc_engine.train.spec`).
 """
 
 from __future__ import annotations
@@ -32,10 +38,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mc_engine.analog.mapping import WeightUnitPairs
 from mc_engine.analog.tile import Periphery
+from mc_engine.errors import UserInputError
 from mc_engine.hardware import HardwareConfig
-from mc_engine.hardware.devices import DEVICES
+from mc_engine.train.arrays import TileArrays, tile_arrays, tile_weights
+from mc_engine.train.mvm import tiled_mvm
 
 #: The periphery of training: everything off unless a [noise] key switches it on.
 TRAIN_PERIPHERY = {"dac_bits": 0, "adc_bits": 0, "out_noise": 0.0, "out_bound": math.inf,
@@ -44,15 +51,25 @@ TRAIN_PERIPHERY = {"dac_bits": 0, "adc_bits": 0, "out_noise": 0.0, "out_bound": 
 
 @dataclass(frozen=True)
 class NoiseSpec:
-    """What the training forward injects. ``hardware`` carries the periphery (DAC, ADC, noise,
-    noise and bound management) and, with ``program``, the device model of the programming
-    noise; ``weight_noise`` holds the multi-scale levels (relative to max|W|, empty = off)."""
+    """What the training forward injects. ``hardware`` carries the tiles and their mapping
+    (sizes, ω, weight quantization and bit slices), the periphery (DAC, ADC, noise, noise and
+    bound management) and, with ``program``, the device model of the programming noise;
+    ``weight_noise`` holds the multi-scale levels (relative to the weight g_max stands for,
+    empty = off)."""
 
     hardware: HardwareConfig = field(default_factory=lambda: HardwareConfig(**TRAIN_PERIPHERY))
     weight_noise: tuple[float, ...] = ()
-    weight_bits: int = 0
     clip_std: float = 0.0
     program: bool = False
+
+    def __post_init__(self) -> None:
+        for key, ok, message in _mirrored(self.hardware):
+            if not ok:
+                raise UserInputError(message, key=key)
+
+    @property
+    def weight_bits(self) -> int:
+        return self.hardware.weight_bits
 
     @property
     def periphery(self) -> bool:
@@ -72,59 +89,21 @@ class NoiseSpec:
             any(level > 0 for level in self.weight_noise)
 
 
-class RoundSTE(torch.autograd.Function):
-    """rint(v/step)*step (half to even) forward; the identity backward (straight through)."""
-
-    @staticmethod
-    def forward(ctx, v: torch.Tensor, step: float) -> torch.Tensor:
-        return torch.round(v / step) * step
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return grad, None
-
-
-def quantize(v: torch.Tensor, step: float, bound: float) -> torch.Tensor:
-    """The DAC/ADC quantizer: round to ``step`` (0 = no rounding), clip at ±bound."""
-    if step > 0:
-        v = RoundSTE.apply(v, torch.tensor(step, dtype=v.dtype, device=v.device))
-    return v.clamp(-bound, bound) if math.isfinite(bound) else v
-
-
-def quantize_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
-    """Symmetric weight quantization of DESIGN.md §2.3, W_q = w_max·rint(W/w_max·L)/L with
-    L = 2^(bits−1) − 1 and w_max = max|W| of the layer (computed in float64 as the engine
-    does); the gradient passes straight through."""
-    levels = 2 ** (bits - 1) - 1
-    w64 = w.detach().double()
-    w_max = float(w64.abs().max())
-    if w_max == 0:
-        return w
-    q = (w_max * torch.round(w64 / w_max * levels) / levels).to(w.dtype)
-    return StraightThrough.apply(w, q)
-
-
-class StraightThrough(torch.autograd.Function):
-    """``q`` forward (exactly), the gradient of ``w`` backward: w → q passes gradients through."""
-
-    @staticmethod
-    def forward(ctx, w: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        return q
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return grad, None
-
-
-def programming_delta(w: torch.Tensor, hw: HardwareConfig, rng: np.random.Generator
-                      ) -> torch.Tensor:
-    """W_P − W for one programming of ``w`` on a differential pair per weight: the engine's
-    mapping (g± = s·max(±W, 0), s = (g_max − g_min)/max|W|) and device model ``hw.device``."""
-    w_np = w.detach().cpu().numpy().astype(np.float32)
-    mapping = WeightUnitPairs(w_np, hw)
-    g_prog, _ = DEVICES[hw.device](hw).program(mapping.targets(), rng)
-    w_p = mapping.matrix(g_prog).astype(np.float32)
-    return torch.from_numpy(w_p - w_np).to(w.device)
+def _mirrored(hw: HardwareConfig):
+    """(key, whether the training forward mirrors it, why not) of the read-outs it leaves out."""
+    yield ("offset", hw.offset == "differential",
+           f"offset = {hw.offset!r} is not mirrored by the training forward (differential "
+           "pairs only): train with 'differential'")
+    yield ("readout", hw.readout == "parallel",
+           "readout = 'row_by_row' is not mirrored by the training forward (one conversion "
+           "per tile and slice): train with 'parallel'")
+    yield ("input_bits_per_cycle", hw.input_bits_per_cycle == 0,
+           "bit-serial inputs are not mirrored by the training forward: train with "
+           "input_bits_per_cycle = 0")
+    yield ("slice_recombination", not (hw.slice_recombination == "analog" and hw.n_slices > 1
+                                       and hw.w_noise > 0),
+           "the training forward does not mirror the per-device weight noise of analog slice "
+           "recombination: use 'digital', or w_noise = 0")
 
 
 @dataclass
@@ -147,96 +126,38 @@ class NoiseSource:
         return torch.randn(shape, generator=self.gen, dtype=like.dtype, device=like.device)
 
 
-def noisy_weights(w: torch.Tensor, spec: NoiseSpec, src: NoiseSource) -> list[torch.Tensor]:
-    """The layer's weights as seen in this batch, one tensor per multi-scale level."""
-    if spec.weight_bits > 0:
-        w = quantize_weight(w, spec.weight_bits)
-    out = []
-    for level in spec.weight_noise or (0.0,):
-        delta = programming_delta(w, spec.hardware, src.rng) if spec.program else None
-        if level > 0:
-            extra = level * w.detach().abs().max() * src.normal(tuple(w.shape), w)
-            delta = extra if delta is None else delta + extra
-        out.append(w if delta is None else w + delta)
-    return out
+def _levels(spec: NoiseSpec) -> tuple[float, ...]:
+    return spec.weight_noise or (0.0,)
 
 
-def analog_mvm(x: torch.Tensor, w: torch.Tensor, per: Periphery, src: NoiseSource
-               ) -> torch.Tensor:
-    """y = W_g·x of every input row and group through DESIGN.md §2.1 steps 1-7: noise
-    management, DAC, input/weight/output noise, ADC and iterative bound management.
-
-    ``x`` is rows × groups × in, ``w`` groups × out × in: group g of a row is one input vector
-    of its own tile (a grouped convolution's groups; one group for a plain layer), with its own
-    alpha and its own bound-management retries. Returns rows × groups × out.
-    """
-    hw = per.hw
-    n_rows, n_groups, n_in = x.shape
-    n_out = w.shape[1]
-    if hw.noise_management == "abs_max":
-        alpha = x.detach().abs().amax(2) if n_in else x.new_zeros((n_rows, n_groups))
-    else:
-        alpha = x.new_full((n_rows, n_groups),
-                           1.0 if hw.noise_management == "none" else hw.nm_constant)
-    if per.inp_noise > 0:
-        alpha = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
-    todo = alpha > 0                                     # (row, group) pairs still to convert
-    inv_alpha = 1.0 / torch.where(todo, alpha, torch.ones_like(alpha))
-    wt = w.transpose(1, 2).contiguous()                  # groups × in × out
-    abs_wt = wt.abs() if hw.w_noise > 0 and hw.w_noise_type == "pcm_read" else None
-    step_in, step_out, bound = float(per.step_in), float(per.step_out), float(per.bound)
-    out = x.new_zeros((n_rows, n_groups, n_out))
-    rows = torch.nonzero(todo.any(1)).flatten()
-    r = 1.0
-    while rows.numel():
-        last = hw.bound_management == "none" or r > per.r_last
-        every = rows.numel() == n_rows        # the first pass, usually: no gather, no scatter
-        scale = ((inv_alpha if every else inv_alpha[rows]) / r)[:, :, None]
-        xq = quantize((x if every else x[rows]) * scale, step_in, 1.0)
-        if per.inp_noise > 0:
-            xq = xq + float(per.inp_noise) * src.normal(tuple(xq.shape), xq)
-        y = _matmul(xq, wt)
-        if per.w_noise > 0:
-            sq = xq * xq
-            sigma = sq.sum(2, keepdim=True).sqrt() if abs_wt is None else _matmul(sq, abs_wt).sqrt()
-            y = y + float(per.w_noise) * sigma.detach() * src.normal(tuple(y.shape), y)
-        if per.out_noise > 0:
-            y = y + float(per.out_noise) * src.normal(tuple(y.shape), y)
-        if step_out > 0:
-            y = RoundSTE.apply(y, torch.tensor(step_out, dtype=y.dtype, device=y.device))
-        sat = ((y.detach() > bound) | (y.detach() < -bound)).any(2)
-        y = y.clamp(-bound, bound)
-        pending = todo[rows]
-        keep = pending if last else pending & ~sat
-        if every and bool(keep.all()):
-            out = y / scale
-        else:
-            at_row, at_group = torch.nonzero(keep, as_tuple=True)
-            out = out.index_put((rows[at_row], at_group), (y / scale)[at_row, at_group])
-        if last:
-            break
-        todo = todo.index_put((rows,), pending & sat)
-        rows = rows[(pending & sat).any(1)]
-        r *= 2.0
-    return out
+def noisy_weights(w: torch.Tensor, spec: NoiseSpec, src: NoiseSource, groups: int = 1
+                  ) -> list[torch.Tensor]:
+    """The layer's weights (its own shape, weight units) as its tiles compute with them in this
+    batch, one tensor per multi-scale level (the digital path: no periphery option on)."""
+    w3 = w.reshape(groups, w.shape[0] // groups, -1)
+    return [tile_weights(w3, spec.hardware, level, spec.program, src).reshape(w.shape)
+            for level in _levels(spec)]
 
 
-def _matmul(x: torch.Tensor, wt: torch.Tensor) -> torch.Tensor:
-    """rows × groups × in times groups × in × out; one group is a plain GEMM (the engine's)."""
-    if wt.shape[0] == 1:
-        return (x[:, 0] @ wt[0])[:, None]
-    return torch.einsum("mgi,gio->mgo", x, wt)
+def _draws(layer: nn.Module, spec: NoiseSpec, per: Periphery | None, src: NoiseSource,
+           groups: int) -> list:
+    """Per multi-scale level: the layer's weights (digital path) or its tiles (analog path)."""
+    if per is None:
+        return noisy_weights(layer.weight, spec, src, groups)
+    w = layer.weight
+    w3 = w.reshape(groups, w.shape[0] // groups, -1)
+    return [tile_arrays(w3, spec.hardware, level, spec.program, src) for level in _levels(spec)]
 
 
 def _linear(layer: nn.Linear, spec: NoiseSpec, per: Periphery | None, src: NoiseSource,
             x: torch.Tensor) -> torch.Tensor:
     parts = []
-    for xk, wk in zip(torch.tensor_split(x, spec.levels), noisy_weights(layer.weight, spec, src)):
+    for xk, draw in zip(torch.tensor_split(x, spec.levels), _draws(layer, spec, per, src, 1)):
         if per is None:
-            parts.append(F.linear(xk, wk))
+            parts.append(F.linear(xk, draw))
             continue
         flat = xk.reshape(-1, 1, xk.shape[-1])
-        parts.append(analog_mvm(flat, wk[None], per, src).reshape(*xk.shape[:-1], wk.shape[0]))
+        parts.append(tiled_mvm(flat, draw, per, src).reshape(*xk.shape[:-1], layer.out_features))
     y = parts[0] if len(parts) == 1 else torch.cat(parts)
     return y if layer.bias is None else y + layer.bias
 
@@ -244,17 +165,18 @@ def _linear(layer: nn.Linear, spec: NoiseSpec, per: Periphery | None, src: Noise
 def _conv(layer: nn.Conv2d, spec: NoiseSpec, per: Periphery | None, src: NoiseSource,
           x: torch.Tensor) -> torch.Tensor:
     parts = []
-    for xk, wk in zip(torch.tensor_split(x, spec.levels), noisy_weights(layer.weight, spec, src)):
-        parts.append(layer._conv_forward(xk, wk, None) if per is None
-                     else _analog_conv(layer, xk, wk, per, src))
+    for xk, draw in zip(torch.tensor_split(x, spec.levels),
+                        _draws(layer, spec, per, src, layer.groups)):
+        parts.append(layer._conv_forward(xk, draw, None) if per is None
+                     else _analog_conv(layer, xk, draw, per, src))
     y = parts[0] if len(parts) == 1 else torch.cat(parts)
     return y if layer.bias is None else y + layer.bias.view(1, -1, 1, 1)
 
 
-def _analog_conv(layer: nn.Conv2d, x: torch.Tensor, w: torch.Tensor, per: Periphery,
+def _analog_conv(layer: nn.Conv2d, x: torch.Tensor, tiles: list[TileArrays], per: Periphery,
                  src: NoiseSource) -> torch.Tensor:
     """Conv2d as the engine computes it: im2col rows (columns in (C, kh, kw) order), each group
-    its own tile reading its own column range."""
+    on tiles of its own reading its own column range."""
     from mc_engine.analog.convert import _conv_padding
 
     n, _, h, wd = x.shape
@@ -265,8 +187,8 @@ def _analog_conv(layer: nn.Conv2d, x: torch.Tensor, w: torch.Tensor, per: Periph
     cols = F.unfold(x, (kh, kw), dilation=(dh, dw), padding=(ph, pw), stride=(sh, sw))
     rows = cols.transpose(1, 2).reshape(n * ho * wo, -1)
     groups = layer.groups
-    y = analog_mvm(rows.view(len(rows), groups, -1), w.reshape(groups, w.shape[0] // groups, -1),
-                   per, src).reshape(len(rows), layer.out_channels)
+    y = tiled_mvm(rows.view(len(rows), groups, -1), tiles, per, src).reshape(
+        len(rows), layer.out_channels)
     return y.view(n, ho * wo, layer.out_channels).transpose(1, 2).reshape(
         n, layer.out_channels, ho, wo)
 

@@ -19,18 +19,22 @@ from typing import Any
 
 from mc_engine.data.factory import resolve_path
 from mc_engine.errors import Fail, UserInputError, check_int
-from mc_engine.hardware import from_dict
+from mc_engine.hardware import HardwareConfig, from_dict
 from mc_engine.study.spec import split_tables
 from mc_engine.train.noisy import TRAIN_PERIPHERY, NoiseSpec
 
 TABLES = ("train", "model", "data", "noise")
 TRAIN_KEYS = ("name", "seed", "epochs", "batch_size", "optimizer", "lr", "momentum",
               "weight_decay", "schedule", "step_size", "gamma", "init", "augment", "description")
-#: [noise] keys of the periphery and device, passed to HardwareConfig (same names, same checks).
-HARDWARE_NOISE_KEYS = ("dac_bits", "adc_bits", "out_bound", "inp_noise", "out_noise", "w_noise",
-                       "w_noise_type", "noise_management", "nm_constant", "bound_management",
-                       "device", "g_max", "on_off_ratio", "prog_noise_scale", "sigma_prog")
-NOISE_KEYS = ("weight_noise", "weight_bits", "clip_std", *HARDWARE_NOISE_KEYS)
+#: [noise] keys of the tiles, their mapping, the periphery and the device, passed to
+#: HardwareConfig (same names, same checks): what the training forward mirrors.
+HARDWARE_NOISE_KEYS = ("max_input_size", "max_output_size", "weight_scaling_omega",
+                       "weight_scaling_columnwise", "weight_bits", "cell_bits",
+                       "slice_recombination", "dac_bits", "adc_bits", "out_bound", "inp_noise",
+                       "out_noise", "w_noise", "w_noise_type", "noise_management", "nm_constant",
+                       "bound_management", "device", "g_max", "on_off_ratio", "prog_noise_scale",
+                       "sigma_prog")
+NOISE_KEYS = ("weight_noise", "clip_std", *HARDWARE_NOISE_KEYS)
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("none", "cosine", "step")
 #: Default ADC range when adc_bits is set without out_bound (the engine's default).
@@ -152,17 +156,22 @@ def _number(value: Any, key: str, fail: Fail, *, positive: bool = False) -> floa
 
 def _noise_table(table: dict[str, Any], base_dir: Path, source: str, fail: Fail) -> NoiseSpec:
     for key in table:
-        if key not in NOISE_KEYS:
-            raise fail(f"noise.{key}", f"unknown key; allowed: {', '.join(NOISE_KEYS)}")
+        if key in NOISE_KEYS:
+            continue
+        if key in HardwareConfig.field_names():
+            raise fail(f"noise.{key}", "a hardware parameter the training forward does not "
+                                       "mirror (inference-time effects and read-out schemes "
+                                       "are left to the study); the [noise] keys: "
+                                       f"{', '.join(NOISE_KEYS)}")
+        raise fail(f"noise.{key}", f"unknown key; allowed: {', '.join(NOISE_KEYS)}")
     levels = table.get("weight_noise", [])
     if not isinstance(levels, list):
         levels = [levels]
     if "weight_noise" in table and not levels:
         raise fail("noise.weight_noise", "empty list: give one level or several (multi-scale)")
     levels = tuple(_number(v, "noise.weight_noise", fail) for v in levels)
-    bits = check_int(table.get("weight_bits", 0), "noise.weight_bits", fail, lo=0, hi=20,
-                     hint="(0 = off)")
-    if bits == 1:
+    bits = table.get("weight_bits")
+    if bits == 1 and not isinstance(bits, bool):
         raise fail("noise.weight_bits", "1 bit leaves no level besides 0; use 0 (off) or >= 2")
     clip = _number(table.get("clip_std", 0.0), "noise.clip_std", fail)
     values = {**TRAIN_PERIPHERY, **{k: v for k, v in table.items() if k in HARDWARE_NOISE_KEYS}}
@@ -180,5 +189,8 @@ def _noise_table(table: dict[str, Any], base_dir: Path, source: str, fail: Fail)
         if err.key and message.startswith(f"{err.key}: "):
             message = message[len(err.key) + 2:]
         raise fail(f"noise.{err.key}", message) from None
-    return NoiseSpec(hardware=hardware, weight_noise=levels, weight_bits=bits, clip_std=clip,
-                     program=hardware.device != "ideal")
+    try:
+        return NoiseSpec(hardware=hardware, weight_noise=levels, clip_std=clip,
+                         program=hardware.device != "ideal")
+    except UserInputError as err:
+        raise fail(f"noise.{err.key}", str(err)[len(err.key) + 2:]) from None
