@@ -3,7 +3,10 @@
 Field names are the vocabulary used everywhere: ``HardwareConfig`` keyword arguments, the
 ``[hardware]`` / ``[sweep]`` keys of a study file and the Parquet result columns. Defaults equal
 the IBM Analog Hardware Acceleration Kit's ``InferenceRPUConfig`` with ``PCMLikeNoiseModel``
-(DESIGN.md §2), so that results are comparable with that toolkit.
+(DESIGN.md §2), so that results are comparable with that toolkit. A few fields (``g_max``,
+``on_off_ratio``, ``g_converter``) default to what the device model declares (HERMES's g_max of
+20.7 µS, the CMO ReRAM's single device between 9 and 88.2 µS), and to :data:`DEVICE_DEFAULTS`
+for the others.
 """
 
 from __future__ import annotations
@@ -11,20 +14,36 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mc_engine.errors import UserInputError
+
+if TYPE_CHECKING:
+    from mc_engine.hardware.tables import DeviceTable
 
 #: Largest tile dimension accepted: far beyond any crossbar, and small enough that sizes derived
 #: from it stay exact in the int64 result columns.
 MAX_TILE_SIZE = 2**31 - 1
+#: aihwkit's conductance converters (docs/devices.md), the values of ``g_converter``.
+CONVERTERS = ("single_pair", "single_device", "dual_pair", "n_pair")
+#: The defaults of the fields whose default is the device model's (``hardware_defaults``), for
+#: a model that declares none.
+DEVICE_DEFAULTS: dict[str, Any] = {"g_max": 25.0, "on_off_ratio": math.inf,
+                                   "g_converter": "single_pair"}
+#: Most significance factors n_pair_f takes (aihwkit has no bound; 16 pairs is far beyond any
+#: unit cell).
+MAX_PAIRS = 16
 
 
 def _param(default: Any, doc: str, *, lo: float | None = None, hi: float | None = None,
-           choices: tuple | None = None, lo_open: bool = False, inf_ok: bool = False) -> Any:
-    """Declare one hardware parameter: default, doc line (unit and meaning) and allowed values."""
+           choices: tuple | None = None, lo_open: bool = False, inf_ok: bool = False,
+           factors: bool = False) -> Any:
+    """Declare one hardware parameter: default, doc line (unit and meaning) and allowed values.
+    A default of None is the device model's (:data:`DEVICE_DEFAULTS`); ``factors``: a list of
+    positive numbers, stored as a canonical string."""
     return field(default=default, metadata={"doc": doc, "lo": lo, "hi": hi, "choices": choices,
-                                            "lo_open": lo_open, "inf_ok": inf_ok})
+                                            "lo_open": lo_open, "inf_ok": inf_ok,
+                                            "factors": factors})
 
 
 @dataclass(frozen=True)
@@ -88,14 +107,28 @@ class HardwareConfig:
                                                  "its own ADC, shift-and-add after) or 'analog' "
                                                  "(significance-weighted currents summed before "
                                                  "one ADC).", choices=("digital", "analog"))
-    on_off_ratio: float = _param(math.inf, "Device on/off ratio R: g_min = g_max/R; inf = "
-                                           "g_min 0.", lo=1.0, lo_open=True, inf_ok=True)
+    on_off_ratio: float = _param(None, "Device on/off ratio R: g_min = g_max/R; inf = g_min 0. "
+                                       "Default: the device's (9.8 for reram_cmo; inf for "
+                                       "most).", lo=1.0, lo_open=True, inf_ok=True)
     offset: str = _param("differential", "Signed-weight scheme: 'differential' (a device pair "
                                          "per weight), 'dummy_column' (one device per weight "
                                          "plus a reference column at (g_max+g_min)/2 subtracted "
                                          "after the ADC) or 'digital' (one device per weight, "
                                          "offset subtracted exactly after the ADC).",
                          choices=("differential", "dummy_column", "digital"))
+    g_converter: str = _param(None, "aihwkit's conductance converter, on the weight-unit path: "
+                                    "'single_pair' (a pair per weight), 'single_device' (one "
+                                    "device, [w_min, w_max] of the tile onto [g_min, g_max]), "
+                                    "'dual_pair' (a second pair of significance dual_pair_f, "
+                                    "used once the first is full) or 'n_pair' (pairs of "
+                                    "significances n_pair_f). Default: the device's "
+                                    "('single_device' for reram_cmo, else 'single_pair').",
+                              choices=CONVERTERS)
+    dual_pair_f: float = _param(3.0, "g_converter = 'dual_pair': significance F of the second "
+                                     "pair (aihwkit's f_lst = [1, F]).", lo=0.0, lo_open=True)
+    n_pair_f: str = _param("", "g_converter = 'n_pair': the significance of each pair, lowest "
+                               "first, as a list ([1, 3, 9]; stored as '1.0,3.0,9.0').",
+                           factors=True)
     # --- read-out (periphery) ---
     input_bits_per_cycle: int = _param(0, "Bit-serial inputs: k magnitude bits of the DAC "
                                           "output per cycle (LSB first), each cycle through "
@@ -117,8 +150,16 @@ class HardwareConfig:
                                      "as sorted (name, value) pairs, defaults filled in; given "
                                      "as a mapping. Each is a key and a result column of its "
                                      "own (docs/devices.md).", "column": False})
-    g_max: float = _param(25.0, "Maximum device conductance g_max, in microsiemens.", lo=0.0,
-                          lo_open=True)
+    device_table: str = _param("", "A CSV file of measurements beside the study, for the "
+                                   "devices that read one: 'table' (per-level statistics over "
+                                   "time) and 'pcm_custom_drift' (its drift table).")
+    table: DeviceTable | None = field(
+        default=None, repr=False, metadata={"doc": "The parsed device_table (read once by the "
+                                                   "study; travels with the point).",
+                                            "column": False})
+    g_max: float = _param(None, "Maximum device conductance g_max, in microsiemens. Default: "
+                                "the device's (25 for pcm; 20.7 for hermes, 88.2 for "
+                                "reram_cmo, the top level of a table).", lo=0.0, lo_open=True)
     prog_noise_scale: float = _param(1.0, "Multiplier of the programming-noise sigma.", lo=0.0)
     read_noise_scale: float = _param(1.0, "Multiplier of the 1/f read-noise sigma.", lo=0.0)
     drift_scale: float = _param(1.0, "Multiplier of the drift exponent nu.", lo=0.0)
@@ -149,13 +190,23 @@ class HardwareConfig:
                                      choices=("global", "per_column", "exact", "none"))
 
     def __post_init__(self) -> None:
+        from mc_engine.hardware.devices import check_device_params
+
+        # The device first: its parameters, table and defaults complete the other fields.
+        device = _check(_FIELDS["device"], self.device)
+        params = check_device_params(device, self.device_params)
+        table = _device_table(device, _check(_FIELDS["device_table"], self.device_table),
+                              self.table)
+        defaults = _device_defaults(device, params, table)
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "device_params":  # checked against the (already valid) device's params
-                from mc_engine.hardware.devices import check_device_params
-                value = check_device_params(self.device, value)
+            if f.name == "device_params":
+                value = params
+            elif f.name == "table":
+                value = table
             else:
-                value = _check(f, value)
+                value = _check(f, defaults[f.name] if value is None and f.name in defaults
+                               else value)
             object.__setattr__(self, f.name, value)
         from mc_engine.hardware.combinations import check_combination
         check_combination(self)
@@ -175,8 +226,8 @@ class HardwareConfig:
     @classmethod
     def describe(cls) -> str:
         """A table of every parameter: name, default and meaning (for docs and --help)."""
-        rows = [f"{f.name:26s} {f.default!r:22s} {f.metadata['doc']}"
-                for f in dataclasses.fields(cls)]
+        rows = [f"{f.name:26s} {_shown_default(f):22s} {f.metadata['doc']}"
+                for f in dataclasses.fields(cls) if f.name != "table"]
         return "\n".join(rows)
 
     def to_dict(self) -> dict[str, Any]:
@@ -186,17 +237,28 @@ class HardwareConfig:
         for f in dataclasses.fields(self):
             if f.name == "device_params":
                 out.update(self.device_params)
-            else:
+            elif f.name != "table":
                 out[f.name] = getattr(self, f.name)
         return out
 
+    def device_defaults(self) -> dict[str, Any]:
+        """The values this point's device gives the fields with a device-dependent default."""
+        return _device_defaults(self.device, self.device_params, self.table)
+
     def replace(self, **changes: Any) -> HardwareConfig:
+        """This point with ``changes``. On a change of device, the old model's parameters go,
+        and the fields at the old model's defaults (g_max, ...) take the new model's."""
         base = self.to_dict()
-        if changes.get("device", self.device) != self.device:  # the old model's params go
+        if changes.get("device", self.device) != self.device:
             for name, _ in self.device_params:
                 base.pop(name)
+            for name, value in self.device_defaults().items():
+                if base[name] == value:
+                    base.pop(name)
         params = dict(changes.pop("device_params", {}))
-        return from_dict({**base, **changes, **params})
+        values = {**base, **changes, **params}
+        same_table = values.get("device_table", "") == self.device_table
+        return from_dict(values, table=self.table if same_table else None)
 
     # --- derived quantities (DESIGN.md §2.1) ---
     @property
@@ -259,6 +321,8 @@ def _check(f: dataclasses.Field, value: Any) -> Any:
             raise UserInputError("a number beyond the floating-point range", key=name) from None
         if math.isnan(value) or (math.isinf(value) and not meta["inf_ok"]):
             raise UserInputError(f"expected a finite number, got {value!r}", key=name)
+    elif meta["factors"]:
+        return _factors(value, name)
     elif kind is str and not isinstance(value, str):
         raise UserInputError(f"expected a string, got {value!r}", key=name)
     choices = meta["choices"]
@@ -288,9 +352,78 @@ def _fmt_choices(choices: tuple) -> str:
     return ", ".join(repr(c).lower() if isinstance(c, bool) else repr(c) for c in choices)
 
 
-def from_dict(values: dict[str, Any]) -> HardwareConfig:
+def _factors(value: Any, name: str) -> str:
+    """A list of positive significance factors (or its stored form '1.0,3.0') as the canonical
+    string; '' for none."""
+    items: Any = value
+    if isinstance(value, str):
+        items = [v for v in value.split(",") if v.strip()] if value.strip() else []
+        try:
+            items = [float(v) for v in items]
+        except ValueError:
+            items = None
+    wanted = f"a list of 1 to {MAX_PAIRS} positive numbers such as [1, 3, 9]"
+    if not isinstance(items, list | tuple) or len(items) > MAX_PAIRS or any(
+            isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)
+            or v <= 0 for v in items):
+        raise UserInputError(f"expected {wanted}, got {value!r}", key=name)
+    return ",".join(repr(float(v)) for v in items)
+
+
+def factors(value: str) -> tuple[float, ...]:
+    """The significance factors of a canonical ``n_pair_f`` string."""
+    return tuple(float(v) for v in value.split(",")) if value else ()
+
+
+def _device_table(device: str, name: str, table: DeviceTable | None) -> DeviceTable | None:
+    """The parsed table of measurements of a point on ``device`` named ``name`` (the given one
+    when it is that table, else the registered one or the file read), checked against what the
+    device reads; None for a device that reads none."""
+    from mc_engine.hardware.devices import DEVICES
+    from mc_engine.hardware.tables import lookup_table
+
+    cls = DEVICES[device]
+    if not cls.table_columns:
+        if name:
+            readers = ", ".join(repr(n) for n, c in DEVICES.items() if c.table_columns)
+            raise UserInputError(f"device {device!r} reads no table of measurements; "
+                                 f"device_table applies to the devices {readers}",
+                                 key="device_table")
+        return None
+    columns = ", ".join(cls.table_columns)
+    if not name:
+        raise UserInputError(f"device {device!r} reads a table of measurements: give "
+                             f"device_table = 'file.csv' (columns {columns}; docs/devices.md)",
+                             key="device_table")
+    if table is None or table.name != name:
+        table = lookup_table(name)
+    missing = [c for c in cls.table_columns if c not in table.columns]
+    if missing:
+        raise UserInputError(f"{name!r} has no column {missing[0]!r}; device {device!r} reads "
+                             f"the columns {columns}", key="device_table")
+    problem = cls.table_problem(table)
+    if problem:
+        raise UserInputError(f"{name!r}: {problem}", key="device_table")
+    return table
+
+
+def _device_defaults(device: str, params: tuple[tuple[str, float], ...],
+                     table: DeviceTable | None) -> dict[str, Any]:
+    from mc_engine.hardware.devices import DEVICES
+
+    return {**DEVICE_DEFAULTS, **DEVICES[device].hardware_defaults(dict(params), table)}
+
+
+def _shown_default(f: dataclasses.Field) -> str:
+    if f.default is None and f.name in DEVICE_DEFAULTS:
+        return f"{DEVICE_DEFAULTS[f.name]!r} (device)"
+    return repr(f.default)
+
+
+def from_dict(values: dict[str, Any], table: DeviceTable | None = None) -> HardwareConfig:
     """Build a config from a flat mapping (``to_dict``'s form: the device's own parameters under
-    their names), rejecting unknown keys with the list of known ones."""
+    their names), rejecting unknown keys with the list of known ones. ``table``: the parsed
+    ``device_table``, when the caller has it (else it is looked up by name)."""
     from mc_engine.hardware.devices import DEVICES
 
     values = dict(values)
@@ -306,7 +439,7 @@ def from_dict(values: dict[str, Any]) -> HardwareConfig:
             if declared else ""
         raise UserInputError(f"unknown hardware parameter; known: {', '.join(sorted(known))}"
                              f"{own}", key=unknown[0])
-    return HardwareConfig(**values, device_params=params)
+    return HardwareConfig(**values, device_params=params, table=table)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(HardwareConfig)}
