@@ -224,6 +224,8 @@ class Study:
                   f"in [model] and [data] are\nrelative to {self.base_dir.resolve()}.")
         if any(":" in name for name in self.custom_devices):
             header += "\n'module:Class' devices are imported from that folder too."
+        if self.device_tables:
+            header += "\ndevice_table files are read from that folder too."
         return toml_writer.dumps(tables, header, {"sweep.zip": list(self.zips)})
 
     def load(self, cache_dir: str | Path) -> Inputs:
