@@ -141,9 +141,11 @@ class HardwareConfig:
     rows_per_adc: int = _param(1, "Rows activated per conversion with readout = 'row_by_row'.",
                                lo=1, hi=1_000_000)
     # --- device (PCM statistical model) ---
-    device: str = _param("pcm", "Device model: 'pcm' (Nandakumar/Joshi PCM statistics), 'ideal' "
-                                "(exact weights, no drift), 'state_independent', or the name of a "
-                                "registered DeviceModel subclass; in a study file also "
+    device: str = _param("pcm", "Device model: 'pcm' (Nandakumar/Joshi PCM statistics), "
+                                "aihwkit's measured 'hermes', 'reram_wan2022', 'reram_cmo', "
+                                "'pcm_custom_drift', 'table' (from a table of measurements), "
+                                "'ideal' (exact weights, no drift), 'state_independent', or the "
+                                "name of a registered DeviceModel subclass; in a study file also "
                                 "'module:Class' (a DeviceModel subclass in a module beside it).")
     device_params: tuple[tuple[str, float], ...] = field(
         default=(), metadata={"doc": "The device model's own parameters (DeviceModel.params), "
