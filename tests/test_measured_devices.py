@@ -228,3 +228,15 @@ def test_custom_drift_table_must_cover_the_conductance_range():
         from_dict({"device": "pcm_custom_drift"})
     with pytest.raises(UserInputError, match=r"device_table: device 'pcm' reads no table"):
         from_dict({"device": "pcm", "device_table": "narrow.csv"})
+
+
+def test_the_technologies_study_is_valid():
+    from pathlib import Path
+
+    from mc_engine.study import load_study
+
+    study = load_study(Path(__file__).parents[1] / "studies" / "technologies.toml")
+    assert [(p.device, p.g_max, p.g_converter) for p in study.points] == [
+        ("pcm", 25.0, "single_pair"), ("hermes", 20.7, "single_pair"),
+        ("reram_wan2022", 40.0, "single_pair"), ("reram_cmo", 88.2, "single_device")]
+    assert study.inference_times_s == (1.0, DAY, 2 * DAY)
