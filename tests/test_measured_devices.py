@@ -10,6 +10,8 @@ while every planted coefficient error moves them by 5 % or more).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.stats import foldnorm, norm
@@ -18,7 +20,7 @@ from mc_engine.errors import UserInputError
 from mc_engine.hardware import HardwareConfig, from_dict
 from mc_engine.hardware.devices import DEVICES
 from mc_engine.hardware.tables import parse_table, register_table
-from mc_engine.study import parse_study
+from mc_engine.study import load_study, parse_study
 from tests import device_laws as law
 
 N = 200_000
@@ -231,10 +233,6 @@ def test_custom_drift_table_must_cover_the_conductance_range():
 
 
 def test_the_technologies_study_is_valid():
-    from pathlib import Path
-
-    from mc_engine.study import load_study
-
     study = load_study(Path(__file__).parents[1] / "studies" / "technologies.toml")
     assert [(p.device, p.g_max, p.g_converter) for p in study.points] == [
         ("pcm", 25.0, "single_pair"), ("hermes", 20.7, "single_pair"),
