@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mc_engine.errors import UserInputError
 from mc_engine.results import load_results
 from mc_engine.run import run_study
 from mc_engine.study import load_study
@@ -85,3 +86,13 @@ def test_the_table_example_study_runs_on_workers_without_the_table(tmp_path, war
     assert set(df.device_table) == {"neurram_levels.csv"} and set(df.g_max) == {40.0}
     assert sorted(set(df.t_inference_s)) == [1.0, 3600.0, 86400.0, 172800.0]
     assert (df.accuracy > 0.5).all()
+    again = run_study(load_study(folder / "study.toml"), tmp_path / "out",
+                      scheduler=warm_cluster, progress=False, cache_dir=cache_dir)
+    assert (again.n_run, again.n_skipped) == (0, 2)
+    table = folder / "neurram_levels.csv"
+    table.write_text(table.read_text().replace("40,1,40,1.103000", "40,1,39.5,1.103000"))
+    with pytest.raises(UserInputError, match=r"hardware.device_table: the device table "
+                                             r"'neurram_levels.csv' differs from the one that "
+                                             r"wrote the results .* the table file changed"):
+        run_study(load_study(folder / "study.toml"), tmp_path / "out", scheduler=warm_cluster,
+                  progress=False, cache_dir=cache_dir)
