@@ -23,7 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from mc_engine.analog.mapping import Layout
-from mc_engine.hardware.config import HardwareConfig, factors
+from mc_engine.hardware.config import HardwareConfig
+from mc_engine.hardware.device_fields import factors
 
 
 class SingleDevice:

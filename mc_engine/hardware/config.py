@@ -17,6 +17,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mc_engine.errors import UserInputError
+from mc_engine.hardware.device_fields import (
+    CONVERTERS,
+    DEVICE_DEFAULTS,
+    device_defaults,
+    device_table,
+    factor_list,
+)
 
 if TYPE_CHECKING:
     from mc_engine.hardware.tables import DeviceTable
@@ -24,15 +31,6 @@ if TYPE_CHECKING:
 #: Largest tile dimension accepted: far beyond any crossbar, and small enough that sizes derived
 #: from it stay exact in the int64 result columns.
 MAX_TILE_SIZE = 2**31 - 1
-#: aihwkit's conductance converters (docs/devices.md), the values of ``g_converter``.
-CONVERTERS = ("single_pair", "single_device", "dual_pair", "n_pair")
-#: The defaults of the fields whose default is the device model's (``hardware_defaults``), for
-#: a model that declares none.
-DEVICE_DEFAULTS: dict[str, Any] = {"g_max": 25.0, "on_off_ratio": math.inf,
-                                   "g_converter": "single_pair"}
-#: Most significance factors n_pair_f takes (aihwkit has no bound; 16 pairs is far beyond any
-#: unit cell).
-MAX_PAIRS = 16
 
 
 def _param(default: Any, doc: str, *, lo: float | None = None, hi: float | None = None,
@@ -197,9 +195,9 @@ class HardwareConfig:
         # The device first: its parameters, table and defaults complete the other fields.
         device = _check(_FIELDS["device"], self.device)
         params = check_device_params(device, self.device_params)
-        table = _device_table(device, _check(_FIELDS["device_table"], self.device_table),
+        table = device_table(device, _check(_FIELDS["device_table"], self.device_table),
                               self.table)
-        defaults = _device_defaults(device, params, table)
+        defaults = device_defaults(device, params, table)
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name == "device_params":
@@ -245,7 +243,7 @@ class HardwareConfig:
 
     def device_defaults(self) -> dict[str, Any]:
         """The values this point's device gives the fields with a device-dependent default."""
-        return _device_defaults(self.device, self.device_params, self.table)
+        return device_defaults(self.device, self.device_params, self.table)
 
     def replace(self, **changes: Any) -> HardwareConfig:
         """This point with ``changes``. On a change of device, the old model's parameters go,
@@ -324,7 +322,7 @@ def _check(f: dataclasses.Field, value: Any) -> Any:
         if math.isnan(value) or (math.isinf(value) and not meta["inf_ok"]):
             raise UserInputError(f"expected a finite number, got {value!r}", key=name)
     elif meta["factors"]:
-        return _factors(value, name)
+        return factor_list(value, name)
     elif kind is str and not isinstance(value, str):
         raise UserInputError(f"expected a string, got {value!r}", key=name)
     choices = meta["choices"]
@@ -352,68 +350,6 @@ def _check(f: dataclasses.Field, value: Any) -> Any:
 
 def _fmt_choices(choices: tuple) -> str:
     return ", ".join(repr(c).lower() if isinstance(c, bool) else repr(c) for c in choices)
-
-
-def _factors(value: Any, name: str) -> str:
-    """A list of positive significance factors (or its stored form '1.0,3.0') as the canonical
-    string; '' for none."""
-    items: Any = value
-    if isinstance(value, str):
-        items = [v for v in value.split(",") if v.strip()] if value.strip() else []
-        try:
-            items = [float(v) for v in items]
-        except ValueError:
-            items = None
-    wanted = f"a list of 1 to {MAX_PAIRS} positive numbers such as [1, 3, 9]"
-    if not isinstance(items, list | tuple) or len(items) > MAX_PAIRS or any(
-            isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)
-            or v <= 0 for v in items):
-        raise UserInputError(f"expected {wanted}, got {value!r}", key=name)
-    return ",".join(repr(float(v)) for v in items)
-
-
-def factors(value: str) -> tuple[float, ...]:
-    """The significance factors of a canonical ``n_pair_f`` string."""
-    return tuple(float(v) for v in value.split(",")) if value else ()
-
-
-def _device_table(device: str, name: str, table: DeviceTable | None) -> DeviceTable | None:
-    """The parsed table of measurements of a point on ``device`` named ``name`` (the given one
-    when it is that table, else the registered one or the file read), checked against what the
-    device reads; None for a device that reads none."""
-    from mc_engine.hardware.devices import DEVICES
-    from mc_engine.hardware.tables import lookup_table
-
-    cls = DEVICES[device]
-    if not cls.table_columns:
-        if name:
-            readers = ", ".join(repr(n) for n, c in DEVICES.items() if c.table_columns)
-            raise UserInputError(f"device {device!r} reads no table of measurements; "
-                                 f"device_table applies to the devices {readers}",
-                                 key="device_table")
-        return None
-    columns = ", ".join(cls.table_columns)
-    if not name:
-        raise UserInputError(f"device {device!r} reads a table of measurements: give "
-                             f"device_table = 'file.csv' (columns {columns}; docs/devices.md)",
-                             key="device_table")
-    if table is None or table.name != name:
-        table = lookup_table(name)
-    missing = [c for c in cls.table_columns if c not in table.columns]
-    if missing:
-        raise UserInputError(f"{name!r} has no column {missing[0]!r}; device {device!r} reads "
-                             f"the columns {columns}", key="device_table")
-    problem = cls.table_problem(table)
-    if problem:
-        raise UserInputError(f"{name!r}: {problem}", key="device_table")
-    return table
-
-
-def _device_defaults(device: str, params: tuple[tuple[str, float], ...],
-                     table: DeviceTable | None) -> dict[str, Any]:
-    from mc_engine.hardware.devices import DEVICES
-
-    return {**DEVICE_DEFAULTS, **DEVICES[device].hardware_defaults(dict(params), table)}
 
 
 def _shown_default(f: dataclasses.Field) -> str:

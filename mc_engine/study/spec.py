@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from mc_engine.errors import Fail, UserInputError, check_int, short_repr
 from mc_engine.hardware import HardwareConfig, from_dict
-from mc_engine.hardware.config import DEVICE_DEFAULTS
+from mc_engine.hardware.device_fields import DEVICE_DEFAULTS
 from mc_engine.hardware.devices import (
     BUILTIN_DEVICES,
     DEVICES,
