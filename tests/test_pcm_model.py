@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from mc_engine.hardware import HardwareConfig, from_dict
-from mc_engine.hardware.devices import DEVICES, DeviceModel, register_device
+from mc_engine.hardware import HardwareConfig
+from mc_engine.hardware.devices import DEVICES, DeviceModel
 from mc_engine.kernels.pcm import T0_S, T_READ_S
 
 N = 1_000_000
@@ -90,103 +87,3 @@ def test_drift_is_a_power_law_in_time():
     for t in (0.0, 100.0, 1e6):
         np.testing.assert_allclose(device.read(gp, nu, t, np.random.default_rng(0)),
                                    gp * ((t + 20.0) / 20.0) ** -nu, rtol=2e-6)
-
-
-@register_device
-class _StuckDevice(DeviceModel):
-    """A user device model (the extension point): programs exactly, reads at 90 %."""
-
-    name = "test_ninety_percent"
-
-    def program(self, g_target, rng):
-        return g_target.copy(), np.zeros_like(g_target)
-
-    def read(self, g, state, t_s, rng):
-        return 0.9 * g
-
-
-def _retention_example() -> type[DeviceModel]:
-    """The worked example of docs/devices.md (a non-PCM retention device)."""
-    spec = importlib.util.spec_from_file_location(
-        "retention_device", Path(__file__).parents[1] / "docs" / "examples" / "retention_device.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.Retention
-
-
-@pytest.fixture
-def registered(request):
-    """The device under test registered for the test only (the docs example is not built in)."""
-    name = request.param
-    if name == "test_retention_example":
-        register_device(_retention_example(), name)
-    yield name
-    if name == "test_retention_example":
-        del DEVICES[name]
-
-
-@pytest.mark.parametrize("registered", ["pcm", "ideal", "state_independent",
-                                        "test_ninety_percent", "test_retention_example"],
-                         indirect=True)
-def test_device_model_conformance(registered):
-    """Every registered device model: shapes, non-negative conductances, determinism by rng."""
-    name = registered
-    device = DEVICES[name](HardwareConfig(device=name))
-    g_t = np.linspace(0, 25, 1001)
-    g1, s1 = device.program(g_t, np.random.default_rng(7))
-    g2, s2 = device.program(g_t, np.random.default_rng(7))
-    assert g1.shape == g_t.shape and np.all(g1 >= 0)
-    np.testing.assert_array_equal(g1, g2)
-    r1 = device.read(g1, s1, 3600.0, np.random.default_rng(8))
-    assert r1.shape == g_t.shape and np.all(r1 >= 0) and np.all(np.isfinite(r1))
-    np.testing.assert_array_equal(r1, device.read(g2, s2, 3600.0, np.random.default_rng(8)))
-
-
-def test_registered_device_is_a_valid_hardware_value():
-    assert HardwareConfig(device="test_ninety_percent").device == "test_ninety_percent"
-
-
-def _pcm_read_sigma(mean: np.ndarray, g_prog: np.ndarray, t: float,
-                    hw: HardwareConfig) -> np.ndarray:
-    """DESIGN.md §2.2: sigma_R = Q_s(g_P/g_max) sqrt(ln((t + t0 + t_read)/(2 t_read))), relative
-    to the drifted conductance."""
-    q = np.minimum(0.0088 / np.maximum((g_prog / hw.g_max) ** 0.65, 1e-3), 0.2)
-    return hw.read_noise_scale * q * np.sqrt(np.log((t + T0_S + T_READ_S) / (2 * T_READ_S))) \
-        * np.abs(mean)
-
-
-#: What each device model of the conformance suite declares about its read noise: the hardware
-#: it is read with and the std of one read given the mean read value, the programmed
-#: conductance and the time (DESIGN.md §2.2-2.3 for the built-ins, the docstring for the others).
-READ_NOISE = {
-    "pcm": ({}, _pcm_read_sigma),
-    "ideal": ({}, lambda mean, g, t, hw: np.zeros_like(mean)),
-    "state_independent": ({"sigma_read": 0.02},
-                          lambda mean, g, t, hw: np.full_like(mean, hw.sigma_read * hw.g_max)),
-    "test_ninety_percent": ({}, lambda mean, g, t, hw: np.zeros_like(mean)),
-    "test_retention_example": ({"read_sigma_rel": 0.05},
-                               lambda mean, g, t, hw: 0.05 * np.abs(mean)),
-}
-
-
-@pytest.mark.parametrize("t", [0.0, 3600.0])
-@pytest.mark.parametrize("registered", sorted(READ_NOISE), indirect=True)
-def test_device_read_noise_has_the_declared_statistics(registered, t):
-    """Two reads of the same programmed devices differ by read noise only: (r1 - r2)/sqrt(2)
-    has the declared std per device. 200 000 devices at 10-25 uS (far from the clip at 0):
-    the std of the ratio to the declared sigma is 1 within 1.5 % (the standard error is
-    0.16 %); a noise 25x too small or large, or of the wrong law, fails."""
-    name = registered
-    extra, sigma = READ_NOISE[name]
-    hw = from_dict({"device": name, **extra})  # device parameters by name, as in a study
-    device = DEVICES[name](hw)
-    g_prog, state = device.program(np.linspace(10.0, 25.0, 200_000), np.random.default_rng(1))
-    r1 = device.read(g_prog, state, t, np.random.default_rng(2))
-    r2 = device.read(g_prog, state, t, np.random.default_rng(3))
-    expected = sigma((r1 + r2) / 2, g_prog, t, hw)
-    diff = (r1 - r2) / np.sqrt(2)
-    if not expected.any():
-        np.testing.assert_array_equal(diff, 0.0)
-    else:
-        assert np.std(diff / expected) == pytest.approx(1.0, abs=0.015)
-        assert abs(np.mean(diff / expected)) < 0.01

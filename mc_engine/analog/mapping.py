@@ -262,4 +262,7 @@ def make_mapping(w: np.ndarray, hw: HardwareConfig, w_max: float
     """The mapping of a tile's block ``w`` for ``hw``; ``w_max`` is the layer's max|W|."""
     if hw.conductance_units:
         return ConductanceMapping(w, hw, w_max)
+    if hw.g_converter != "single_pair":      # aihwkit's other converters (analog/converters.py)
+        from mc_engine.analog.converters import make_converter
+        return make_converter(w, hw)
     return WeightUnitPairs(w, hw)

@@ -177,14 +177,17 @@ class Tile:
         stuck one pinned, its partner drifting), all other weights as their re-mapped net."""
         if self.g_prog is None or self.device.exact:
             return
-        pairs = self.mapping.pairs()
-        if self.per.hw.pair_drift != "net" or pairs is None:
+        if self.per.hw.pair_drift != "net":
             self.load(self.faults.pin(self.device.read(self.g_prog, self.state, t_s, rng)))
             return
         g, s = self.mapping.remap_net(self.g_prog)
         g_read = self.device.read(g, self.state, t_s, rng)
         if self.faults.index.size:
-            self._read_stuck_pairs(g_read, pairs, self.mapping.scale_ratio(s), t_s, rng)
+            pairs = self.mapping.pairs()
+            if pairs is None:           # one device per weight: the device itself is stuck
+                self.faults.pin(g_read)
+            else:
+                self._read_stuck_pairs(g_read, pairs, self.mapping.scale_ratio(s), t_s, rng)
         self.load(g_read, s)
 
     def _read_stuck_pairs(self, g_read: np.ndarray, pairs: tuple[np.ndarray, np.ndarray],

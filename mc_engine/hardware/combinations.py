@@ -56,3 +56,19 @@ def _rules(hw: HardwareConfig):
     yield ("stuck_on_fraction", hw.stuck_off_fraction + hw.stuck_on_fraction <= 1.0,
            f"stuck_off_fraction + stuck_on_fraction = "
            f"{hw.stuck_off_fraction + hw.stuck_on_fraction:g} exceeds 1")
+    yield ("g_converter", hw.g_converter == "single_pair" or not hw.conductance_units,
+           f"g_converter = {hw.g_converter!r} is aihwkit's weight-unit mapping; it does not "
+           "combine with weight quantization and slicing (weight_bits > 0) or an offset scheme "
+           "(offset not 'differential'): set g_converter = 'single_pair' for those")
+    yield ("dual_pair_f", hw.g_converter == "dual_pair" or hw.dual_pair_f == 3.0,
+           f"dual_pair_f = {hw.dual_pair_f:g} sets the second pair of g_converter = "
+           "'dual_pair'; set that converter too (or leave dual_pair_f out)")
+    yield ("n_pair_f", hw.g_converter == "n_pair" or not hw.n_pair_f,
+           "n_pair_f lists the pairs of g_converter = 'n_pair'; set that converter too (or "
+           "leave n_pair_f out)")
+    yield ("n_pair_f", hw.g_converter != "n_pair" or bool(hw.n_pair_f),
+           "g_converter = 'n_pair' needs the significance of each pair: n_pair_f = [1, 3, 9] "
+           "(lowest first)")
+    from mc_engine.hardware.devices import DEVICES
+
+    yield from DEVICES[hw.device].combination_rules(hw)

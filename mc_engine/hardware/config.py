@@ -3,7 +3,10 @@
 Field names are the vocabulary used everywhere: ``HardwareConfig`` keyword arguments, the
 ``[hardware]`` / ``[sweep]`` keys of a study file and the Parquet result columns. Defaults equal
 the IBM Analog Hardware Acceleration Kit's ``InferenceRPUConfig`` with ``PCMLikeNoiseModel``
-(DESIGN.md §2), so that results are comparable with that toolkit.
+(DESIGN.md §2), so that results are comparable with that toolkit. A few fields (``g_max``,
+``on_off_ratio``, ``g_converter``) default to what the device model declares (HERMES's g_max of
+20.7 µS, the CMO ReRAM's single device between 9 and 88.2 µS), and to :data:`DEVICE_DEFAULTS`
+for the others.
 """
 
 from __future__ import annotations
@@ -11,9 +14,19 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mc_engine.errors import UserInputError
+from mc_engine.hardware.device_fields import (
+    CONVERTERS,
+    DEVICE_DEFAULTS,
+    device_defaults,
+    device_table,
+    factor_list,
+)
+
+if TYPE_CHECKING:
+    from mc_engine.hardware.tables import DeviceTable
 
 #: Largest tile dimension accepted: far beyond any crossbar, and small enough that sizes derived
 #: from it stay exact in the int64 result columns.
@@ -21,10 +34,14 @@ MAX_TILE_SIZE = 2**31 - 1
 
 
 def _param(default: Any, doc: str, *, lo: float | None = None, hi: float | None = None,
-           choices: tuple | None = None, lo_open: bool = False, inf_ok: bool = False) -> Any:
-    """Declare one hardware parameter: default, doc line (unit and meaning) and allowed values."""
+           choices: tuple | None = None, lo_open: bool = False, inf_ok: bool = False,
+           factors: bool = False) -> Any:
+    """Declare one hardware parameter: default, doc line (unit and meaning) and allowed values.
+    A default of None is the device model's (:data:`DEVICE_DEFAULTS`); ``factors``: a list of
+    positive numbers, stored as a canonical string."""
     return field(default=default, metadata={"doc": doc, "lo": lo, "hi": hi, "choices": choices,
-                                            "lo_open": lo_open, "inf_ok": inf_ok})
+                                            "lo_open": lo_open, "inf_ok": inf_ok,
+                                            "factors": factors})
 
 
 @dataclass(frozen=True)
@@ -96,8 +113,9 @@ class HardwareConfig:
                                                  "its own ADC, shift-and-add after) or 'analog' "
                                                  "(significance-weighted currents summed before "
                                                  "one ADC).", choices=("digital", "analog"))
-    on_off_ratio: float = _param(math.inf, "Device on/off ratio R: g_min = g_max/R; inf = "
-                                           "g_min 0.", lo=1.0, lo_open=True, inf_ok=True)
+    on_off_ratio: float = _param(None, "Device on/off ratio R: g_min = g_max/R; inf = g_min 0. "
+                                       "Default: the device's (9.8 for reram_cmo; inf for "
+                                       "most).", lo=1.0, lo_open=True, inf_ok=True)
     offset: str = _param("differential", "Signed-weight scheme: 'differential' (a device pair "
                                          "per weight), 'dummy_column' (one device per weight "
                                          "plus a reference column at (g_max+g_min)/2 subtracted "
@@ -113,6 +131,19 @@ class HardwareConfig:
                                      "from lo to hi).", choices=("fixed", "calibrated"))
     calibration_samples: int = _param(256, "Training-split samples used to calibrate ADC ranges "
                                            "(adc_range = 'calibrated').", lo=1, hi=1_000_000)
+    g_converter: str = _param(None, "aihwkit's conductance converter, on the weight-unit path: "
+                                    "'single_pair' (a pair per weight), 'single_device' (one "
+                                    "device, [w_min, w_max] of the tile onto [g_min, g_max]), "
+                                    "'dual_pair' (a second pair of significance dual_pair_f, "
+                                    "used once the first is full) or 'n_pair' (pairs of "
+                                    "significances n_pair_f). Default: the device's "
+                                    "('single_device' for reram_cmo, else 'single_pair').",
+                              choices=CONVERTERS)
+    dual_pair_f: float = _param(3.0, "g_converter = 'dual_pair': significance F of the second "
+                                     "pair (aihwkit's f_lst = [1, F]).", lo=0.0, lo_open=True)
+    n_pair_f: str = _param("", "g_converter = 'n_pair': the significance of each pair, lowest "
+                               "first, as a list ([1, 3, 9]; stored as '1.0,3.0,9.0').",
+                           factors=True)
     # --- read-out (periphery) ---
     input_bits_per_cycle: int = _param(0, "Bit-serial inputs: k magnitude bits of the DAC "
                                           "output per cycle (LSB first), each cycle through "
@@ -125,17 +156,27 @@ class HardwareConfig:
     rows_per_adc: int = _param(1, "Rows activated per conversion with readout = 'row_by_row'.",
                                lo=1, hi=1_000_000)
     # --- device (PCM statistical model) ---
-    device: str = _param("pcm", "Device model: 'pcm' (Nandakumar/Joshi PCM statistics), 'ideal' "
-                                "(exact weights, no drift), 'state_independent', or the name of a "
-                                "registered DeviceModel subclass; in a study file also "
+    device: str = _param("pcm", "Device model: 'pcm' (Nandakumar/Joshi PCM statistics), "
+                                "aihwkit's measured 'hermes', 'reram_wan2022', 'reram_cmo', "
+                                "'pcm_custom_drift', 'table' (from a table of measurements), "
+                                "'ideal' (exact weights, no drift), 'state_independent', or the "
+                                "name of a registered DeviceModel subclass; in a study file also "
                                 "'module:Class' (a DeviceModel subclass in a module beside it).")
     device_params: tuple[tuple[str, float], ...] = field(
         default=(), metadata={"doc": "The device model's own parameters (DeviceModel.params), "
                                      "as sorted (name, value) pairs, defaults filled in; given "
                                      "as a mapping. Each is a key and a result column of its "
                                      "own (docs/devices.md).", "column": False})
-    g_max: float = _param(25.0, "Maximum device conductance g_max, in microsiemens.", lo=0.0,
-                          lo_open=True)
+    device_table: str = _param("", "A CSV file of measurements beside the study, for the "
+                                   "devices that read one: 'table' (per-level statistics over "
+                                   "time) and 'pcm_custom_drift' (its drift table).")
+    table: DeviceTable | None = field(
+        default=None, repr=False, metadata={"doc": "The parsed device_table (read once by the "
+                                                   "study; travels with the point).",
+                                            "column": False})
+    g_max: float = _param(None, "Maximum device conductance g_max, in microsiemens. Default: "
+                                "the device's (25 for pcm; 20.7 for hermes, 88.2 for "
+                                "reram_cmo, the top level of a table).", lo=0.0, lo_open=True)
     prog_noise_scale: float = _param(1.0, "Multiplier of the programming-noise sigma.", lo=0.0)
     read_noise_scale: float = _param(1.0, "Multiplier of the 1/f read-noise sigma.", lo=0.0)
     drift_scale: float = _param(1.0, "Multiplier of the drift exponent nu.", lo=0.0)
@@ -166,13 +207,23 @@ class HardwareConfig:
                                      choices=("global", "per_column", "exact", "none"))
 
     def __post_init__(self) -> None:
+        from mc_engine.hardware.devices import check_device_params
+
+        # The device first: its parameters, table and defaults complete the other fields.
+        device = _check(_FIELDS["device"], self.device)
+        params = check_device_params(device, self.device_params)
+        table = device_table(device, _check(_FIELDS["device_table"], self.device_table),
+                              self.table)
+        defaults = device_defaults(device, params, table)
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "device_params":  # checked against the (already valid) device's params
-                from mc_engine.hardware.devices import check_device_params
-                value = check_device_params(self.device, value)
+            if f.name == "device_params":
+                value = params
+            elif f.name == "table":
+                value = table
             else:
-                value = _check(f, value)
+                value = _check(f, defaults[f.name] if value is None and f.name in defaults
+                               else value)
             object.__setattr__(self, f.name, value)
         from mc_engine.hardware.combinations import check_combination
         check_combination(self)
@@ -192,8 +243,8 @@ class HardwareConfig:
     @classmethod
     def describe(cls) -> str:
         """A table of every parameter: name, default and meaning (for docs and --help)."""
-        rows = [f"{f.name:26s} {f.default!r:22s} {f.metadata['doc']}"
-                for f in dataclasses.fields(cls)]
+        rows = [f"{f.name:26s} {_shown_default(f):22s} {f.metadata['doc']}"
+                for f in dataclasses.fields(cls) if f.name != "table"]
         return "\n".join(rows)
 
     def to_dict(self) -> dict[str, Any]:
@@ -203,17 +254,28 @@ class HardwareConfig:
         for f in dataclasses.fields(self):
             if f.name == "device_params":
                 out.update(self.device_params)
-            else:
+            elif f.name != "table":
                 out[f.name] = getattr(self, f.name)
         return out
 
+    def device_defaults(self) -> dict[str, Any]:
+        """The values this point's device gives the fields with a device-dependent default."""
+        return device_defaults(self.device, self.device_params, self.table)
+
     def replace(self, **changes: Any) -> HardwareConfig:
+        """This point with ``changes``. On a change of device, the old model's parameters go,
+        and the fields at the old model's defaults (g_max, ...) take the new model's."""
         base = self.to_dict()
-        if changes.get("device", self.device) != self.device:  # the old model's params go
+        if changes.get("device", self.device) != self.device:
             for name, _ in self.device_params:
                 base.pop(name)
+            for name, value in self.device_defaults().items():
+                if base[name] == value:
+                    base.pop(name)
         params = dict(changes.pop("device_params", {}))
-        return from_dict({**base, **changes, **params})
+        values = {**base, **changes, **params}
+        same_table = values.get("device_table", "") == self.device_table
+        return from_dict(values, table=self.table if same_table else None)
 
     # --- derived quantities (DESIGN.md §2.1) ---
     @property
@@ -279,6 +341,8 @@ def _check(f: dataclasses.Field, value: Any) -> Any:
             raise UserInputError("a number beyond the floating-point range", key=name) from None
         if math.isnan(value) or (math.isinf(value) and not meta["inf_ok"]):
             raise UserInputError(f"expected a finite number, got {value!r}", key=name)
+    elif meta["factors"]:
+        return factor_list(value, name)
     elif kind is str and not isinstance(value, str):
         raise UserInputError(f"expected a string, got {value!r}", key=name)
     choices = meta["choices"]
@@ -308,9 +372,16 @@ def _fmt_choices(choices: tuple) -> str:
     return ", ".join(repr(c).lower() if isinstance(c, bool) else repr(c) for c in choices)
 
 
-def from_dict(values: dict[str, Any]) -> HardwareConfig:
+def _shown_default(f: dataclasses.Field) -> str:
+    if f.default is None and f.name in DEVICE_DEFAULTS:
+        return f"{DEVICE_DEFAULTS[f.name]!r} (device)"
+    return repr(f.default)
+
+
+def from_dict(values: dict[str, Any], table: DeviceTable | None = None) -> HardwareConfig:
     """Build a config from a flat mapping (``to_dict``'s form: the device's own parameters under
-    their names), rejecting unknown keys with the list of known ones."""
+    their names), rejecting unknown keys with the list of known ones. ``table``: the parsed
+    ``device_table``, when the caller has it (else it is looked up by name)."""
     from mc_engine.hardware.devices import DEVICES
 
     values = dict(values)
@@ -326,7 +397,7 @@ def from_dict(values: dict[str, Any]) -> HardwareConfig:
             if declared else ""
         raise UserInputError(f"unknown hardware parameter; known: {', '.join(sorted(known))}"
                              f"{own}", key=unknown[0])
-    return HardwareConfig(**values, device_params=params)
+    return HardwareConfig(**values, device_params=params, table=table)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(HardwareConfig)}

@@ -7,13 +7,21 @@ This is the documented extension point of DESIGN.md §2.2 (docs/devices.md): sub
 a module beside it, ``device = "my_devices:MyDevice"``, which the study layer imports and
 registers under that name. The engine calls only ``program`` and ``read``, with flat float64
 arrays of conductances in microsiemens.
+
+A model may also declare what it needs from the rest of the hardware point: its own defaults of
+hardware fields (``hardware_defaults``: HERMES's g_max), rules that combine its parameters with
+other fields (``combination_rules``), the read times it is defined at (``time_problem``) and a
+table of measurements beside the study (``table_columns``). The measured devices of the
+literature (:mod:`mc_engine.hardware.measured`) and the table device
+(:mod:`mc_engine.hardware.table`) use these.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -21,6 +29,7 @@ from mc_engine.kernels.pcm import pcm_drift_read, pcm_program
 
 if TYPE_CHECKING:
     from mc_engine.hardware.config import HardwareConfig
+    from mc_engine.hardware.tables import DeviceTable
 
 
 #: Names a device parameter cannot take: they are result columns already.
@@ -34,8 +43,9 @@ class DeviceParam:
     """One parameter of a device model: a float with a default, a doc line and its range.
 
     ``lo``/``hi`` bound the value (``lo_open``: strictly above ``lo``); values must be finite.
-    The parameter is set in a study file's ``[hardware]`` table under its own name, swept like
-    any hardware parameter, and stored as a float64 result column of that name.
+    ``choices``: the only values allowed (HERMES's ``num_devices`` 1 or 2). The parameter is set
+    in a study file's ``[hardware]`` table under its own name, swept like any hardware
+    parameter, and stored as a float64 result column of that name.
     """
 
     default: float
@@ -43,9 +53,12 @@ class DeviceParam:
     lo: float | None = None
     hi: float | None = None
     lo_open: bool = False
+    choices: tuple[float, ...] | None = None
 
     def allowed(self) -> str:
-        """The allowed values in words: 'a finite number > 0 and <= 1'."""
+        """The allowed values in words: 'a finite number > 0 and <= 1', 'one of 1, 2'."""
+        if self.choices is not None:
+            return "one of " + ", ".join(f"{c:g}" for c in self.choices)
         parts = []
         if self.lo is not None:
             parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
@@ -63,7 +76,8 @@ class DeviceParam:
             return f"expected {self.allowed()}, got a number beyond the floating-point range"
         if not math.isfinite(value) or (self.lo is not None and (
                 value < self.lo or (self.lo_open and value == self.lo))) or \
-                (self.hi is not None and value > self.hi):
+                (self.hi is not None and value > self.hi) or \
+                (self.choices is not None and value not in self.choices):
             return f"expected {self.allowed()}, got {value!r}"
         return None
 
@@ -78,12 +92,47 @@ class DeviceModel:
     name: ClassVar[str] = ""
     exact: ClassVar[bool] = False
     params: ClassVar[dict[str, DeviceParam]] = {}
+    #: The columns of the table of measurements the model reads (``device_table``, a CSV file
+    #: beside the study); () for a model without one.
+    table_columns: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, hw: HardwareConfig):
         self.hw = hw
         given = dict(hw.device_params)
         self.values: dict[str, float] = {k: float(given.get(k, p.default))
                                          for k, p in self.params.items()}
+
+    @classmethod
+    def hardware_defaults(cls, values: dict[str, float], table: DeviceTable | None
+                          ) -> dict[str, Any]:
+        """The model's own defaults of hardware fields that have a device-dependent default
+        (``g_max``, ``on_off_ratio``, ``g_converter``), from its parameter values and table; a
+        field left out takes the engine's default."""
+        return {}
+
+    @classmethod
+    def combination_rules(cls, hw: HardwareConfig) -> Iterable[tuple[str, bool, str]]:
+        """(key, allowed, message) of every rule that ties the model to other hardware fields:
+        a point where one is not allowed is rejected naming ``key``."""
+        return ()
+
+    @classmethod
+    def table_problem(cls, table: DeviceTable) -> str | None:
+        """What is wrong with ``table`` as this model's table of measurements, or None."""
+        return None
+
+    def time_problem(self, times_s: Sequence[float]) -> str | None:
+        """Why the model cannot be read at some of ``times_s`` (seconds after programming),
+        or None: a study is rejected before anything runs, naming its inference_times."""
+        return None
+
+    def check_time(self, t_s: float) -> None:
+        """Raise UserInputError (key t_inference_s) if the model is not defined at ``t_s``."""
+        problem = self.time_problem((t_s,))
+        if problem:
+            from mc_engine.errors import UserInputError
+
+            raise UserInputError(problem, key="t_inference_s")
 
     def program(self, g_target: np.ndarray, rng: np.random.Generator
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -223,7 +272,8 @@ def check_device_params(device: str, values: object) -> tuple[tuple[str, float],
 
 
 #: The models that ship with the engine (the rest are shipped to Dask workers by the runner).
-BUILTIN_DEVICES = ("pcm", "ideal", "state_independent")
+BUILTIN_DEVICES = ("pcm", "ideal", "state_independent", "hermes", "reram_wan2022", "reram_cmo",
+                   "pcm_custom_drift", "table")
 
 for _cls in (PCMDevice, IdealDevice, StateIndependentDevice):
     register_device(_cls)

@@ -38,7 +38,7 @@ from mc_engine.run.cluster import (
 from mc_engine.run.progress import Progress
 from mc_engine.run.tasks import portable_devices, portable_model, run_ideal, run_trials
 from mc_engine.study import Study, Trial, parse_study
-from mc_engine.study.inputs import CHANGED, Inputs, fingerprint_mismatch
+from mc_engine.study.inputs import TABLE, Inputs, fingerprint_mismatch, what_changed
 from mc_engine.study.spec import FINGERPRINT_KEYS
 
 #: A batch is written when it holds this many trials or is this old, whichever comes first.
@@ -347,6 +347,7 @@ def _check_resumable(store: ResultStore, study: Study, fingerprint: dict[str, st
         raise UserInputError(
             f"the {key} differs from the one that wrote the results in {store.directory} "
             f"(sha256 {here[:12]}... here, {there[:12]}... there: "
-            f"{CHANGED.get(key, 'the checkpoint file')} changed); re-run with --fresh to discard "
+            f"{what_changed(key)} changed); re-run with --fresh to discard "
             f"them, or use another --out", source=study.source,
-            key=key if key in FINGERPRINT_KEYS else "sweep.checkpoint")
+            key=key if key in FINGERPRINT_KEYS else
+            "hardware.device_table" if key.startswith(TABLE) else "sweep.checkpoint")

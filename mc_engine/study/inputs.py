@@ -36,6 +36,15 @@ if TYPE_CHECKING:
 PROBE_SAMPLES = 2
 #: What changes each fingerprint, for the messages.
 CHANGED = {"model": "the checkpoint file or the cached zoo model", "data": "the data file"}
+#: The prefix of a mismatch's ``what`` for a table of measurements (``device_table``).
+TABLE = "device table "
+
+
+def what_changed(what: str) -> str:
+    """The file behind a fingerprint mismatch (``fingerprint_mismatch``'s first item)."""
+    if what.startswith(TABLE):
+        return "the table file"
+    return CHANGED.get(what, "the checkpoint file")
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,14 +78,16 @@ def load_inputs(study: Study, cache_dir: Path) -> Inputs:
                for label, m in models.items()}
         prints = {"model": _sha256_text(json.dumps(per, sort_keys=True)), "data": prints["data"],
                   "checkpoints": per}
+    if study.device_tables:
+        prints["device_tables"] = study.device_tables
     problem = fingerprint_mismatch(study.fingerprint, prints) if study.fingerprint else None
     if problem:
         key, ours, theirs = problem
         raise UserInputError(
             f"the {key} (sha256 {ours[:12]}...) differs from the one this study was "
-            f"run with ({theirs[:12]}...): {CHANGED.get(key, 'the checkpoint file')} changed; "
+            f"run with ({theirs[:12]}...): {what_changed(key)} changed; "
             f"remove study.fingerprint to use it anyway", source=study.source,
-            key=f"study.fingerprint.{key if key in FINGERPRINT_KEYS else 'checkpoints'}")
+            key=f"study.fingerprint.{_print_key(key)}")
     return Inputs(model=model, dataset=dataset, fingerprint=prints, models=models,
                   calibration=calibration)
 
@@ -114,7 +125,17 @@ def fingerprint_mismatch(old: Mapping[str, Any], new: Mapping[str, Any]
     for key in keys:
         if old[key] != new[key]:
             return key, new[key], old[key]
+    tables = old.get("device_tables") or {}
+    for name, sha in (new.get("device_tables") or {}).items():
+        if name in tables and tables[name] != sha:
+            return f"{TABLE}{name!r}", sha, tables[name]
     return None
+
+
+def _print_key(what: str) -> str:
+    if what in FINGERPRINT_KEYS:
+        return what
+    return "device_tables" if what.startswith(TABLE) else "checkpoints"
 
 
 def _checked_model(study: Study, checkpoint: str | None, dataset: Dataset,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from mc_engine.errors import Fail, UserInputError, check_int, short_repr
 from mc_engine.hardware import HardwareConfig, from_dict
+from mc_engine.hardware.device_fields import DEVICE_DEFAULTS
 from mc_engine.hardware.devices import (
     BUILTIN_DEVICES,
     DEVICES,
@@ -30,8 +31,10 @@ from mc_engine.study.sweep import (
     expand_points,
     hardware_point,
     load_devices,
+    load_tables,
     parse_sweep,
     swept_checkpoint,
+    swept_device,
 )
 from mc_engine.study.units import parse_duration
 
@@ -162,6 +165,12 @@ class Study:
                 if p.device not in BUILTIN_DEVICES}
 
     @property
+    def device_tables(self) -> dict[str, str]:
+        """sha256 of every table of measurements (``device_table``) the points read, by name:
+        part of the study's fingerprint."""
+        return {p.table.name: p.table.sha256 for p in self.points if p.table is not None}
+
+    @property
     def device_params(self) -> tuple[str, ...]:
         """The names of the device models' own parameters over all points, sorted: the extra
         float columns of the results."""
@@ -209,6 +218,9 @@ class Study:
         if self.fingerprint:
             study["fingerprint"] = self.fingerprint
         base = from_dict(self.hardware).to_dict()
+        if swept_device(self.sweep, self.zips):  # each swept device gives its own defaults
+            for name in DEVICE_DEFAULTS.keys() - self.hardware.keys():
+                base.pop(name)
         tables: dict[str, Mapping[str, Any]] = {"study": study, "model": self.model,
                                                 "data": self.data, "hardware": base}
         if self.sweep:
@@ -218,6 +230,8 @@ class Study:
                   f"in [model] and [data] are\nrelative to {self.base_dir.resolve()}.")
         if any(":" in name for name in self.custom_devices):
             header += "\n'module:Class' devices are imported from that folder too."
+        if self.device_tables:
+            header += "\ndevice_table files are read from that folder too."
         return toml_writer.dumps(tables, header, {"sweep.zip": list(self.zips)})
 
     def load(self, cache_dir: str | Path) -> Inputs:
@@ -309,6 +323,7 @@ def parse_study(doc: Mapping[str, Any], *, source: str = "<study>",
     base = tables["hardware"]
     folder = Path(base_dir) if base_dir is not None else Path()
     load_devices(base, tables["sweep"], folder, source)
+    load_tables(base, tables["sweep"], folder, source)
     hardware_point(base, source, lambda f: f"hardware.{f}")
     sweep, zips = parse_sweep(tables["sweep"], base, source, fail)
     if "checkpoint" in tables["model"] and swept_checkpoint(sweep, zips):
@@ -316,6 +331,7 @@ def parse_study(doc: Mapping[str, Any], *, source: str = "<study>",
                                        "([sweep] checkpoint = [...]), not both")
     check_size(sweep, zips, max_repeats or repeats, fail)
     points, checkpoints = expand_points(base, sweep, zips, source, fail)
+    check_times(points, times, fail)
     return Study(name=name, seed=seed, repeats=repeats, inference_times_s=times,
                  model=tables["model"], data=tables["data"], hardware=base, sweep=sweep,
                  zips=zips, points=points, description=description, fingerprint=fingerprint,
@@ -323,16 +339,31 @@ def parse_study(doc: Mapping[str, Any], *, source: str = "<study>",
                  max_repeats=max_repeats, checkpoints=checkpoints)
 
 
+def check_times(points: Iterable[HardwareConfig], times: tuple[float, ...], fail: Fail) -> None:
+    """Every point's device model must be defined at every inference time (Wan 2022's fits
+    exist at three times only, a table of measurements over its measured span)."""
+    seen = set()
+    for hw in points:
+        key = (hw.device, hw.device_params, hw.table)
+        if key not in seen:
+            seen.add(key)
+            problem = DEVICES[hw.device](hw).time_problem(times)
+            if problem:
+                raise fail("study.inference_times", problem)
+
+
 def _fingerprint(value: Any, fail: Fail) -> dict[str, Any]:
     if value == {}:
         return {}
     value = dict(value) if isinstance(value, dict) else value
-    per_checkpoint = value.pop("checkpoints", {}) if isinstance(value, dict) else None
+    extra = {k: value.pop(k, {}) if isinstance(value, dict) else None
+             for k in ("checkpoints", "device_tables")}
     if isinstance(value, dict) and sorted(value) == sorted(FINGERPRINT_KEYS) and \
             all(isinstance(v, str) and _SHA256.match(v) for v in value.values()) and \
-            isinstance(per_checkpoint, dict) and \
-            all(isinstance(v, str) and _SHA256.match(v) for v in per_checkpoint.values()):
-        return {**value, "checkpoints": per_checkpoint} if per_checkpoint else value
+            all(isinstance(shas, dict) and all(isinstance(v, str) and _SHA256.match(v)
+                                               for v in shas.values())
+                for shas in extra.values()):
+        return {**value, **{k: shas for k, shas in extra.items() if shas}}
     raise fail("study.fingerprint", "expected { model = \"<sha256>\", data = \"<sha256>\" } as "
                                     "'mc-engine run' writes it into the resolved study.toml, or "
                                     "no fingerprint")

@@ -18,6 +18,7 @@ from mc_engine.data.factory import import_factory
 from mc_engine.errors import Fail, UserInputError
 from mc_engine.hardware import HardwareConfig, from_dict
 from mc_engine.hardware.devices import DeviceModel, declaration_problem, register_device
+from mc_engine.hardware.tables import read_table, register_table
 from mc_engine.study.keys import point_id
 
 #: Trials per study (points x repeats): each is a Dask task and a few result rows; beyond this
@@ -41,16 +42,40 @@ def load_devices(hardware: dict[str, Any], sweep: dict[str, Any], base_dir: Path
     """Import every ``"module:Class"`` device the study names, in [hardware] or swept, so that
     the hardware points can be validated against the class's parameters. Values of the wrong
     shape are left to the hardware and sweep checks."""
-    refs: list[tuple[str, Any]] = [("hardware.device", hardware.get("device"))]
-    if isinstance(sweep.get("device"), list):
-        refs += [("sweep.device", v) for v in sweep["device"]]
-    zips = sweep.get("zip")
-    for i, group in enumerate(zips if isinstance(zips, list) else []):
-        if isinstance(group, dict) and isinstance(group.get("device"), list):
-            refs += [(f"sweep.zip[{i}].device", v) for v in group["device"]]
-    for key, ref in refs:
+    for key, ref in _named("device", hardware, sweep):
         if isinstance(ref, str) and ":" in ref:
             load_device(ref, base_dir, source, key)
+
+
+def load_tables(hardware: dict[str, Any], sweep: dict[str, Any], base_dir: Path,
+                source: str) -> None:
+    """Read every table of measurements (``device_table``) the study names, in [hardware] or
+    swept, from the study file's folder, and register it under its name, so that the hardware
+    points carry it. Values of the wrong shape are left to the hardware and sweep checks."""
+    for key, name in _named("device_table", hardware, sweep):
+        if isinstance(name, str) and name:
+            try:
+                register_table(read_table(base_dir / name, name))
+            except UserInputError as err:
+                message = str(err).removeprefix(f"{err.key}: ")
+                raise UserInputError(message, source=source, key=key) from None
+
+
+def _named(field: str, hardware: dict[str, Any], sweep: dict[str, Any]
+           ) -> list[tuple[str, Any]]:
+    """(dotted key, value) of every value of ``field`` in [hardware], [sweep] and its zips."""
+    refs: list[tuple[str, Any]] = [(f"hardware.{field}", hardware.get(field))]
+    if isinstance(sweep.get(field), list):
+        refs += [(f"sweep.{field}", v) for v in sweep[field]]
+    zips = sweep.get("zip")
+    for i, group in enumerate(zips if isinstance(zips, list) else []):
+        if isinstance(group, dict) and isinstance(group.get(field), list):
+            refs += [(f"sweep.zip[{i}].{field}", v) for v in group[field]]
+    return refs
+
+
+def swept_device(sweep: dict[str, list[Any]], zips: tuple[dict[str, list[Any]], ...]) -> bool:
+    return "device" in sweep or any("device" in z for z in zips)
 
 
 def check_size(sweep: dict[str, list[Any]], zips: tuple[dict[str, list[Any]], ...],
