@@ -262,3 +262,14 @@ def test_resolved_toml_pins_the_fingerprint_of_model_and_data(tmp_path):
                                              r"\(sha256 [0-9a-f]{12}...\) differs"):
         pinned.load(tmp_path / "cache")
     assert study.load(tmp_path / "cache").fingerprint["model"] == prints["model"]
+
+
+def test_fields_added_later_leave_older_point_ids_unchanged():
+    # Ids that results folders written before adc_range, calibration_samples, the converters and
+    # device tables existed hold (measured on that release): those folders must resume, not run
+    # every point again beside their old rows. A non-default value of a later field is its own
+    # point.
+    assert point_id({}) == "d7735d6c8bec"
+    assert point_id({"adc_bits": 8, "weight_bits": 8, "cell_bits": 2}) == "56179e7e4dba"
+    assert point_id({"adc_range": "calibrated", "bound_management": "none"}) != \
+        point_id({"bound_management": "none"})

@@ -20,6 +20,13 @@ from mc_engine.hardware import HardwareConfig, from_dict
 
 POINT_ID_LENGTH = 12
 
+#: Hardware fields added after results folders already existed, with the value every older point
+#: had: at that value they are left out of the id, so a folder written before they existed
+#: resumes instead of running every point again (and keeping the old rows beside the new).
+LATER_FIELDS: dict[str, Any] = {"adc_range": "fixed", "calibration_samples": 256,
+                                "g_converter": "single_pair", "dual_pair_f": 3.0,
+                                "n_pair_f": "", "device_table": ""}
+
 
 def point_id(hardware: HardwareConfig | Mapping[str, Any], checkpoint: str | None = None,
              layer: str | None = None) -> str:
@@ -33,7 +40,8 @@ def point_id(hardware: HardwareConfig | Mapping[str, Any], checkpoint: str | Non
     when given: without them the id is the hardware point's alone.
     """
     config = hardware if isinstance(hardware, HardwareConfig) else from_dict(hardware)
-    values = config.to_dict()
+    values = {k: v for k, v in config.to_dict().items()
+              if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
     if checkpoint is not None:
         values["checkpoint"] = checkpoint
     if layer is not None:
