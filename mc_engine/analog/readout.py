@@ -57,7 +57,7 @@ def convert(readout: Readout, layout: Layout, w_t: torch.Tensor, abs_w_t: torch.
     the scaled input, and which rows saturated the ADC in any conversion.
 
     ``w_t`` is the array matrix transposed (in × columns of ``layout``); ``per`` the tile's
-    :class:`~mc_engine.analog.tile.Periphery`; ``noise`` the pass's noise keys or None (noise
+    :class:`~mc_engine.analog.periphery.Periphery`; ``noise`` the pass's noise keys or None (noise
     off); ``ids`` the rows' indices in the forward call (the noise counters; conversion c of
     row k draws at ids[k] + c * 2^40). ``adc``: the tile's calibrated ADC ranges
     (adc_range = 'calibrated'), which record the pre-ADC values instead while calibrating.

@@ -18,6 +18,7 @@ import torch
 from mc_engine.analog.adc_range import CalibratedADC
 from mc_engine.analog.mapping import make_mapping
 from mc_engine.analog.noise import KIND_INP, KIND_OUT, KIND_W, MVMNoise, NoiseKeys, stream
+from mc_engine.analog.periphery import _EMPTY1, _EMPTY2, Periphery
 from mc_engine.analog.readout import Readout, convert
 from mc_engine.analog.rows import DenseRows, InputRows, ProbeRows
 from mc_engine.hardware.config import HardwareConfig
@@ -30,8 +31,6 @@ from mc_engine.kernels.rng import stream_key
 # tile, time)), so a trial's numbers do not depend on worker count, thread count or
 # evaluation order.
 STAGE_PROGRAM, STAGE_READ, STAGE_MVM, STAGE_FAULTS = 0, 1, 2, 3
-_EMPTY1 = np.zeros(0, np.float32)
-_EMPTY2 = np.zeros((0, 0), np.float32)
 
 
 def split_sizes(size: int, max_size: int) -> list[tuple[int, int]]:
@@ -49,50 +48,6 @@ def split_sizes(size: int, max_size: int) -> list[tuple[int, int]]:
 def time_key(t_s: float) -> int:
     """A seed component that identifies an inference time exactly (its float64 bit pattern)."""
     return int(np.float64(t_s).view(np.uint64))
-
-
-class Periphery:
-    """The float32 constants of the DAC/ADC path of DESIGN.md §2.1, derived once per config."""
-
-    def __init__(self, hw: HardwareConfig):
-        self.hw = hw
-        self.step_in = np.float32(np.float32(hw.inp_res) * np.float32(2.0))
-        self.step_out = np.float32(np.float32(hw.out_res) * np.float32(2.0) *
-                                   np.float32(hw.out_bound)) if math.isfinite(hw.out_bound) \
-            else np.float32(0.0)
-        self.bound = np.float32(hw.out_bound)
-        self.inp_noise = np.float32(hw.inp_noise)
-        self.out_noise = np.float32(hw.out_noise)
-        self.w_noise = np.float32(hw.w_noise)
-        dac_step = 2.0 * hw.inp_res
-        self.r_last = min(0.25 / dac_step if dac_step > 0 else math.inf, 1000.0)
-
-    def alpha(self, source: InputRows, c0: int, c1: int) -> np.ndarray:
-        """Noise-management scale of every input row (0 marks a row whose output is 0)."""
-        mode = self.hw.noise_management
-        if mode == "abs_max":
-            return source.abs_max(c0, c1)
-        value = 1.0 if mode == "none" else self.hw.nm_constant
-        return np.full(source.n_rows, value, np.float32)
-
-    @staticmethod
-    def wake_zero_rows(alpha: np.ndarray, inp_noise: float) -> np.ndarray:
-        """An all-zero input vector (alpha 0) is silent, its output exactly 0, unless input
-        noise drives the lines; then it is converted like any other vector, with alpha = 1
-        (as aihwkit does)."""
-        return np.where(alpha > 0, alpha, np.float32(1.0)) if inp_noise > 0 else alpha
-
-    def weight_noise(self, x3: torch.Tensor, abs_w: torch.Tensor | None
-                     ) -> tuple[np.ndarray, np.ndarray]:
-        """Sigma of the short-term weight noise of every output, for DAC outputs x3 (rows ×
-        groups × inputs): per row, w_noise·‖x~‖₂ ('additive_constant', abs_w None), or per
-        output, w_noise·sqrt(Σ_j |W_ij| x~_j²) ('pcm_read', abs_w: groups × inputs × outputs).
-        Returned as (per row, per output), the unused one empty, rows × groups flattened."""
-        sq = x3 * x3
-        if abs_w is None:
-            return self.w_noise * np.sqrt(sq.sum(-1).numpy().reshape(-1)), _EMPTY2
-        sigma = np.sqrt(torch.einsum("mgi,gio->mgo", sq, abs_w).numpy())
-        return _EMPTY1, self.w_noise * sigma.reshape(-1, abs_w.shape[-1])
 
 
 class Tile:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mc_engine.analog.tile import Periphery
+from mc_engine.analog.periphery import Periphery
 from mc_engine.train.arrays import TileArrays
 
 if TYPE_CHECKING:

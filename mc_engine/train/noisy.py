@@ -15,7 +15,7 @@ the Monte Carlo engine's analog tiles will, in torch, so that gradients flow thr
   input, short-term weight and output noise, the ADC, iterative bound management and the
   digital recombination (slices, rescale, 1/k), with the float32 operation order of
   :mod:`mc_engine.kernels.periphery` and :mod:`mc_engine.analog.readout` and the constants of
-  :class:`mc_engine.analog.tile.Periphery`, so that with the noise off the quantized outputs are
+  :class:`mc_engine.analog.periphery.Periphery`, so that with the noise off the quantized outputs are
   the Monte Carlo engine's; tile outputs summed digitally. Rounding passes the gradient straight
   through. Without a periphery option the layer is a plain torch layer on the weights its tiles
   hold (to float32 rounding of the engine's).
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mc_engine.analog.tile import Periphery
+from mc_engine.analog.periphery import Periphery
 from mc_engine.errors import UserInputError
 from mc_engine.hardware import HardwareConfig
 from mc_engine.train.arrays import TileArrays, tile_arrays, tile_weights
