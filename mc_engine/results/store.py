@@ -16,7 +16,6 @@ then runs its trials (computes the ideal accuracy) again; nothing readable is ev
 
 from __future__ import annotations
 
-import fcntl
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mc_engine.fileio import TEMP_SUFFIX, atomic_write
+from mc_engine.fileio import TEMP_SUFFIX, atomic_write, file_lock
 from mc_engine.results.schema import IDEAL_SCHEMA, ideal_schema, rows_to_table
 
 LOCK_FILE = ".lock"
@@ -59,13 +58,8 @@ class ResultStore:
         Two runs writing the same folder would pick the same part numbers and overwrite each
         other's files, so a run takes this lock for as long as it writes.
         """
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.directory / LOCK_FILE, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_lock(self.directory / LOCK_FILE):
+            yield
 
     def parts(self) -> list[Path]:
         """The complete part files, in the order they were written."""
