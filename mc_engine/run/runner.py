@@ -18,6 +18,7 @@ import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,6 +29,7 @@ import mc_engine
 from mc_engine.errors import UserInputError
 from mc_engine.fileio import check_writable_folder
 from mc_engine.results import ResultStore, trial_rows
+from mc_engine.results.store import identity_stamp
 from mc_engine.run.adaptive import next_trials
 from mc_engine.run.cluster import (
     RunError,
@@ -39,6 +41,7 @@ from mc_engine.run.progress import Progress
 from mc_engine.run.tasks import portable_devices, portable_model, run_ideal, run_trials
 from mc_engine.study import Study, Trial, parse_study
 from mc_engine.study.inputs import CHANGED, Inputs, fingerprint_mismatch
+from mc_engine.study.keys import trial_seed
 from mc_engine.study.spec import FINGERPRINT_KEYS
 
 #: A batch is written when it holds this many trials or is this old, whichever comes first.
@@ -119,10 +122,12 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
         print(f"warning: {path.with_suffix('')}: {problem}; set aside as {path.name}, its "
               f"results are computed again", file=sys.stderr)
     _check_resumable(store, study, inputs.fingerprint)
+    store.stamp = identity_stamp(study.identity(), inputs.fingerprint)   # of rows it writes
+    store.check_own(study.name, store.stamp, partial(trial_seed, study.seed))
     store.write_text(store.study_file.name,
                      replace(study, fingerprint=inputs.fingerprint).to_toml())
 
-    done = store.done_trials()
+    done = store.done_trials(study.inference_times_s)
     if study.target_ci is None:
         trials = [t for t in study.trials() if (t.point_id, t.repeat) not in done]
         n_skipped = study.n_trials - len(trials)
