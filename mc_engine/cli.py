@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mc_engine.errors import UserInputError
-from mc_engine.signals import STOP, Terminated, sigterm_as_stop
+from mc_engine.signals import STOP, Terminated, stop_signals
 
 EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
@@ -165,21 +165,21 @@ def _run(args: argparse.Namespace) -> int:
 
     study = load_study(args.study)
     scheduler = args.scheduler
-    with sigterm_as_stop():
+    with stop_signals():
         if args.scheduler_file is not None:
             scheduler = scheduler_from_file(args.scheduler_file)
         outcome = run_study(study, args.out, workers=args.workers, scheduler=scheduler,
                             fresh=args.fresh)
-        STOP.check()   # a SIGTERM whose exception was swallowed (in a finalizer) still stops
+        STOP.check()   # a stop whose exception was swallowed (in a finalizer) still stops
     print(_summary_table(load_results(outcome.results_dir)))
     print(f"{outcome.n_trials} trials ({outcome.n_run} run now, {outcome.n_skipped} already on "
           f"disk) in {outcome.wall_s:.1f} s -> {outcome.results_dir}")
     return EXIT_OK
 
 
-#: SIGTERM (a batch system's time limit, ``kill``) stops like Ctrl-C, through a flag that the
-#: run's collection loop checks (mc_engine.signals): it can never be swallowed.
-_sigterm_as_interrupt = sigterm_as_stop
+#: SIGTERM (a batch system's time limit, ``kill``) stops like Ctrl-C, both through a flag that
+#: the run's collection loop checks (mc_engine.signals): a stop can never be swallowed.
+_sigterm_as_interrupt = stop_signals
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -244,7 +244,7 @@ def _train(args: argparse.Namespace) -> int:
     from mc_engine.train import load_train, train
 
     spec = load_train(args.train)
-    with sigterm_as_stop():
+    with stop_signals():
         outcome = train(spec, args.out, threads=args.threads, fresh=args.fresh)
     stopped = EXIT_TERMINATED if outcome.terminated else EXIT_INTERRUPTED
     if outcome.checkpoint is None:

@@ -39,6 +39,7 @@ from mc_engine.run.cluster import (
 )
 from mc_engine.run.progress import Progress
 from mc_engine.run.tasks import portable_devices, portable_model, run_ideal, run_trials
+from mc_engine.signals import STOP
 from mc_engine.study import Study, Trial, parse_study
 from mc_engine.study.inputs import CHANGED, Inputs, fingerprint_mismatch
 from mc_engine.study.keys import trial_seed
@@ -57,6 +58,8 @@ MIN_WINDOW = 8
 MAX_BATCH = 16
 #: How often the window follows the cluster's size (workers joining an adaptive cluster).
 WINDOW_REFRESH_S = 2.0
+#: Longest wait for a result before the stop flag is checked again.
+POLL_S = 0.1
 
 T = TypeVar("T")
 
@@ -240,7 +243,7 @@ def windowed(submit: Callable[[T], Future], jobs: Iterable[T],
 
     try:
         top_up()
-        for future in completed:
+        while (future := _next_completed(completed)) is not None:
             job = in_flight.pop(future)
             if time.monotonic() - sized_at >= WINDOW_REFRESH_S:
                 size, sized_at = window(), time.monotonic()
@@ -252,6 +255,18 @@ def windowed(submit: Callable[[T], Future], jobs: Iterable[T],
 
 
 _END = object()
+
+
+def _next_completed(completed: as_completed) -> Future | None:
+    """The next finished future of ``completed`` (None when none is left), waited for in short
+    steps so that a stop signal (:data:`mc_engine.signals.STOP`) is seen at once."""
+    while not completed.has_ready():
+        if completed.is_empty():
+            return None
+        with completed.thread_condition:   # notified as each future finishes
+            completed.thread_condition.wait(timeout=POLL_S)
+        STOP.check()
+    return next(completed)
 
 
 def _print_dashboard(client: Client) -> None:
@@ -268,8 +283,18 @@ def _collect(finished: Iterable[tuple[tuple[Trial, ...] | _Ideal, Future]], n_id
              flush_s: float) -> None:
     """Write results as tasks finish; flush what arrived on any exit.
 
-    Each (point_id, repeat) comes once, so each is written once.
+    Each (point_id, repeat) comes once, so each is written once. A stop signal caught by
+    :func:`mc_engine.signals.stop_signals` (the CLI's) only sets a flag while this runs: the
+    loop checks it between results and stops by raising Terminated or KeyboardInterrupt after
+    the flush, so the signal can neither be lost (in a finalizer) nor cut the flush short.
     """
+    with STOP.checked():   # a stop signal sets the flag; it is checked here, between results
+        _collect_checked(finished, n_ideal, study, store, bar, batch_trials, flush_s)
+
+
+def _collect_checked(finished: Iterable[tuple[tuple[Trial, ...] | _Ideal, Future]],
+                     n_ideal: int, study: Study, store: ResultStore, bar: Progress,
+                     batch_trials: int, flush_s: float) -> None:
     batch: list[dict] = []
     ideal: list[dict] = []
     axis = bool(study.checkpoints)
@@ -283,16 +308,17 @@ def _collect(finished: Iterable[tuple[tuple[Trial, ...] | _Ideal, Future]], n_id
                               "engine_version": mc_engine.__version__})
                 if len(ideal) == n_ideal:   # written once complete: a resume redoes them all
                     store.write_ideal(sorted(ideal, key=lambda r: str(r.get("checkpoint"))))
-                continue
-            for trial, rows in zip(job, result, strict=True):
-                batch += trial_rows(study.name, trial.point_id, trial.hardware, trial.repeat,
-                                    trial.seed, rows, mc_engine.__version__, trial.checkpoint,
-                                    trial.layer)
-            in_batch += len(job)
-            bar.update(len(job))
-            if in_batch >= batch_trials or time.monotonic() - last_flush >= flush_s:
-                store.write_trials(batch, study.device_params, axis)
-                batch, in_batch, last_flush = [], 0, time.monotonic()
+            else:
+                for trial, rows in zip(job, result, strict=True):
+                    batch += trial_rows(study.name, trial.point_id, trial.hardware,
+                                        trial.repeat, trial.seed, rows, mc_engine.__version__,
+                                        trial.checkpoint, trial.layer)
+                in_batch += len(job)
+                bar.update(len(job))
+                if in_batch >= batch_trials or time.monotonic() - last_flush >= flush_s:
+                    store.write_trials(batch, study.device_params, axis)
+                    batch, in_batch, last_flush = [], 0, time.monotonic()
+            STOP.check()   # after each result received: it is kept
     finally:
         if batch:
             store.write_trials(batch, study.device_params, axis)
