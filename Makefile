@@ -22,8 +22,8 @@ test: $(STAMP)
 
 # Plain vs hardware-aware training of the digits MLP, compared on the same simulated chips.
 hwa: $(STAMP)
-	$(VENV)/bin/mc-engine train studies/hwa_digits_plain.toml
-	$(VENV)/bin/mc-engine train studies/hwa_digits_hwa.toml
+	$(VENV)/bin/mc-engine train studies/hwa_digits_plain.toml --fresh
+	$(VENV)/bin/mc-engine train studies/hwa_digits_hwa.toml --fresh
 	$(VENV)/bin/mc-engine run studies/hwa_digits.toml
 
 bench: $(STAMP)

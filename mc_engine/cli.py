@@ -6,7 +6,7 @@
     mc-engine summary RESULTS_DIR
     mc-engine report RESULTS_DIR [--out report.html | FILE.png|.pdf|.svg]
     mc-engine compare RESULTS_DIR --baseline COLUMN=VALUE... --other COLUMN=VALUE...
-    mc-engine train TRAIN [--out DIR] [--threads N]
+    mc-engine train TRAIN [--out DIR] [--threads N] [--fresh]
 
 Exit status: 0 done, 2 invalid input (one line naming file and key, never a traceback), 1 any
 other failure (one line and a hint), 130 interrupted by Ctrl-C, 143 stopped by SIGTERM (what
@@ -16,15 +16,13 @@ was written is kept in both cases). Warnings are one line each.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mc_engine.errors import UserInputError
+from mc_engine.signals import STOP, Terminated, stop_signals
 
 EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
@@ -74,10 +72,6 @@ def _error(message: str) -> None:
 def _warning(message: Warning | str, *args: object, **kwargs: object) -> None:
     """Warnings (unreadable result files set aside or left out) as one line each."""
     _error(f"warning: {message}")
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM: stop like Ctrl-C (keeping what was received), exit with 143."""
 
 
 def _positive_int(text: str) -> int:
@@ -157,6 +151,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="folder of <name>.pt and <name>.json (default: results/checkpoints)")
     train.add_argument("--threads", type=_positive_int, default=1,
                        help="torch CPU threads (default 1: bitwise reproducible for a seed)")
+    train.add_argument("--fresh", action="store_true",
+                       help="replace an earlier checkpoint of this name in --out (without it, "
+                            "an existing <name>.pt is never overwritten)")
     return parser
 
 
@@ -168,33 +165,21 @@ def _run(args: argparse.Namespace) -> int:
 
     study = load_study(args.study)
     scheduler = args.scheduler
-    with _sigterm_as_interrupt():
+    with stop_signals():
         if args.scheduler_file is not None:
             scheduler = scheduler_from_file(args.scheduler_file)
         outcome = run_study(study, args.out, workers=args.workers, scheduler=scheduler,
                             fresh=args.fresh)
+        STOP.check()   # a stop whose exception was swallowed (in a finalizer) still stops
     print(_summary_table(load_results(outcome.results_dir)))
     print(f"{outcome.n_trials} trials ({outcome.n_run} run now, {outcome.n_skipped} already on "
           f"disk) in {outcome.wall_s:.1f} s -> {outcome.results_dir}")
     return EXIT_OK
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM (a batch system's time limit, ``kill``) like Ctrl-C: stop cleanly, keeping
-    what was received, instead of dying with up to one batch of results unwritten."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+#: SIGTERM (a batch system's time limit, ``kill``) stops like Ctrl-C, both through a flag that
+#: the run's collection loop checks (mc_engine.signals): a stop can never be swallowed.
+_sigterm_as_interrupt = stop_signals
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -259,18 +244,20 @@ def _train(args: argparse.Namespace) -> int:
     from mc_engine.train import load_train, train
 
     spec = load_train(args.train)
-    with _sigterm_as_interrupt():
-        outcome = train(spec, args.out, threads=args.threads)
+    with stop_signals():
+        outcome = train(spec, args.out, threads=args.threads, fresh=args.fresh)
+    stopped = EXIT_TERMINATED if outcome.terminated else EXIT_INTERRUPTED
     if outcome.checkpoint is None:
-        _error("interrupted before the first epoch completed; nothing written")
-        return EXIT_INTERRUPTED
+        _error(f"{'terminated (SIGTERM)' if outcome.terminated else 'interrupted'} before the "
+               f"first epoch completed; nothing written")
+        return stopped
     print(f"{outcome.checkpoint} ({outcome.epochs_done} of {spec.epochs} epochs, held-out "
           f"accuracy {outcome.held_out_accuracy:.4f}, {outcome.wall_s:.1f} s; recipe and "
           f"accuracies in {outcome.sidecar})")
     if outcome.interrupted:
-        _error(f"interrupted: {outcome.checkpoint} holds the last completed epoch "
-               f"({outcome.epochs_done})")
-        return EXIT_INTERRUPTED
+        _error(f"{'terminated (SIGTERM)' if outcome.terminated else 'interrupted'}: "
+               f"{outcome.checkpoint} holds the last completed epoch ({outcome.epochs_done})")
+        return stopped
     return EXIT_OK
 
 

@@ -6,12 +6,19 @@ same folder and renamed into place (atomic on POSIX): readers see the old file o
 
 from __future__ import annotations
 
+import fcntl
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 #: Temporaries are hidden files ``.<name>.<pid>.tmp`` beside their target.
 TEMP_SUFFIX = ".tmp"
+
+
+def temp_path(path: Path) -> Path:
+    """The temporary a write of ``path`` goes to before its rename (hidden, beside it)."""
+    return path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
@@ -22,13 +29,28 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+    temp = temp_path(path)
     try:
         write(temp)
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
     return path
+
+
+@contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created, left in place) for the ``with`` block;
+    raises BlockingIOError at once if another process holds it. The operating system releases
+    it when the process ends, however it ends, so a killed run never leaves a stale lock."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def check_writable_folder(folder: str | Path, key: str) -> None:

@@ -17,7 +17,7 @@ from mc_engine import cli
 from mc_engine.cli import main
 from mc_engine.results import ResultStore, load_results
 from mc_engine.run import cluster, run_study
-from mc_engine.run.runner import windowed
+from mc_engine.run.window import windowed
 from mc_engine.study import load_study
 
 STUDY = """
@@ -138,8 +138,8 @@ def test_windowed_submission_keeps_at_most_the_window_in_flight(warm_cluster):
             return future
 
         seen = []
-        for job, future in windowed(submit, range(200), lambda: 5):
-            assert future.result() == job * job
+        for job, result in windowed(submit, range(200), lambda: 5):
+            assert result == job * job
             in_flight.discard(job)
             seen.append(job)
     assert sorted(seen) == list(range(200))

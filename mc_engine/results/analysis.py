@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mc_engine.errors import UserInputError
@@ -20,8 +21,12 @@ from mc_engine.results.schema import fixed_columns, hardware_columns
 from mc_engine.results.store import (
     IDEAL_FILE,
     RESULT_COLUMNS,
+    ROW_KEYS,
     STUDY_FILE,
     ResultStore,
+    finite_rows,
+    part_stamp,
+    unique_rows,
     unreadable,
 )
 
@@ -55,7 +60,31 @@ def load_results(path: str | Path) -> pd.DataFrame:
     if not files:
         raise UserInputError("no results here (expected part-*.parquet files written by "
                              "'mc-engine run')", source=str(path))
-    table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    _check_one_study_per_folder(files)
+    tables = [pq.read_table(f) for f in files]
+    table = pa.concat_tables(tables, promote_options="default")
+    kept = finite_rows(table)
+    rerun: set[tuple] = set()   # trials with a non-finite row: run again whole by a later run
+    if kept.num_rows < table.num_rows:
+        bad = table.filter(pc.invert(pc.fill_null(pc.is_finite(table.column("accuracy")),
+                                                  False)))
+        rerun = set(zip(*(bad.column(k).to_pylist() for k in ROW_KEYS[:3])))
+        lost = len(_row_keys(bad) - _row_keys(kept))
+        if lost:
+            warnings.warn(f"{lost} rows under {path} have no finite accuracy; left out (the "
+                          f"next 'mc-engine run' of the study runs their trials again)",
+                          stacklevel=2)
+    origin = np.repeat(np.arange(len(files)), [t.num_rows for t in tables])
+    origin = origin[np.flatnonzero(_finite_mask(table))]
+    table, dropped = unique_rows(kept)
+    if len(dropped):
+        repeated = kept.take(dropped)
+        copied = [i for i, trial in zip(origin[dropped.to_numpy()], zip(
+            *(repeated.column(k).to_pylist() for k in ROW_KEYS[:3]))) if trial not in rerun]
+        if copied:
+            names = sorted({str(files[i]) for i in copied})
+            warnings.warn(f"{len(copied)} rows of {', '.join(names)} repeat rows of other part "
+                          f"files (a part file copied?); each is counted once", stacklevel=2)
     df = table.to_pandas()
     df = df.sort_values(SORT_KEYS, kind="stable", ignore_index=True)
     df.attrs["results_dir"] = str(path if path.is_dir() else path.parent)
@@ -87,6 +116,30 @@ def first_rounds(folder: Path, studies) -> dict[str, int]:
                 found[str(name)] = study["repeats"]
             break
     return found
+
+
+def _finite_mask(table: pa.Table) -> np.ndarray:
+    return np.isfinite(table.column("accuracy").to_numpy(zero_copy_only=False).astype(float))
+
+
+def _row_keys(table: pa.Table) -> set[tuple]:
+    return set(zip(*(table.column(k).to_pylist() for k in ROW_KEYS)))
+
+
+def _check_one_study_per_folder(files: list[Path]) -> None:
+    """Refuse a study folder whose part files were written by different studies (their study
+    stamps differ: a part file of another study copied in), naming the odd one out."""
+    first: dict[Path, tuple[Path, str]] = {}
+    for file in files:
+        stamp = part_stamp(file)
+        if stamp is None:
+            continue
+        seen = first.setdefault(file.parent, (file, stamp))
+        if seen[1] != stamp:
+            raise UserInputError(f"holds rows of another study than {seen[0].name} beside it "
+                                 f"(their seed, inference times, model, data, mode or name "
+                                 f"differ); move one of them out of {file.parent}",
+                                 source=str(file))
 
 
 def _readable(files: list[Path]) -> list[Path]:

@@ -12,21 +12,33 @@ leaves a half-written file, and every trial's rows land in one file: a trial is 
 completely or not at all, which is what resume relies on. A part file or ideal.parquet damaged
 anyway (a full disk, a copy cut short) is set aside as ``<name>.corrupt`` by the next run, which
 then runs its trials (computes the ideal accuracy) again; nothing readable is ever deleted.
+
+The store knows its own trials exactly. Every part file carries the stamp of the study that wrote
+it (:func:`identity_stamp`: the sha256 of the study's identity and fingerprint, in the Parquet
+metadata): a resume refuses a part file of another study by name (:meth:`ResultStore.check_own`;
+files of older versions, without a stamp, are checked by the study name and trial seed of every
+row). A trial is done only when it has a row with a finite accuracy at every inference time
+(other rows are left out when read, :func:`finite_rows`); a row that appears twice (a part file
+copied) counts once (:func:`unique_rows`).
 """
 
 from __future__ import annotations
 
-import fcntl
+import hashlib
+import json
+import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mc_engine.fileio import TEMP_SUFFIX, atomic_write
+from mc_engine.errors import UserInputError
+from mc_engine.fileio import TEMP_SUFFIX, atomic_write, file_lock
 from mc_engine.results.schema import IDEAL_SCHEMA, ideal_schema, rows_to_table
 
 LOCK_FILE = ".lock"
@@ -36,13 +48,56 @@ CORRUPT_SUFFIX = ".corrupt"
 _PART = re.compile(r"^part-(\d+)\.parquet$")
 #: Columns without which a part file cannot be resumed or summarised.
 RESULT_COLUMNS = ("study", "point_id", "repeat", "t_inference_s", "accuracy")
+#: What makes a row unique: one trial (point x repeat) at one inference time.
+ROW_KEYS = ("study", "point_id", "repeat", "t_inference_s")
+#: The Parquet metadata key of a part file's study stamp.
+STAMP_KEY = b"mc_engine.study_identity"
+
+
+def identity_stamp(identity: Mapping[str, Any], fingerprint: Mapping[str, Any]) -> str:
+    """The stamp of a study's rows: sha256 of its identity (``Study.identity()``: name, seed,
+    times, model, data, mode) and of its model and data fingerprint (the model's only without a
+    checkpoint axis, whose checkpoints may grow). Rows of two studies with the same stamp are
+    comparable trials of one study."""
+    prints = {k: fingerprint.get(k) for k in ("model", "data")}
+    if "checkpoints" in fingerprint:
+        prints.pop("model")
+    text = json.dumps({"identity": identity, "fingerprint": prints}, sort_keys=True,
+                      default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def part_stamp(path: Path) -> str | None:
+    """The study stamp of a part file (None: written before stamps, or not by mc-engine)."""
+    metadata = pq.read_schema(path).metadata or {}
+    stamp = metadata.get(STAMP_KEY)
+    return stamp.decode() if stamp is not None else None
+
+
+def finite_rows(table: pa.Table) -> pa.Table:
+    """The rows of ``table`` with a finite accuracy (a trial with any other is not done)."""
+    return table.filter(pc.fill_null(pc.is_finite(table.column("accuracy")), False))
+
+
+def unique_rows(table: pa.Table) -> tuple[pa.Table, pa.Array]:
+    """``table`` with each (study, point_id, repeat, t_inference_s) once, the first of
+    repeated rows kept, in the order of ``table``; and the indices of the rows dropped."""
+    if table.num_rows == 0 or not set(ROW_KEYS) <= set(table.column_names):
+        return table, pa.array([], pa.int64())
+    index = pa.array(range(table.num_rows), pa.int64())
+    keys = pa.table({**{k: table.column(k) for k in ROW_KEYS}, "i": index})
+    first = keys.group_by(list(ROW_KEYS), use_threads=False).aggregate([("i", "min")])
+    kept = pc.take(first.column("i_min"), pc.sort_indices(first.column("i_min")))
+    return table.take(kept), pc.filter(index, pc.invert(pc.is_in(index, kept)))
 
 
 class ResultStore:
     """Reads and writes one study's results folder."""
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, stamp: str | None = None):
         self.directory = Path(directory)
+        #: The study stamp written into every part file (:func:`identity_stamp`).
+        self.stamp = stamp
 
     @property
     def study_file(self) -> Path:
@@ -59,13 +114,8 @@ class ResultStore:
         Two runs writing the same folder would pick the same part numbers and overwrite each
         other's files, so a run takes this lock for as long as it writes.
         """
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.directory / LOCK_FILE, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_lock(self.directory / LOCK_FILE):
+            yield
 
     def parts(self) -> list[Path]:
         """The complete part files, in the order they were written."""
@@ -109,22 +159,60 @@ class ResultStore:
                 moved.append((target, problem))
         return moved
 
-    def done_trials(self) -> set[tuple[str, int]]:
-        """(point_id, repeat) of every trial already on disk."""
-        done: set[tuple[str, int]] = set()
+    def check_own(self, name: str, stamp: str, seed_of: Callable[[int], int]) -> None:
+        """Raise UserInputError naming the first part file that holds rows of another study
+        than the one of ``stamp`` (:func:`identity_stamp`); a part file without a stamp (older
+        versions) must hold rows of study ``name`` whose seed is ``seed_of(repeat)``."""
+        seeds: dict[int, int] = {}
         for part in self.parts():
-            table = pq.read_table(part, columns=["point_id", "repeat"])
-            done.update(zip(table.column("point_id").to_pylist(),
-                            table.column("repeat").to_pylist()))
-        return done
+            theirs = part_stamp(part)
+            if theirs is not None:
+                why = "" if theirs == stamp else "it was written by a study whose seed, " \
+                    "inference times, model, data, mode or name differ from this one's"
+            else:
+                table = pq.read_table(part, columns=["study", "repeat", "seed"])
+                why = ""
+                for study, repeat, seed in zip(*(table.column(c).to_pylist()
+                                                 for c in ("study", "repeat", "seed"))):
+                    expected = seeds.setdefault(repeat, seed_of(repeat))
+                    if study != name or seed != expected:
+                        why = f"a row of study {study!r} (repeat {repeat}, seed {seed}) is no " \
+                              f"trial of this study ({name!r}, seed {expected})"
+                        break
+            if why:
+                raise UserInputError(f"holds rows of another study: {why}; move it out of "
+                                     f"{self.directory}, or re-run with --fresh to discard "
+                                     f"every result there", source=str(part))
+
+    def done_trials(self, times: Sequence[float] | None = None) -> set[tuple[str, int]]:
+        """(point_id, repeat) of every trial completely on disk: with a finite accuracy at each
+        of ``times`` (default: at every time it has a row at). A trial with a non-finite row
+        (NaN accuracy) is not done, and is run again."""
+        rows: dict[tuple[str, int], set[float]] = {}
+        finite: dict[tuple[str, int], set[float]] = {}
+        for part in self.parts():
+            table = pq.read_table(part, columns=["point_id", "repeat", "t_inference_s",
+                                                 "accuracy"])
+            for pid, repeat, t, acc in zip(*(table.column(c).to_pylist()
+                                              for c in table.column_names)):
+                rows.setdefault((pid, repeat), set()).add(t)
+                if acc is not None and math.isfinite(acc):
+                    finite.setdefault((pid, repeat), set()).add(t)
+        wanted = set(times) if times is not None else None
+        return {trial for trial, at in finite.items()
+                if at >= (wanted if wanted is not None else rows[trial])}
 
     def read(self, columns: Sequence[str]) -> pa.Table:
-        """These columns of every row on disk (an empty table when there is none)."""
+        """These columns of every row on disk (an empty table when there is none): rows with a
+        finite accuracy (:func:`finite_rows`), each once (:func:`unique_rows`)."""
         parts = self.parts()
         if not parts:
             return pa.table({c: pa.array([], type=rows_to_table([]).schema.field(c).type)
                              for c in columns})
-        return pa.concat_tables([pq.read_table(p, columns=list(columns)) for p in parts])
+        names = list(dict.fromkeys([*columns, *ROW_KEYS, "accuracy"]))
+        table = pa.concat_tables([pq.read_table(p, columns=names) for p in parts],
+                                 promote_options="default")
+        return unique_rows(finite_rows(table))[0].select(list(columns))
 
     def write_text(self, name: str, text: str) -> None:
         atomic_write(self.directory / name, lambda temp: temp.write_text(text, encoding="utf-8"))
@@ -141,6 +229,9 @@ class ResultStore:
         number = int(_PART.match(parts[-1].name).group(1)) + 1 if parts else 0
         path = self.directory / f"part-{number:05d}.parquet"
         table = rows_to_table(rows, device_params, checkpoint)
+        if self.stamp is not None:
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                                   STAMP_KEY: self.stamp.encode()})
         return atomic_write(path, lambda temp: pq.write_table(table, temp))
 
     def write_ideal(self, row: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:

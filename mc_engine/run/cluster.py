@@ -12,7 +12,6 @@ import resource
 import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from distributed import Client, LocalCluster
 from distributed.comm.addressing import parse_address, parse_host_port
 
 from mc_engine.errors import UserInputError
+from mc_engine.signals import signals_deferred
 
 #: Set in worker processes before they start, so BLAS, OpenMP (torch) and Numba stay on one
 #: thread: one single-threaded worker per core is the unit of parallelism (DESIGN.md §6).
@@ -168,7 +168,7 @@ def open_client(workers: int | None = None, scheduler: str | None = None) -> Ite
     config = {"distributed.nanny.pre-spawn-environ": WORKER_ENV,
               "distributed.worker.preload": [WORKER_PRELOAD],
               "distributed.worker.profile.enabled": False}
-    with _signals_deferred() as received, dask.config.set(config):
+    with signals_deferred() as received, dask.config.set(config):
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                                dashboard_address=":0", env=WORKER_ENV,
                                silence_logs=logging.CRITICAL)
@@ -179,22 +179,3 @@ def open_client(workers: int | None = None, scheduler: str | None = None) -> Ite
             yield client
     finally:
         cluster.close()
-
-
-@contextmanager
-def _signals_deferred() -> Iterator[list[int]]:
-    """Hold back SIGINT and SIGTERM while the local cluster starts; yields the list of those
-    that came meanwhile, for the caller to raise again once start-up is over (interrupting a
-    start-up midway leaves worker processes behind). The workers themselves ignore SIGINT
-    (WORKER_PRELOAD); SIGTERM is for everybody."""
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-    previous = {signum: signal.signal(signum, lambda n, frame: received.append(n))
-                for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)

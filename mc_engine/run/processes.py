@@ -28,10 +28,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def dask_processes(cwd: Path, n_workers: int = 2) -> Iterator[str]:
+def dask_processes(cwd: Path, n_workers: int = 2, nanny: bool = True) -> Iterator[str]:
     """A `dask scheduler` and ``n_workers`` `dask worker --nthreads 1` processes on loopback,
     started in ``cwd`` (so modules beside a study elsewhere are not importable); yields the
-    address once every worker has joined, and kills them all on exit."""
+    address once every worker has joined, and kills them all on exit. ``nanny = False``:
+    workers without a nanny (``--no-nanny``), which nothing restarts when they die."""
     from distributed import Client
 
     address = f"tcp://127.0.0.1:{free_port()}"
@@ -43,7 +44,8 @@ def dask_processes(cwd: Path, n_workers: int = 2) -> Iterator[str]:
                               **common)]
     try:
         procs += [subprocess.Popen([BIN / "dask", "worker", address, "--nthreads", "1",
-                                    "--no-dashboard", "--host", "127.0.0.1"], **common)
+                                    "--no-dashboard", "--host", "127.0.0.1",
+                                    *([] if nanny else ["--no-nanny"])], **common)
                   for _ in range(n_workers)]
         with Client(address, timeout="30s") as client:
             client.wait_for_workers(n_workers, timeout=60)

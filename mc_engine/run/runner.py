@@ -15,19 +15,21 @@ from __future__ import annotations
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
 import pyarrow.parquet as pq
-from distributed import Client, Future, as_completed
+from distributed import Client, Future
 
 import mc_engine
 from mc_engine.errors import UserInputError
 from mc_engine.fileio import check_writable_folder
 from mc_engine.results import ResultStore, trial_rows
+from mc_engine.results.store import identity_stamp
 from mc_engine.run.adaptive import next_trials
 from mc_engine.run.cluster import (
     RunError,
@@ -37,14 +39,17 @@ from mc_engine.run.cluster import (
 )
 from mc_engine.run.progress import Progress
 from mc_engine.run.tasks import portable_devices, portable_model, run_ideal, run_trials
+from mc_engine.run.window import wait_for_a_worker, windowed
+from mc_engine.signals import STOP
 from mc_engine.study import Study, Trial, parse_study
 from mc_engine.study.inputs import TABLE, Inputs, fingerprint_mismatch, what_changed
+from mc_engine.study.keys import trial_seed
 from mc_engine.study.spec import FINGERPRINT_KEYS
 
 #: A batch is written when it holds this many trials or is this old, whichever comes first.
 BATCH_TRIALS = 500
 FLUSH_S = 20.0
-#: How often Dask re-runs a trial whose worker died.
+#: How often Dask re-runs a trial that raised (a worker that died: mc_engine.run.window).
 RETRIES = 2
 #: Tasks in flight per worker thread: enough to keep every worker busy while results travel
 #: back, few enough that the client holds a bounded number of futures (and results).
@@ -52,10 +57,6 @@ WINDOW_PER_THREAD = 4
 MIN_WINDOW = 8
 #: At most this many trials (chips) in one task.
 MAX_BATCH = 16
-#: How often the window follows the cluster's size (workers joining an adaptive cluster).
-WINDOW_REFRESH_S = 2.0
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -119,10 +120,12 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
         print(f"warning: {path.with_suffix('')}: {problem}; set aside as {path.name}, its "
               f"results are computed again", file=sys.stderr)
     _check_resumable(store, study, inputs.fingerprint)
+    store.stamp = identity_stamp(study.identity(), inputs.fingerprint)   # of rows it writes
+    store.check_own(study.name, store.stamp, partial(trial_seed, study.seed))
     store.write_text(store.study_file.name,
                      replace(study, fingerprint=inputs.fingerprint).to_toml())
 
-    done = store.done_trials()
+    done = store.done_trials(study.inference_times_s)
     if study.target_ci is None:
         trials = [t for t in study.trials() if (t.point_id, t.repeat) not in done]
         n_skipped = study.n_trials - len(trials)
@@ -136,37 +139,49 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
         if progress:
             _print_dashboard(client)
         # One model per checkpoint of a checkpoint axis (key None without one).
-        model_fs = {label: client.scatter(portable_model(model, study.base_dir), broadcast=True,
-                                          hash=False)
-                    for label, model in (inputs.models or {None: inputs.model}).items()}
-        x_f = client.scatter(inputs.dataset.x, broadcast=True, hash=False)
-        y_f = client.scatter(inputs.dataset.y, broadcast=True, hash=False)
-        calib_f = None if inputs.calibration is None else \
-            client.scatter(inputs.calibration, broadcast=True, hash=False)
+        models = {label: portable_model(model, study.base_dir)
+                  for label, model in (inputs.models or {None: inputs.model}).items()}
         custom = study.custom_devices  # device models the workers may not be able to import
-        devices_f = client.scatter(portable_devices(custom), broadcast=True, hash=False) \
-            if custom else None
+        shipped = {"x": inputs.dataset.x, "y": inputs.dataset.y, "calib": inputs.calibration,
+                   "devices": portable_devices(custom) if custom else None,
+                   **{("model", label): blob for label, blob in models.items()}}
+        inputs_f = _scatter(client, shipped)
+
+        def recover() -> None:
+            """Scatter the inputs again when a worker that was the only one holding them died
+            (once a worker is there again)."""
+            if any(f.status != "finished" for f in inputs_f.values() if f is not None):
+                wait_for_a_worker(client)
+                inputs_f.update(_scatter(client, shipped))
 
         def submit(job: tuple[Trial, ...] | _Ideal) -> Future:
+            f = inputs_f
             if isinstance(job, _Ideal):
-                return client.submit(run_ideal, model_fs[job.checkpoint], x_f, y_f,
+                return client.submit(run_ideal, f["model", job.checkpoint], f["x"], f["y"],
                                      retries=RETRIES, pure=False)
             chips = [(t.hardware, t.seed, t.analog_layers) for t in job]
-            return client.submit(run_trials, model_fs[job[0].checkpoint], x_f, y_f,
-                                 study.inference_times_s, devices_f, chips, calib_f,
+            return client.submit(run_trials, f["model", job[0].checkpoint], f["x"], f["y"],
+                                 study.inference_times_s, f["devices"], chips, f["calib"],
                                  retries=RETRIES, pure=False)
 
-        ideals = [_Ideal(label) for label in model_fs] if need_ideal else []
+        ideals = [_Ideal(label) for label in models] if need_ideal else []
         with Progress(n_skipped + len(trials), n_skipped, study.name, enabled=progress) as bar:
             while trials or ideals:  # one round unless the study has adaptive repeats
                 size = chip_batch_size(len(trials), task_window(client))
                 jobs: list[tuple[Trial, ...] | _Ideal] = [*ideals, *chip_batches(trials, size)]
-                with closing(windowed(submit, jobs, lambda: task_window(client))) as finished:
+                with closing(windowed(submit, jobs, lambda: task_window(client),
+                                      recover)) as finished:
                     _collect(finished, len(ideals), study, store, bar, batch_trials, flush_s)
                 n_run, ideals = n_run + len(trials), []
                 trials = _next_round(study, store) if study.target_ci is not None else []
                 bar.add_total(len(trials))
     return n_skipped, n_run
+
+
+def _scatter(client: Client, shipped: dict) -> dict:
+    """Each of the ``shipped`` inputs (None stays None) on every worker: a future per input."""
+    return {key: None if value is None else client.scatter(value, broadcast=True, hash=False)
+            for key, value in shipped.items()}
 
 
 def _next_round(study: Study, store: ResultStore) -> list[Trial]:
@@ -208,47 +223,6 @@ def task_window(client: Client) -> int:
     return max(MIN_WINDOW, WINDOW_PER_THREAD * threads)
 
 
-def windowed(submit: Callable[[T], Future], jobs: Iterable[T],
-             window: Callable[[], int]) -> Iterator[tuple[T, Future]]:
-    """Submit ``jobs`` in order, keeping at most ``window()`` of them in flight, and yield
-    (job, finished future) as each completes.
-
-    Only the futures in flight exist at any time, so the client's memory does not grow with the
-    number of jobs. ``window`` is asked again every WINDOW_REFRESH_S, so the window follows
-    workers that join later. Closing the generator (or an error in the caller) cancels the
-    futures still in flight. Dask retries a lost worker's task under the same future, so each
-    job is yielded once.
-    """
-    queue = iter(jobs)
-    in_flight: dict[Future, T] = {}
-    completed = as_completed()
-    size, sized_at = window(), time.monotonic()
-
-    def top_up() -> None:
-        while len(in_flight) < size:
-            job = next(queue, _END)
-            if job is _END:
-                return
-            future = submit(job)
-            in_flight[future] = job
-            completed.add(future)
-
-    try:
-        top_up()
-        for future in completed:
-            job = in_flight.pop(future)
-            if time.monotonic() - sized_at >= WINDOW_REFRESH_S:
-                size, sized_at = window(), time.monotonic()
-            top_up()
-            yield job, future
-    finally:
-        for future in in_flight:
-            future.cancel()
-
-
-_END = object()
-
-
 def _print_dashboard(client: Client) -> None:
     """Say where the Dask dashboard of this run is (or how to get one)."""
     if "dashboard" in client.scheduler_info().get("services", {}):
@@ -258,36 +232,46 @@ def _print_dashboard(client: Client) -> None:
               "where it runs to get it)", file=sys.stderr)
 
 
-def _collect(finished: Iterable[tuple[tuple[Trial, ...] | _Ideal, Future]], n_ideal: int,
+def _collect(finished: Iterable[tuple[tuple[Trial, ...] | _Ideal, Any]], n_ideal: int,
              study: Study, store: ResultStore, bar: Progress, batch_trials: int,
              flush_s: float) -> None:
     """Write results as tasks finish; flush what arrived on any exit.
 
-    Each (point_id, repeat) comes once, so each is written once.
+    Each (point_id, repeat) comes once, so each is written once. A stop signal caught by
+    :func:`mc_engine.signals.stop_signals` (the CLI's) only sets a flag while this runs: the
+    loop checks it between results and stops by raising Terminated or KeyboardInterrupt after
+    the flush, so the signal can neither be lost (in a finalizer) nor cut the flush short.
     """
+    with STOP.checked():   # a stop signal sets the flag; it is checked here, between results
+        _collect_checked(finished, n_ideal, study, store, bar, batch_trials, flush_s)
+
+
+def _collect_checked(finished: Iterable[tuple[tuple[Trial, ...] | _Ideal, Any]],
+                     n_ideal: int, study: Study, store: ResultStore, bar: Progress,
+                     batch_trials: int, flush_s: float) -> None:
     batch: list[dict] = []
     ideal: list[dict] = []
     axis = bool(study.checkpoints)
     in_batch, last_flush = 0, time.monotonic()
     try:
-        for job, future in finished:
-            result = future.result()
+        for job, result in finished:
             if isinstance(job, _Ideal):
                 label = {"checkpoint": job.checkpoint} if axis else {}
                 ideal.append({"study": study.name, **label, **result,
                               "engine_version": mc_engine.__version__})
                 if len(ideal) == n_ideal:   # written once complete: a resume redoes them all
                     store.write_ideal(sorted(ideal, key=lambda r: str(r.get("checkpoint"))))
-                continue
-            for trial, rows in zip(job, result, strict=True):
-                batch += trial_rows(study.name, trial.point_id, trial.hardware, trial.repeat,
-                                    trial.seed, rows, mc_engine.__version__, trial.checkpoint,
-                                    trial.layer)
-            in_batch += len(job)
-            bar.update(len(job))
-            if in_batch >= batch_trials or time.monotonic() - last_flush >= flush_s:
-                store.write_trials(batch, study.device_params, axis)
-                batch, in_batch, last_flush = [], 0, time.monotonic()
+            else:
+                for trial, rows in zip(job, result, strict=True):
+                    batch += trial_rows(study.name, trial.point_id, trial.hardware,
+                                        trial.repeat, trial.seed, rows, mc_engine.__version__,
+                                        trial.checkpoint, trial.layer)
+                in_batch += len(job)
+                bar.update(len(job))
+                if in_batch >= batch_trials or time.monotonic() - last_flush >= flush_s:
+                    store.write_trials(batch, study.device_params, axis)
+                    batch, in_batch, last_flush = [], 0, time.monotonic()
+            STOP.check()   # after each result received: it is kept
     finally:
         if batch:
             store.write_trials(batch, study.device_params, axis)

@@ -14,9 +14,9 @@ the Monte Carlo engine's analog tiles will, in torch, so that gradients flow thr
 - inputs and outputs (only when a periphery option is on): per tile, noise management, the DAC,
   input, short-term weight and output noise, the ADC, iterative bound management and the
   digital recombination (slices, rescale, 1/k), with the float32 operation order of
-  :mod:`mc_engine.kernels.periphery` and :mod:`mc_engine.analog.readout` and the constants of
-  :class:`mc_engine.analog.periphery.Periphery`, so that with the noise off the quantized outputs are
-  the Monte Carlo engine's; tile outputs summed digitally. Rounding passes the gradient straight
+  :mod:`mc_engine.kernels.periphery` and :mod:`mc_engine.analog.readout` and the constants
+  of :class:`mc_engine.analog.periphery.Periphery`, so that with the noise off the quantized
+  outputs are the Monte Carlo engine's; tile outputs summed digitally. Rounding passes the gradient straight
   through. Without a periphery option the layer is a plain torch layer on the weights its tiles
   hold (to float32 rounding of the engine's).
 
