@@ -16,8 +16,8 @@ the Monte Carlo engine's analog tiles will, in torch, so that gradients flow thr
   digital recombination (slices, rescale, 1/k), with the float32 operation order of
   :mod:`mc_engine.kernels.periphery` and :mod:`mc_engine.analog.readout` and the constants
   of :class:`mc_engine.analog.periphery.Periphery`, so that with the noise off the quantized
-  outputs are the Monte Carlo engine's; tile outputs summed digitally. Rounding passes the gradient straight
-  through. Without a periphery option the layer is a plain torch layer on the weights its tiles
+  outputs are the Monte Carlo engine's; tile outputs summed digitally. Rounding passes the
+  gradient straight through. Without a periphery option the layer is a plain torch layer on the weights its tiles
   hold (to float32 rounding of the engine's).
 
 The engine itself never runs here: drift, read noise and drift compensation are inference-time
