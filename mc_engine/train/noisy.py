@@ -17,8 +17,8 @@ the Monte Carlo engine's analog tiles will, in torch, so that gradients flow thr
   :mod:`mc_engine.kernels.periphery` and :mod:`mc_engine.analog.readout` and the constants
   of :class:`mc_engine.analog.periphery.Periphery`, so that with the noise off the quantized
   outputs are the Monte Carlo engine's; tile outputs summed digitally. Rounding passes the
-  gradient straight through. Without a periphery option the layer is a plain torch layer on the weights its tiles
-  hold (to float32 rounding of the engine's).
+  gradient straight through. Without a periphery option the layer is a plain torch layer on the
+  weights its tiles hold (to float32 rounding of the engine's).
 
 The engine itself never runs here: drift, read noise and drift compensation are inference-time
 effects and are left to the study; read-out schemes the forward does not mirror are rejected by
