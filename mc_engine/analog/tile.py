@@ -21,6 +21,7 @@ from mc_engine.analog.noise import KIND_INP, KIND_OUT, KIND_W, MVMNoise, NoiseKe
 from mc_engine.analog.periphery import _EMPTY1, _EMPTY2, Periphery
 from mc_engine.analog.readout import Readout, convert
 from mc_engine.analog.rows import DenseRows, InputRows, ProbeRows
+from mc_engine.hardware import device_calls
 from mc_engine.hardware.config import HardwareConfig
 from mc_engine.hardware.devices import DEVICES, DeviceModel
 from mc_engine.hardware.variation import NO_FAULTS, apply_variation, has_variation
@@ -119,7 +120,7 @@ class Tile:
     def program(self, rng: np.random.Generator, rng_faults: np.random.Generator | None) -> None:
         """Program every device (programming noise, drift exponents, variation and faults)."""
         g_target = self.mapping.targets()
-        self.g_prog, self.state = self.device.program(g_target, rng)
+        self.g_prog, self.state = device_calls.program(self.device, g_target, rng)
         if rng_faults is not None:
             self.g_prog, self.faults = apply_variation(self.g_prog, self.per.hw, rng_faults)
         self.comp = np.ones_like(self.comp)
@@ -133,10 +134,11 @@ class Tile:
         if self.g_prog is None or self.device.exact:
             return
         if self.per.hw.pair_drift != "net":
-            self.load(self.faults.pin(self.device.read(self.g_prog, self.state, t_s, rng)))
+            self.load(self.faults.pin(device_calls.read(self.device, self.g_prog, self.state,
+                                                        t_s, rng)))
             return
         g, s = self.mapping.remap_net(self.g_prog)
-        g_read = self.device.read(g, self.state, t_s, rng)
+        g_read = device_calls.read(self.device, g, self.state, t_s, rng)
         if self.faults.index.size:
             pairs = self.mapping.pairs()
             if pairs is None:           # one device per weight: the device itself is stuck
@@ -156,7 +158,8 @@ class Tile:
         hit = np.flatnonzero(stuck[plus] | stuck[minus])
         devices = np.concatenate([plus[hit], minus[hit]])
         alone = self.g_prog.copy()
-        alone[devices] = self.device.read(self.g_prog[devices], self.state[devices], t_s, rng)
+        alone[devices] = device_calls.read(self.device, self.g_prog[devices],
+                                           self.state[devices], t_s, rng)
         self.faults.pin(alone)
         net = (alone[plus[hit]] - alone[minus[hit]]) * ratio
         g_min = self.mapping.g_min

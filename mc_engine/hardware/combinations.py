@@ -46,6 +46,9 @@ def _rules(hw: HardwareConfig):
     yield ("input_bits_per_cycle", hw.input_bits_per_cycle == 0 or hw.dac_bits >= 2,
            "bit-serial inputs slice the DAC's output: set dac_bits >= 2 (or "
            "input_bits_per_cycle = 0)")
+    yield ("input_bits_per_cycle", hw.input_bits_per_cycle <= max(hw.dac_bits - 1, 1),
+           f"input_bits_per_cycle = {hw.input_bits_per_cycle} exceeds the {hw.dac_bits - 1} "
+           f"magnitude bits of dac_bits = {hw.dac_bits}: set it to at most {hw.dac_bits - 1}")
     yield ("bound_management", hw.input_bits_per_cycle == 0 or hw.bound_management == "none",
            "bound_management = 'iterative' re-runs saturated inputs at a smaller scale, which "
            "bit-serial inputs (input_bits_per_cycle > 0) cannot do: set bound_management = "
@@ -72,3 +75,48 @@ def _rules(hw: HardwareConfig):
     from mc_engine.hardware.devices import DEVICES
 
     yield from DEVICES[hw.device].combination_rules(hw)
+
+
+def inert_keys(hw: HardwareConfig) -> dict[str, str]:
+    """The parameters set away from their default that cannot act in this combination, each
+    with why: {key: reason}. A study rejects a key that is inert at every one of its points and
+    warns once about a key inert at some of them (a sweep over the option that uses it)."""
+    from mc_engine.hardware.config import field_default
+
+    def off(key: str) -> bool:
+        return getattr(hw, key) != field_default(key)
+
+    found: dict[str, str] = {}
+    fixed_infinite = hw.adc_range == "fixed" and hw.out_bound == float("inf")
+    rules = [
+        ("adc_bits", hw.adc_bits > 0 and fixed_infinite,
+         "out_bound = inf leaves the fixed-range ADC no range to divide into levels (every "
+         "adc_bits gives the same rows): give out_bound a finite value or adc_range = "
+         "'calibrated'"),
+        ("nm_constant", hw.noise_management != "constant",
+         f"nm_constant is the input range of noise_management = 'constant', not "
+         f"{hw.noise_management!r}"),
+        ("weight_scaling_columnwise", hw.weight_scaling_omega == 0,
+         "weight_scaling_columnwise applies weight_scaling_omega per column: set "
+         "weight_scaling_omega > 0"),
+        ("sigma_prog", hw.device != "state_independent",
+         f"sigma_prog is a parameter of device = 'state_independent', not {hw.device!r}"),
+        ("sigma_read", hw.device != "state_independent",
+         f"sigma_read is a parameter of device = 'state_independent', not {hw.device!r}"),
+        ("pair_drift", hw.offset != "differential" or hw.g_converter == "single_device",
+         "pair_drift chooses how a pair of devices drifts, and this mapping has one device per "
+         "weight"),
+        ("slice_recombination", hw.n_slices == 1,
+         "slice_recombination combines bit slices, and this mapping has one slice (set "
+         "cell_bits)"),
+        ("calibration_samples", hw.adc_range != "calibrated",
+         "calibration_samples sizes the calibration of adc_range = 'calibrated'"),
+    ]
+    for key in ("prog_noise_scale", "read_noise_scale", "drift_scale"):
+        rules.append((key, hw.device in ("ideal", "state_independent"),
+                      f"{key} scales the PCM statistics, which device = {hw.device!r} does not "
+                      f"have"))
+    for key, inert, reason in rules:
+        if inert and off(key):
+            found[key] = reason
+    return found

@@ -176,7 +176,8 @@ class HardwareConfig:
                                             "column": False})
     g_max: float = _param(None, "Maximum device conductance g_max, in microsiemens. Default: "
                                 "the device's (25 for pcm; 20.7 for hermes, 88.2 for "
-                                "reram_cmo, the top level of a table).", lo=0.0, lo_open=True)
+                                "reram_cmo, the top level of a table); from 1e-3 (1 nS) to "
+                                "1e5 (0.1 S).", lo=1e-3, hi=1e5)
     prog_noise_scale: float = _param(1.0, "Multiplier of the programming-noise sigma.", lo=0.0)
     read_noise_scale: float = _param(1.0, "Multiplier of the 1/f read-noise sigma.", lo=0.0)
     drift_scale: float = _param(1.0, "Multiplier of the drift exponent nu.", lo=0.0)
@@ -402,3 +403,8 @@ def from_dict(values: dict[str, Any], table: DeviceTable | None = None) -> Hardw
 
 _FIELDS = {f.name: f for f in dataclasses.fields(HardwareConfig)}
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(HardwareConfig)}
+
+
+def field_default(name: str) -> Any:
+    """The declared default of hardware field ``name`` (None: the device's own)."""
+    return _DEFAULTS[name]

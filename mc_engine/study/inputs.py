@@ -26,6 +26,7 @@ from mc_engine.analog import convert
 from mc_engine.data import Dataset, load_dataset
 from mc_engine.data.factory import one_line
 from mc_engine.errors import UserInputError
+from mc_engine.hardware.device_calls import probe as probe_devices
 from mc_engine.study.spec import FINGERPRINT_KEYS
 from mc_engine.zoo import load_model
 
@@ -67,6 +68,10 @@ class Inputs:
 def load_inputs(study: Study, cache_dir: Path) -> Inputs:
     """Load ``[data]`` and ``[model]``, check that they fit and that they match the study's
     fingerprint if it has one; every problem is a :class:`UserInputError`."""
+    try:        # a broken custom device is reported before anything runs
+        probe_devices(study.points, study.inference_times_s)
+    except UserInputError as exc:
+        raise exc.with_source(study.source) from None
     dataset = load_dataset(study.data, study.base_dir, study.source)
     calibration = calibration_inputs(study)
     models = {label: _checked_model(study, label, dataset, cache_dir)
