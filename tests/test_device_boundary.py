@@ -106,3 +106,11 @@ def test_absurd_g_max_is_rejected(g_max):
     with pytest.raises(UserInputError) as err:
         HardwareConfig(g_max=g_max)
     assert err.value.key == "g_max"
+
+
+def test_a_module_raising_keyboard_interrupt_at_import_is_reported_as_such(tmp_path, capsys):
+    (tmp_path / "interrupting_device.py").write_text("raise KeyboardInterrupt\n")
+    (tmp_path / "study.toml").write_text(STUDY.replace("broken_device:", "interrupting_device:"))
+    assert main(["validate", str(tmp_path / "study.toml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "hardware.device" in err and "raised KeyboardInterrupt itself" in err

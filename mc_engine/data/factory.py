@@ -55,6 +55,13 @@ def import_factory(ref: object, base_dir: Path, source: str | None, key: str,
     except _Exited as exc:
         raise UserInputError(f"importing module {module_name!r} called {exc}; a module named "
                              f"in a study file must not exit", source=source, key=key) from None
+    except KeyboardInterrupt as exc:
+        from mc_engine.signals import STOP
+        if STOP.requested or type(exc) is not KeyboardInterrupt:
+            raise                     # a real Ctrl-C or SIGTERM while importing
+        raise UserInputError(f"importing module {module_name!r} raised KeyboardInterrupt "
+                             f"itself (not a Ctrl-C); a module named in a study file must not",
+                             source=source, key=key) from None
     except Exception as exc:  # any failure inside user code is a user input error
         raise UserInputError(
             f"cannot import module {module_name!r} ({type(exc).__name__}: {one_line(exc)}); "
