@@ -219,7 +219,7 @@ def test_negative_inference_time_is_rejected():
 @pytest.mark.parametrize("field,value,match", [("adc_bits", -1, "adc_bits: must be >= 0"),
                                                ("device", "rram", "device: expected one of"),
                                                ("out_noise", "x", "out_noise: expected a number"),
-                                               ("g_max", 0.0, "g_max: must be > 0"),
+                                               ("g_max", 0.0, "g_max: must be >= 0.001"),
                                                ("g_max", float("inf"), "g_max: expected a finite"),
                                                ("w_noise", 10**400, "w_noise: a number beyond"),
                                                ("out_noise", float("nan"), "expected a finite")])
