@@ -165,6 +165,45 @@ def results_command(*args: str) -> Callable[[Path], list[str]]:
     return setup
 
 
+TRAIN = """
+[train]
+name = "t"
+epochs = 1
+batch_size = 16
+lr = 0.01
+
+[model]
+zoo = "digits_mlp"
+
+[data]
+dataset = "digits"
+limit = 50
+
+[noise]
+"""
+
+
+def train(*edits: tuple[str, str], append: str = "",
+          existing: bool = False) -> Callable[[Path], list[str]]:
+    """``mc-engine train`` of the base train file with text replacements (and [noise] lines);
+    ``existing``: the checkpoint and sidecar of an earlier training of the name are there."""
+    def setup(folder: Path) -> list[str]:
+        text = TRAIN
+        for old, new in edits:
+            assert old in text, old
+            text = text.replace(old, new)
+        path = folder / "train.toml"
+        path.write_text(text + append)
+        if existing:
+            (folder / "out").mkdir()
+            (folder / "out" / "t.pt").write_bytes(b"a finished training's weights")
+            (folder / "out" / "t.json").write_text(json.dumps(
+                {"epochs_done": 30, "epochs": 30, "train_file": "other.toml"}))
+        return ["train", str(path), "--out", str(folder / "out")]
+    return setup
+
+
+T = "{folder}/train.toml: "
 S = "{study}: "
 LONG_NAME = "a" * 300
 MLP = "import torch\nfrom torch import nn\n"
@@ -359,6 +398,27 @@ CASES: dict[str, Case] = {
     "report_out_under_a_file": Case(results_command("report", "RES", "--out",
                                                     "RES/study.toml/acc.png"),
                                     "--out: ", "not a folder"),
+    # train files
+    "train_lr_that_diverges": Case(train(("lr = 0.01", 'lr = 1e30\noptimizer = "sgd"')),
+                                   T + "train.lr", "lower the learning rate"),
+    "train_step_size_without_step_schedule": Case(train(("lr = 0.01", "lr = 0.01\nstep_size = 5")),
+                                                  T + "train.step_size", "schedule = 'step'"),
+    "train_gamma_with_cosine_schedule": Case(
+        train(("lr = 0.01", 'lr = 0.01\nschedule = "cosine"\ngamma = 0.5')), T + "train.gamma",
+        "the schedule is 'cosine'"),
+    "train_momentum_with_adam": Case(train(("lr = 0.01", "lr = 0.01\nmomentum = 0.5")),
+                                     T + "train.momentum", "optimizer = 'sgd'"),
+    "train_more_levels_than_batch_samples": Case(
+        train(("batch_size = 16", "batch_size = 2"), append="weight_noise = [0.1, 0.2, 0.3]\n"),
+        T + "noise.weight_noise", "at most 2 levels"),
+    "train_prog_noise_scale_without_a_device": Case(train(append="prog_noise_scale = 2.0\n"),
+                                                    T + "noise.prog_noise_scale", "needs a device"),
+    "train_adc_bits_without_a_range": Case(train(append="adc_bits = 8\nout_bound = inf\n"),
+                                           T + "noise.adc_bits", "finite range"),
+    "train_rerun_of_a_finished_checkpoint": Case(train(existing=True), T + "train.name",
+                                                 "already exists (30 of 30 epochs"),
+    "train_out_below_a_file": Case(lambda f: [*train()(f)[:3], str(f / "keep.txt" / "ck")],
+                                   "--out: ", "not a folder"),
 }
 
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from mc_engine import HardwareConfig, convert
 from mc_engine.analog.tile import AnalogMatrix
+from mc_engine.hardware.devices import DEVICES, DeviceModel, register_device
 from tests.conftest import AIHWKIT
 
 YEAR = 365 * 86400.0
@@ -108,22 +109,102 @@ def test_each_slice_drifts_with_its_own_nu():
     assert abs(r) < 5 / np.sqrt(same.sum())
 
 
-def test_drift_compensation_restores_the_output_level_in_conductance_units():
+#: Drift alone, on an offset mapping of two 4-bit slices: no programming, read or MVM noise, no
+#: DAC or ADC (8-bit weights are the only quantization).
+PURE_DRIFT = dict(out_noise=0.0, read_noise_scale=0.0, prog_noise_scale=0.0, dac_bits=0,
+                  adc_bits=0, out_bound=float("inf"), weight_bits=8, cell_bits=4,
+                  on_off_ratio=20.0, offset="dummy_column")
+
+
+class UniformDrift(DeviceModel):
+    """Exact programming; every device drifts by the same factor ((t + t0)/t0)^-0.1."""
+
+    name = "uniform_drift_for_tests"
+
+    def program(self, g_target, rng):
+        return g_target.copy(), np.zeros_like(g_target)
+
+    def read(self, g, state, t_s, rng):
+        return g * ((t_s + 20.0) / 20.0) ** -0.1
+
+
+@pytest.fixture
+def uniform_drift():
+    register_device(UniformDrift)
+    yield UniformDrift.name
+    DEVICES.pop(UniformDrift.name)
+
+
+def _drift_case():
     rng = np.random.default_rng(4)
-    w = rng.uniform(-1, 1, (16, 64))
     lin = nn.Linear(64, 16, bias=False)
     with torch.no_grad():
-        lin.weight.copy_(torch.from_numpy(w.astype(np.float32)))
-    x = torch.from_numpy(rng.uniform(-1, 1, (200, 64)).astype(np.float32))
-    ref = lin(x).detach().numpy()
-    pure = dict(out_noise=0.0, read_noise_scale=0.0, prog_noise_scale=0.0, dac_bits=0,
-                adc_bits=0, out_bound=float("inf"), weight_bits=8, cell_bits=4, on_off_ratio=20.0,
-                offset="dummy_column")
-    on = convert(lin, HardwareConfig(**pure)).program(3).drift(YEAR)
-    off = convert(lin, HardwareConfig(**pure, drift_compensation="none")).program(3).drift(YEAR)
-    y_on, y_off = on(x).numpy(), off(x).numpy()
-    assert np.abs(y_off).mean() < 0.8 * np.abs(ref).mean()
-    assert np.abs(y_on).mean() == pytest.approx(np.abs(ref).mean(), rel=0.05)
+        lin.weight.copy_(torch.from_numpy(rng.uniform(-1, 1, (16, 64)).astype(np.float32)))
+    return lin, torch.from_numpy(rng.uniform(-1, 1, (200, 64)).astype(np.float32))
+
+
+@pytest.mark.parametrize("mapping", [dict(offset="dummy_column", cell_bits=0),
+                                     dict(offset="differential", cell_bits=4),
+                                     dict(offset="differential", cell_bits=2)],
+                         ids=["dummy column", "pairs, 2 slices", "pairs, 4 slices"])
+def test_drift_compensation_restores_the_output_level_in_conductance_units(uniform_drift,
+                                                                         mapping):
+    """Every device (each slice, the dummy column) drifting by the same factor d = 0.24 over a
+    year: the compensated outputs are those at t = 0 up to float32 rounding, the uncompensated
+    ones d times them (the reference column drifts with the weights, so d scales the outputs
+    exactly). (Offset-binary slices, cell_bits with an offset scheme, also carry an exact
+    digital half-LSB term that does not drift; they are restored up to it.)"""
+    lin, x = _drift_case()
+    d = ((YEAR + 20.0) / 20.0) ** -0.1
+    hw = {**PURE_DRIFT, **mapping, "device": uniform_drift}
+    on = convert(lin, HardwareConfig(**hw)).program(3)
+    off = convert(lin, HardwareConfig(**hw, drift_compensation="none")).program(3)
+    y0 = on.drift(0.0)(x).numpy()
+    scale = np.abs(y0).max()
+    np.testing.assert_allclose(off.drift(0.0)(x).numpy(), y0, rtol=0, atol=1e-6 * scale)
+    np.testing.assert_allclose(on.drift(YEAR)(x).numpy(), y0, rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(off.drift(YEAR)(x).numpy(), d * y0, rtol=0, atol=1e-5 * scale)
+
+
+def test_pcm_drift_compensation_restores_the_level_up_to_the_spread_of_nu():
+    """PCM drift after a year, compensated ('global'), over 10 chips.
+
+    The level is not restored exactly, and physically so: nu varies from device to device, so
+    the drifted weights carry a random relative error of power s2 (mean (W - beta W_0)^2 over
+    mean W_0^2, about 0.10 here: the dummy column's difference makes it large for small
+    weights). Global compensation scales the weights to their t = 0 L1 level, error included,
+    which for weights uniform in [-1, 1] shrinks the signal to beta = 1 - s2/3, while the
+    outputs gain the error's power: mean|y| / mean|y_0| = sqrt(beta^2 + s2) = 1 + s2/6, both
+    up to O(s2^2). (No |noise| enters: every noise is off; the reference at t = 0 has no drift.)
+    Measured over 40 chips: level 1.0222 +- 0.0017 against 1 + s2/6 = 1.0164, beta 0.9733 +-
+    0.0012 against 0.9672; the fixed chip of the former test (level within 5 % of 1) passed
+    only because its level, 1.016 to 1.048 between chips, sat below 1.05. Tolerance: 4
+    standard errors of the 10-chip mean plus s2^2 (the order the expansion leaves out, 0.010);
+    without compensation the level is 0.53, with the factor applied twice about 1.9.
+    """
+    lin, x = _drift_case()
+    eye = torch.eye(64)
+    level, beta, s2 = [], [], []
+    for seed in range(10):
+        am = convert(lin, HardwareConfig(**PURE_DRIFT)).program(seed)
+        am.drift(0.0)
+        y0, w0 = am(x).numpy(), am(eye).numpy()
+        am.drift(YEAR)
+        y, w = am(x).numpy(), am(eye).numpy()
+        level.append(np.abs(y).mean() / np.abs(y0).mean())
+        beta.append((y * y0).sum() / (y0 * y0).sum())
+        gain = (w * w0).sum() / (w0 * w0).sum()
+        s2.append(((w - gain * w0) ** 2).sum() / (w0 ** 2).sum())
+    level, beta, s2 = map(np.asarray, (level, beta, s2))
+    spread = s2.mean()
+    assert 0.05 < spread < 0.2
+
+    def within(values, expected):
+        se = values.std(ddof=1) / np.sqrt(len(values))
+        assert abs(values.mean() - expected) < 4 * se + spread**2, (values.mean(), expected)
+
+    within(level, 1 + spread / 6)
+    within(beta, 1 - spread / 3)
 
 
 @pytest.fixture(scope="module")

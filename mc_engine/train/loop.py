@@ -24,6 +24,7 @@ import math
 import os
 import platform
 import signal
+import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -203,7 +204,9 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
     saved: _Saved | None = None
     stop: KeyboardInterrupt | None = None
     diverged: _Diverged | None = None
-    bar = tqdm(range(spec.epochs), desc=spec.name, unit="epoch", disable=not progress,
+    # A bar on a terminal; in a log (a batch job's), one plain line per epoch instead.
+    lines = progress and not _on_terminal()
+    bar = tqdm(range(spec.epochs), desc=spec.name, unit="epoch", disable=not progress or lines,
                dynamic_ncols=True)
     try:
         for epoch in bar:
@@ -242,6 +245,9 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
             for signum in received:   # a signal held back while the pair was renamed
                 signal.raise_signal(signum)
             bar.set_postfix(loss=f"{entry['loss']:.4f}", held_out=f"{acc:.4f}")
+            if lines:
+                print(f"{spec.name}: epoch {epoch + 1}/{spec.epochs}, loss {entry['loss']:.4f}, "
+                      f"held-out accuracy {acc:.4f}", file=sys.stderr, flush=True)
     except KeyboardInterrupt as exc:
         stop = exc
     except _Diverged as exc:
@@ -268,6 +274,13 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
                         held_out_accuracy=history[-1]["held_out_accuracy"] if history
                         else float("nan"), wall_s=time.perf_counter() - started,
                         terminated=isinstance(stop, Terminated))
+
+
+def _on_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 class _StateOnly:

@@ -35,6 +35,8 @@ HARDWARE_NOISE_KEYS = ("max_input_size", "max_output_size", "weight_scaling_omeg
                        "bound_management", "device", "g_max", "on_off_ratio", "prog_noise_scale",
                        "sigma_prog")
 NOISE_KEYS = ("weight_noise", "clip_std", *HARDWARE_NOISE_KEYS)
+#: [noise] keys of the programming noise: they act only with a device.
+DEVICE_NOISE_KEYS = ("g_max", "on_off_ratio", "prog_noise_scale", "sigma_prog")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("none", "cosine", "step")
 #: Default ADC range when adc_bits is set without out_bound (the engine's default).
@@ -96,6 +98,12 @@ def parse_train(doc: Mapping[str, Any], *, source: str = "<train>",
                                        "fine-tune from as train.init")
     train = _train_table(tables["train"], base_dir, fail)
     noise = _noise_table(tables["noise"], base_dir, source, fail)
+    batch = train.get("batch_size", TrainSpec.batch_size)
+    if len(noise.weight_noise) > batch:
+        raise fail("noise.weight_noise", f"{len(noise.weight_noise)} levels, but a batch of "
+                                         f"train.batch_size = {batch} is split into one chunk "
+                                         f"per level: give at most {batch} levels (or a larger "
+                                         f"batch)")
     return TrainSpec(model=tables["model"], data=tables["data"], noise=noise, tables=tables,
                      source=source, base_dir=base_dir, **train)
 
@@ -143,6 +151,17 @@ def _train_table(table: dict[str, Any], base_dir: Path, fail: Fail) -> dict[str,
         if not isinstance(table["description"], str):
             raise fail("train.description", f"expected a string, got {table['description']!r}")
         out["description"] = table["description"]
+    # Keys that act only with another setting are refused without it (they would do nothing).
+    schedule = out.get("schedule", TrainSpec.schedule)
+    for key in ("step_size", "gamma"):
+        if key in table and schedule != "step":
+            raise fail(f"train.{key}", f"used only by schedule = 'step', and the schedule is "
+                                       f"{schedule!r}: remove it, or set schedule = 'step'")
+    optimizer = out.get("optimizer", TrainSpec.optimizer)
+    if "momentum" in table and optimizer != "sgd":
+        raise fail("train.momentum", f"used only by optimizer = 'sgd', and the optimizer is "
+                                     f"{optimizer!r} (Adam keeps its own moment estimates): "
+                                     f"remove it, or set optimizer = 'sgd'")
     return out
 
 
@@ -174,6 +193,19 @@ def _noise_table(table: dict[str, Any], base_dir: Path, source: str, fail: Fail)
     if bits == 1 and not isinstance(bits, bool):
         raise fail("noise.weight_bits", "1 bit leaves no level besides 0; use 0 (off) or >= 2")
     clip = _number(table.get("clip_std", 0.0), "noise.clip_std", fail)
+    if table.get("device", TRAIN_PERIPHERY["device"]) == "ideal":
+        for key in DEVICE_NOISE_KEYS:
+            if key in table:
+                raise fail(f"noise.{key}", "a parameter of the programming noise, which needs a "
+                                           "device (noise.device = 'pcm' or another model); "
+                                           "without one it does nothing: remove it, or set "
+                                           "noise.device")
+    bound = table.get("out_bound")
+    if table.get("adc_bits") and isinstance(bound, (int, float)) and not isinstance(bound, bool) \
+            and math.isinf(bound):
+        raise fail("noise.adc_bits", "an ADC needs a finite range, and noise.out_bound is inf "
+                                     f"(no ADC): remove one of them, or give out_bound (default "
+                                     f"{ADC_BOUND:g} with adc_bits)")
     values = {**TRAIN_PERIPHERY, **{k: v for k, v in table.items() if k in HARDWARE_NOISE_KEYS}}
     if table.get("adc_bits") and "out_bound" not in table:
         values["out_bound"] = ADC_BOUND
