@@ -17,7 +17,7 @@ from mc_engine import HardwareConfig
 from mc_engine.analog import rows as rows_module
 from mc_engine.kernels.pcm import pcm_program
 from mc_engine.kernels.rng import stream_key
-from mc_engine.results import rank_layers, summarize, trial_rows
+from mc_engine.results import rank_layers, trial_rows
 from mc_engine.study.keys import point_id, trial_seed
 
 #: The module (its name is shadowed by the function mc_engine.analog.convert).
@@ -113,7 +113,7 @@ def test_share_of_drop_is_the_layers_drop_from_ideal_over_the_all_analog_drop():
     of the drop from the ideal accuracy ((0.9 - 0.81) / (0.9 - 0.61) = 0.310): they agree only
     when the ideal accuracy is 1."""
     df = _layer_rows({"all": [0.60, 0.62], "fc1": [0.80, 0.82], "fc2": [0.70, 0.72]})
-    ranking = rank_layers(summarize(df, ideal=0.9)).set_index("layer")
+    ranking = rank_layers(df, ideal=0.9).set_index("layer")
     assert ranking.loc["fc1", "share_of_drop"] == pytest.approx(0.09 / 0.29, rel=1e-9)
     assert ranking.loc["fc2", "share_of_drop"] == pytest.approx(0.19 / 0.29, rel=1e-9)
     assert ranking.loc["fc2", "rank"] == 1 and ranking.loc["fc1", "rank"] == 2

@@ -195,6 +195,8 @@ def _noise_table(table: dict[str, Any], base_dir: Path, source: str, fail: Fail)
     clip = _number(table.get("clip_std", 0.0), "noise.clip_std", fail)
     if table.get("device", TRAIN_PERIPHERY["device"]) == "ideal":
         for key in DEVICE_NOISE_KEYS:
+            if key == "on_off_ratio" and table.get("weight_bits"):
+                continue             # g_min is part of the conductance-unit mapping itself
             if key in table:
                 raise fail(f"noise.{key}", "a parameter of the programming noise, which needs a "
                                            "device (noise.device = 'pcm' or another model); "
