@@ -29,7 +29,9 @@ class Layout:
     The array matrix has ``len(coefs) * n_out`` weight columns (slice i in columns
     i*n_out .. (i+1)*n_out), then, if ``dummy``, one dummy column per slice. The read-out
     computes ``rescale * (sum_i coefs[i]*(y_i - y_dummy_i) - offset*sum_j x_j)`` from the
-    digitised outputs. ``w_noise_gain`` multiplies the per-row sigma of 'additive_constant'
+    digitised outputs; ``correction`` (NeuroSim's offset slices) is an exact digital term
+    ``rescale * correction * sum_j x_j`` added after drift compensation, which scales only what
+    the array reads. ``w_noise_gain`` multiplies the per-row sigma of 'additive_constant'
     short-term weight noise (analog recombination: one column carries several devices).
     """
 
@@ -39,6 +41,7 @@ class Layout:
     offset: float = 0.0
     rescale: float = 1.0
     w_noise_gain: float = 1.0
+    correction: float = 0.0
 
     @property
     def n_cols(self) -> int:
@@ -168,7 +171,7 @@ class ConductanceMapping:
         self.layout = Layout(
             n_out=w.shape[0], coefs=(1.0,) if self.analog_sum else coefs,
             dummy=hw.offset == "dummy_column",
-            offset=mid * float(self.sig.sum()) - correction,
+            offset=mid * float(self.sig.sum()), correction=correction,
             rescale=gain * self.g_max / span,
             w_noise_gain=float(np.sqrt((self.sig ** 2).sum())) if self.analog_sum else 1.0)
 

@@ -92,6 +92,7 @@ class Tile:
         self.state: np.ndarray | None = None
         self.faults = NO_FAULTS
         self.noise_id = 0                    # set by the AnalogMatrix: the tile's noise streams
+        self._probing = False
 
     # ---- weights in the array ----
     def load(self, g: np.ndarray, scale: float | None = None) -> None:
@@ -252,7 +253,12 @@ class Tile:
                          self._abs_w() if self.per.w_noise > 0 else None, xq, self.per, noise,
                          ids, self.adc)
         keep = slice(None) if last else ~sat
-        out[rows[keep]] = (y[keep] / scale[keep, None]) * post
+        y = (y[keep] / scale[keep, None]) * post
+        layout = self.mapping.layout
+        if layout.correction and not self._probing:   # exact, digital: not drift-compensated
+            y += np.float32(layout.rescale * layout.correction) * (
+                xq[keep].sum(axis=1, keepdims=True, dtype=np.float32) / scale[keep, None])
+        out[rows[keep]] = y
         return sat
 
     def _abs_w(self) -> torch.Tensor | None:
@@ -279,8 +285,12 @@ class Tile:
         n_out, n_in = self.w_ideal.shape
         eye = ProbeRows(np.eye(n_in, dtype=np.float32))
         out = np.empty((n_in, n_out), np.float32)
-        self.forward(eye, 0, self.per.alpha(eye, 0, n_in), noise, out,
-                     np.ones(n_out, np.float32))
+        self._probing = True           # the level of what the array reads, no digital terms
+        try:
+            self.forward(eye, 0, self.per.alpha(eye, 0, n_in), noise, out,
+                         np.ones(n_out, np.float32))
+        finally:
+            self._probing = False
         return out
 
     def reference_level(self, noise: MVMNoise | None) -> np.ndarray:
