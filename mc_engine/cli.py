@@ -16,6 +16,7 @@ was written is kept in both cases). Warnings are one line each.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -27,6 +28,8 @@ from mc_engine.signals import STOP, Terminated, stop_signals
 EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 DEFAULT_OUT = Path("results")
+#: Most torch threads ``train --threads`` takes per core (more only contend for the cores).
+THREADS_PER_CORE = 4
 SUMMARY_COLUMNS = ["n", "mean", "std", "ci95_lo", "ci95_hi", "q05", "q95", "drop_from_ideal"]
 
 
@@ -244,6 +247,11 @@ def _train(args: argparse.Namespace) -> int:
     from mc_engine.train import load_train, train
 
     spec = load_train(args.train)
+    cores = os.cpu_count() or 1
+    if args.threads > THREADS_PER_CORE * cores:
+        raise UserInputError(f"expected at most {THREADS_PER_CORE * cores} torch threads "
+                             f"({THREADS_PER_CORE} per core, {cores} cores here), got "
+                             f"{args.threads}", source="--threads")
     with stop_signals():
         outcome = train(spec, args.out, threads=args.threads, fresh=args.fresh)
     stopped = EXIT_TERMINATED if outcome.terminated else EXIT_INTERRUPTED

@@ -33,6 +33,10 @@ WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THRE
 FILES_PER_WORKER = 24
 RESERVED_FILES = 256
 MAX_LOCAL_WORKERS = 1024
+#: Memory one local worker holds at least (measured: about 520 MiB resident once torch, Numba
+#: and Dask are imported), and how many single-threaded workers a core can usefully run.
+WORKER_MEMORY_BYTES = 512 * 2**20
+WORKERS_PER_CORE = 8
 #: Imported by every local worker process as it starts: it ignores SIGINT (a terminal's Ctrl-C
 #: reaches the whole process group; only the client should stop, in order).
 WORKER_PRELOAD = "mc_engine.run.worker_signals"
@@ -120,23 +124,34 @@ def scheduler_from_file(path: str | Path, wait_s: float | None = None) -> str:
 
 
 def max_local_workers() -> int:
-    """How many local worker processes this process can open files for (each costs the client
-    about FILES_PER_WORKER descriptors: pipes, sockets)."""
+    """How many local worker processes this machine can hold: as many as this process can open
+    files for (each costs the client about FILES_PER_WORKER descriptors: pipes, sockets), its
+    memory can hold (WORKER_MEMORY_BYTES each) and WORKERS_PER_CORE per core."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return MAX_LOCAL_WORKERS
-    return max(1, min(MAX_LOCAL_WORKERS, (soft - RESERVED_FILES) // FILES_PER_WORKER))
+    files = MAX_LOCAL_WORKERS if soft == resource.RLIM_INFINITY else \
+        (soft - RESERVED_FILES) // FILES_PER_WORKER
+    return max(1, min(MAX_LOCAL_WORKERS, files, _memory_bytes() // WORKER_MEMORY_BYTES,
+                      WORKERS_PER_CORE * (os.cpu_count() or 1)))
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):   # not known here: no bound from memory
+        return MAX_LOCAL_WORKERS * WORKER_MEMORY_BYTES
 
 
 def check_local_workers(workers: int) -> None:
     """Refuse a local cluster larger than :func:`max_local_workers` (it would fail with
-    thousands of 'Too many open files' errors), by name."""
+    thousands of 'Too many open files' errors, or run out of memory), by name."""
     limit = max_local_workers()
     if workers > limit:
         raise UserInputError(f"expected at most {limit} local worker processes on this machine "
                              f"(open-file limit {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}, "
-                             f"{os.cpu_count()} cores), got {workers}; for more, start a Dask "
-                             f"cluster and give --scheduler", key="--workers")
+                             f"{os.cpu_count()} cores, {_memory_bytes() / 2**30:.0f} GiB of "
+                             f"memory at {WORKER_MEMORY_BYTES // 2**20} MiB per worker, at most "
+                             f"{WORKERS_PER_CORE} per core), got {workers}; for more, start a "
+                             f"Dask cluster and give --scheduler", key="--workers")
 
 
 @contextmanager

@@ -96,6 +96,11 @@ def prepare(spec: TrainSpec) -> tuple[nn.Module, Dataset, Dataset]:
             return UserInputError(message, source=spec.source, key="train.init")
 
         load_checkpoint(model, spec.init, fail)
+        bad = next((k for k, v in model.state_dict().items()
+                    if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+        if bad is not None:
+            raise fail("init", f"{spec.init}: {bad} holds NaN or infinite values; fine-tune "
+                               f"from a checkpoint with finite weights")
     try:   # a layer that cannot go on tiles is better known before hours of training
         convert(model)
     except UserInputError as exc:
@@ -200,6 +205,7 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
     opt, scheduler = _optimizer(spec, model)
     loss_fn = nn.CrossEntropyLoss()
     x_all, y_all = torch.from_numpy(train_set.x), torch.from_numpy(train_set.y)
+    batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     saved: _Saved | None = None
     stop: KeyboardInterrupt | None = None
     diverged: _Diverged | None = None
@@ -209,15 +215,15 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
         for epoch in bar:
             model.train()
             history = saved.history if saved is not None else []   # the epochs on disk
-            loss_sum, correct = 0.0, 0
+            loss_sum, correct, seen = 0.0, 0, 0
             with noisy_forward(model, spec.noise, src):
-                for batch in torch.from_numpy(order_rng.permutation(len(y_all))).split(
-                        spec.batch_size):
+                for batch in _batches(order_rng.permutation(len(y_all)), spec.batch_size,
+                                      batch_norm):
                     xb, yb = x_all[batch].to(dev), y_all[batch].to(dev)
                     if spec.augment:
                         xb = crop_flip(xb, augment_rng)
                     opt.zero_grad()
-                    out = model(xb)
+                    out = _forward(model, xb, spec)
                     loss = loss_fn(out, yb)
                     value = float(loss.detach())
                     if not math.isfinite(value):
@@ -228,6 +234,7 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
                         clip_weights(model, spec.noise.clip_std)
                     loss_sum += value * len(batch)
                     correct += int((out.argmax(1) == yb).sum())
+                    seen += len(batch)
             if scheduler is not None:
                 scheduler.step()
             model.zero_grad(set_to_none=True)
@@ -236,8 +243,8 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
             if bad is not None:
                 raise _Diverged(f"{bad} became non-finite in epoch {epoch + 1}")
             acc = accuracy(model, held_out, dev)
-            entry = {"epoch": epoch + 1, "loss": loss_sum / len(y_all),
-                     "train_accuracy": correct / len(y_all), "held_out_accuracy": acc}
+            entry = {"epoch": epoch + 1, "loss": loss_sum / seen,
+                     "train_accuracy": correct / seen, "held_out_accuracy": acc}
             saved, received = _save(spec, model, held_out, [*history, entry], out_dir, started)
             for signum in received:   # a signal held back while the pair was renamed
                 signal.raise_signal(signum)
@@ -268,6 +275,28 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
                         held_out_accuracy=history[-1]["held_out_accuracy"] if history
                         else float("nan"), wall_s=time.perf_counter() - started,
                         terminated=isinstance(stop, Terminated))
+
+
+def _forward(model: nn.Module, xb: torch.Tensor, spec: TrainSpec) -> torch.Tensor:
+    """``model(xb)``; BatchNorm's refusal of a batch with one value per channel, by name."""
+    try:
+        return model(xb)
+    except ValueError as exc:
+        if "more than 1 value per channel" not in str(exc):
+            raise
+        raise UserInputError(f"a batch of {len(xb)} sample(s) gives BatchNorm one value per "
+                             f"channel, from which it cannot take batch statistics; expected "
+                             f"batch_size >= 2 (got {spec.batch_size}) and at least 2 training "
+                             f"samples", source=spec.source, key="train.batch_size") from None
+
+
+def _batches(order: np.ndarray, size: int, batch_norm: bool) -> list[torch.Tensor]:
+    """The epoch's batches of sample indices, in ``order``; a model with BatchNorm skips a last
+    batch of one sample (BatchNorm cannot take the batch statistics of one sample)."""
+    batches = list(torch.from_numpy(order).split(size))
+    if batch_norm and len(batches) > 1 and len(batches[-1]) == 1:
+        batches.pop()
+    return batches
 
 
 class _StateOnly:
