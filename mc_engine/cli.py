@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from mc_engine import check_environment
 from mc_engine.errors import UserInputError
 from mc_engine.signals import STOP, Terminated, stop_signals
 
@@ -44,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_INPUT
     try:
+        check_environment()
         with warnings.catch_warnings():
             warnings.showwarning = _warning
             return args.handler(args)
@@ -215,7 +217,7 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from mc_engine.fileio import check_writable_folder
+    from mc_engine.fileio import check_path_fits, check_writable_folder
     from mc_engine.results import load_results, plot, report
 
     df = load_results(args.results)
@@ -224,6 +226,7 @@ def _report(args: argparse.Namespace) -> int:
     if suffix not in (".html", ".htm", *PLOT_SUFFIXES):
         raise UserInputError(f"expected a .html report or an image "
                              f"({', '.join(PLOT_SUFFIXES)}), got {str(out)!r}", source="--out")
+    check_path_fits(out, "--out")
     if out.is_dir():
         raise UserInputError(f"{out} is a folder; expected a file name", source="--out")
     check_writable_folder(out.parent, "--out")
@@ -269,6 +272,11 @@ def _train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _parameter(value: float) -> str:
+    """A swept parameter value with the digits it was given (12 significant at most)."""
+    return "-" if value != value else f"{value:.12g}"
+
+
 def _summary_table(df) -> str:
     """The summary as aligned text: swept parameters, time, then the statistics; in a
     layer-sensitivity study, then the layers ranked by the accuracy they cost alone."""
@@ -279,8 +287,10 @@ def _summary_table(df) -> str:
     def text(frame) -> str:
         frame = frame.assign(t=frame["t_inference_s"].map(format_duration))
         columns = [c if c != "t_inference_s" else "t" for c in frame.columns if c != "t"]
+        # Swept values as given (1e-05, 0.0003), statistics to four decimals.
+        given = {c: _parameter for c in first if c in frame and frame[c].dtype.kind == "f"}
         return frame[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}",
-                                        na_rep="-")
+                                        na_rep="-", formatters=given)
 
     table = summarize(df)
     first = ["study"] if table["study"].nunique() > 1 else []

@@ -60,6 +60,8 @@ def check_writable_folder(folder: str | Path, key: str) -> None:
     from mc_engine.errors import UserInputError
 
     folder = Path(folder)
+    check_utf8_path(folder, key)
+    check_path_fits(folder, key)
     for path in (folder, *folder.parents):
         if path.is_dir():
             if not os.access(path, os.W_OK | os.X_OK):
@@ -70,3 +72,48 @@ def check_writable_folder(folder: str | Path, key: str) -> None:
             raise UserInputError(f"{path} exists and is not a folder, so the folder {folder} "
                                  f"cannot be created there; choose another location",
                                  source=key)
+
+
+def check_utf8_path(path: str | Path, key: str | None = None) -> None:
+    """Raise UserInputError (naming ``key``, or the path itself) unless ``path`` is valid
+    UTF-8: a name with a byte of another encoding (latin-1's é) cannot be handed to the Parquet
+    library, which reads and writes the results."""
+    from mc_engine.errors import UserInputError
+
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError as err:
+        byte = str(path)[err.start].encode("utf-8", "surrogateescape")
+        raise UserInputError(f"the path {ascii(str(path))[1:-1]} holds the byte "
+                             f"{ascii(byte)[2:-1]}, which is not UTF-8 (a file name of another "
+                             f"encoding); results can only be kept under UTF-8 paths: rename it "
+                             f"or choose another", source=key or None) from None
+
+
+def check_path_fits(path: str | Path, key: str | None = None, source: str | None = None) -> None:
+    """Raise UserInputError (at ``source`` and ``key``) when a file or folder name in ``path``
+    is longer than the file system allows (NAME_MAX bytes, usually 255) or the whole path is
+    (PATH_MAX): found before any work, not as ``[Errno 36]`` when the first file is written."""
+    from mc_engine.errors import UserInputError
+
+    path = Path(path)
+    near = next((p for p in (path, *path.parents) if os.path.isdir(p)), Path("."))
+    name_max, path_max = (_pathconf(near, "PC_NAME_MAX", 255),
+                          _pathconf(near, "PC_PATH_MAX", 4096))
+    for part in path.parts:
+        size = len(os.fsencode(part))
+        if size > name_max and part != path.anchor:
+            raise UserInputError(f"the name {ascii(part[:40])[1:-1]}... has {size} bytes; the "
+                                 f"file system allows at most {name_max} in a file or folder "
+                                 f"name: choose a shorter one", source=source, key=key)
+    size = len(os.fsencode(str(path.absolute())))
+    if size >= path_max:
+        raise UserInputError(f"the path has {size} bytes; the file system allows at most "
+                             f"{path_max - 1}: choose a shorter one", source=source, key=key)
+
+
+def _pathconf(path: Path, name: str, default: int) -> int:
+    try:
+        return os.pathconf(path, name)
+    except (OSError, ValueError):
+        return default

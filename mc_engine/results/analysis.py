@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mc_engine.errors import UserInputError
+from mc_engine.fileio import check_path_fits, check_utf8_path
 from mc_engine.results.conform import fill_hardware_defaults, read_part
 from mc_engine.results.intervals import stein_interval
 from mc_engine.results.schema import fixed_columns, hardware_columns
@@ -44,6 +45,8 @@ def load_results(path: str | Path) -> pd.DataFrame:
     device-model parameters (those beyond the fixed schema) in ``df.attrs["device_params"]``.
     """
     path = Path(path)
+    check_utf8_path(path)
+    check_path_fits(path, source=str(path)[:80] + "...")
     if path.is_file():
         files = [path]
         problem = unreadable(path, RESULT_COLUMNS)

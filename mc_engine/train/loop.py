@@ -39,7 +39,14 @@ import mc_engine
 from mc_engine.analog import convert
 from mc_engine.data import Dataset, load_dataset
 from mc_engine.errors import UserInputError
-from mc_engine.fileio import atomic_write, check_writable_folder, file_lock, temp_path
+from mc_engine.fileio import (
+    TEMP_SUFFIX,
+    atomic_write,
+    check_path_fits,
+    check_writable_folder,
+    file_lock,
+    temp_path,
+)
 from mc_engine.signals import Terminated, signals_deferred
 from mc_engine.study.inputs import check_model_fits, fingerprint
 from mc_engine.train.augment import crop_flip
@@ -138,6 +145,17 @@ def train(spec: TrainSpec, out_dir: str | Path = DEFAULT_OUT, *, fresh: bool = F
     started = time.perf_counter()
     out_dir = Path(out_dir)
     check_writable_folder(out_dir, "--out")
+    # The longest name a training writes: the sidecar's temporary (process id up to 7 digits).
+    longest = f".{spec.name}.json.{'9' * 7}{TEMP_SUFFIX}"
+    try:
+        check_path_fits(out_dir / longest, "train.name", spec.source)
+    except UserInputError:
+        extra = len(longest) - len(spec.name)
+        raise UserInputError(f"a name of {len(spec.name.encode())} bytes is too long for the "
+                             f"files of a training in {out_dir} (.<name>.json.<pid>.tmp, "
+                             f"{extra} bytes more, must fit the file system's limit on names "
+                             f"and paths): choose a shorter one", source=spec.source,
+                             key="train.name") from None
     _check_free(spec, out_dir, fresh)   # before minutes of loading
     model, train_set, held_out = prepare(spec)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
