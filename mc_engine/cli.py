@@ -60,11 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if args.debug:
             raise
+        from mc_engine.fileio import WriteFailed
         from mc_engine.run import RunError
 
-        hint = err.hint if isinstance(err, RunError) and err.hint else \
-            "run again with --debug for the full traceback"
-        message = str(err) if isinstance(err, RunError) else f"{type(err).__name__}: {err}"
+        ours = isinstance(err, RunError | WriteFailed)   # messages of their own, with a hint
+        hint = err.hint if ours and err.hint else "run again with --debug for the full traceback"
+        message = str(err) if ours else f"{type(err).__name__}: {err}"
         _error(f"error: {message}")
         _error(f"hint: {hint}")
         return EXIT_FAILURE

@@ -21,11 +21,29 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
 
 
+class WriteFailed(OSError):
+    """A file could not be written (a full disk, a quota, a folder gone): names the file and
+    its folder; what was there before is kept. ``hint`` says what to do."""
+
+    def __init__(self, path: Path, err: OSError):
+        super().__init__(err.errno, err.strerror or str(err))
+        self.path = path
+        self.message = f"cannot write {path}: {err.strerror or err}" + \
+            (f" (errno {err.errno})" if err.errno else "") + \
+            f"; everything written before in {path.parent} is kept"
+        self.hint = f"free space in {path.parent} (or choose another folder) and run the " \
+                    f"same command again: it resumes from what is there"
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(temp_path)``, then rename the temporary over ``path``; returns ``path``.
 
     The process id in the temporary name keeps concurrent writers of the same file apart; the
-    last rename wins with a complete file. A failed write removes its temporary.
+    last rename wins with a complete file. A failed write removes its temporary and raises
+    :class:`WriteFailed` naming ``path``; the file there before, if any, is untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,6 +51,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     try:
         write(temp)
         os.replace(temp, path)
+    except WriteFailed:
+        raise
+    except OSError as err:
+        raise WriteFailed(path, err) from err
     finally:
         temp.unlink(missing_ok=True)
     return path

@@ -41,6 +41,7 @@ from mc_engine.data import Dataset, load_dataset
 from mc_engine.errors import UserInputError
 from mc_engine.fileio import (
     TEMP_SUFFIX,
+    WriteFailed,
     atomic_write,
     check_path_fits,
     check_writable_folder,
@@ -347,6 +348,8 @@ def _save(spec: TrainSpec, model: nn.Module, held_out: Dataset, history: list[di
         with signals_deferred() as received:
             os.replace(temps[0], checkpoint)
             os.replace(temps[1], sidecar)
+    except OSError as err:   # a full disk: the pair of the epoch before stays as it was
+        raise WriteFailed(checkpoint, err) from err
     finally:
         for temp in temps:
             temp.unlink(missing_ok=True)
