@@ -157,6 +157,7 @@ def train(spec: TrainSpec, out_dir: str | Path = DEFAULT_OUT, *, fresh: bool = F
                              f"{extra} bytes more, must fit the file system's limit on names "
                              f"and paths): choose a shorter one", source=spec.source,
                              key="train.name") from None
+    _check_not_zoo_cache(out_dir)
     _check_free(spec, out_dir, fresh)   # before minutes of loading
     model, train_set, held_out = prepare(spec)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -181,6 +182,21 @@ def train(spec: TrainSpec, out_dir: str | Path = DEFAULT_OUT, *, fresh: bool = F
         finally:
             torch.set_num_threads(saved_threads)
             torch.use_deterministic_algorithms(deterministic)
+
+
+def _check_not_zoo_cache(out_dir: Path) -> None:
+    """Refuse to train into a zoo cache (``<results>/.cache``, where studies keep the trained
+    digits zoo models as ``<zoo name>.pt``): a checkpoint there could replace a cached zoo
+    model, and every study of it would then no longer resume."""
+    from mc_engine.zoo.models import DIGITS_MODELS
+
+    cached = [z for z in DIGITS_MODELS if (out_dir / f"{z}.pt").is_file()
+              and not (out_dir / f"{z}.json").exists()]   # a training writes a sidecar too
+    if out_dir.resolve().name == ".cache" or cached:
+        what = f"it holds the cached zoo model {cached[0]}.pt" if cached else \
+            "a folder named .cache is where studies cache their trained zoo models"
+        raise UserInputError(f"{out_dir} is a zoo model cache ({what}); train into another "
+                             f"folder (default {DEFAULT_OUT})", source="--out")
 
 
 def _check_free(spec: TrainSpec, out_dir: Path, fresh: bool) -> None:
