@@ -1,12 +1,13 @@
-"""Part files of different engine versions read as one table (docs/results.md).
+"""Part files of different engine versions read as one table.
 
 A results folder can hold part files written by several versions of mc-engine: an older one
 lacks the hardware columns added since, and a file rewritten by other tools may hold a column
 as double that the schema declares int64. :func:`read_part` reads one file with every column of
 the current schema at its declared type (a value that does not fit is refused, naming the file
 and the column), and :func:`fill_hardware_defaults` gives the rows of a file that predates a
-hardware column the value the engine of that file used: the field's default (a new field
-always defaults to the behaviour before it).
+hardware column the value the engine of that file used: the one every point had before the
+field existed (``LATER_FIELDS`` of :mod:`mc_engine.study.keys`, which keeps their point ids too),
+else the field's default (a new field defaults to the behaviour before it).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def fill_hardware_defaults(table: pa.Table) -> pa.Table:
     whose default is the device model's)."""
     from mc_engine.hardware.config import _DEFAULTS
     from mc_engine.results.schema import result_schema
+    from mc_engine.study.keys import LATER_FIELDS
 
     schema = result_schema()
     hardware = [f for f in schema if f.name in _DEFAULTS]
@@ -71,7 +73,7 @@ def fill_hardware_defaults(table: pa.Table) -> pa.Table:
             continue
         column = table.column(name).to_pylist() if name in table.column_names \
             else [None] * table.num_rows
-        default = _DEFAULTS[name]
+        default = LATER_FIELDS.get(name, _DEFAULTS[name])   # what points had before it
         values = [v if v is not None else
                   (default if default is not None else
                    _device_default(name, devices[i] if devices else _DEFAULTS["device"]))

@@ -40,10 +40,8 @@ from mc_engine.analog import convert
 from mc_engine.data import Dataset, load_dataset
 from mc_engine.errors import UserInputError
 from mc_engine.fileio import (
-    TEMP_SUFFIX,
     WriteFailed,
     atomic_write,
-    check_path_fits,
     check_writable_folder,
     file_lock,
     temp_path,
@@ -51,6 +49,7 @@ from mc_engine.fileio import (
 from mc_engine.signals import Terminated, signals_deferred
 from mc_engine.study.inputs import check_model_fits, fingerprint
 from mc_engine.train.augment import crop_flip
+from mc_engine.train.guards import batches, check_out_folder, check_single_batches
 from mc_engine.train.noisy import NoiseSource, clip_weights, noisy_forward
 from mc_engine.train.spec import TrainSpec
 from mc_engine.zoo import load_model
@@ -146,18 +145,7 @@ def train(spec: TrainSpec, out_dir: str | Path = DEFAULT_OUT, *, fresh: bool = F
     started = time.perf_counter()
     out_dir = Path(out_dir)
     check_writable_folder(out_dir, "--out")
-    # The longest name a training writes: the sidecar's temporary (process id up to 7 digits).
-    longest = f".{spec.name}.json.{'9' * 7}{TEMP_SUFFIX}"
-    try:
-        check_path_fits(out_dir / longest, "train.name", spec.source)
-    except UserInputError:
-        extra = len(longest) - len(spec.name)
-        raise UserInputError(f"a name of {len(spec.name.encode())} bytes is too long for the "
-                             f"files of a training in {out_dir} (.<name>.json.<pid>.tmp, "
-                             f"{extra} bytes more, must fit the file system's limit on names "
-                             f"and paths): choose a shorter one", source=spec.source,
-                             key="train.name") from None
-    _check_not_zoo_cache(out_dir)
+    check_out_folder(spec, out_dir)
     _check_free(spec, out_dir, fresh)   # before minutes of loading
     model, train_set, held_out = prepare(spec)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -182,21 +170,6 @@ def train(spec: TrainSpec, out_dir: str | Path = DEFAULT_OUT, *, fresh: bool = F
         finally:
             torch.set_num_threads(saved_threads)
             torch.use_deterministic_algorithms(deterministic)
-
-
-def _check_not_zoo_cache(out_dir: Path) -> None:
-    """Refuse to train into a zoo cache (``<results>/.cache``, where studies keep the trained
-    digits zoo models as ``<zoo name>.pt``): a checkpoint there could replace a cached zoo
-    model, and every study of it would then no longer resume."""
-    from mc_engine.zoo.models import DIGITS_MODELS
-
-    cached = [z for z in DIGITS_MODELS if (out_dir / f"{z}.pt").is_file()
-              and not (out_dir / f"{z}.json").exists()]   # a training writes a sidecar too
-    if out_dir.resolve().name == ".cache" or cached:
-        what = f"it holds the cached zoo model {cached[0]}.pt" if cached else \
-            "a folder named .cache is where studies cache their trained zoo models"
-        raise UserInputError(f"{out_dir} is a zoo model cache ({what}); train into another "
-                             f"folder (default {DEFAULT_OUT})", source="--out")
 
 
 def _check_free(spec: TrainSpec, out_dir: Path, fresh: bool) -> None:
@@ -241,6 +214,8 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
     loss_fn = nn.CrossEntropyLoss()
     x_all, y_all = torch.from_numpy(train_set.x), torch.from_numpy(train_set.y)
     batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if batch_norm and (spec.batch_size == 1 or len(y_all) == 1):
+        check_single_batches(spec, model, x_all, dev)
     saved: _Saved | None = None
     stop: KeyboardInterrupt | None = None
     diverged: _Diverged | None = None
@@ -252,13 +227,13 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
             history = saved.history if saved is not None else []   # the epochs on disk
             loss_sum, correct, seen = 0.0, 0, 0
             with noisy_forward(model, spec.noise, src):
-                for batch in _batches(order_rng.permutation(len(y_all)), spec.batch_size,
+                for batch in batches(order_rng.permutation(len(y_all)), spec.batch_size,
                                       batch_norm):
                     xb, yb = x_all[batch].to(dev), y_all[batch].to(dev)
                     if spec.augment:
                         xb = crop_flip(xb, augment_rng)
                     opt.zero_grad()
-                    out = _forward(model, xb, spec)
+                    out = model(xb)
                     loss = loss_fn(out, yb)
                     value = float(loss.detach())
                     if not math.isfinite(value):
@@ -310,28 +285,6 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
                         held_out_accuracy=history[-1]["held_out_accuracy"] if history
                         else float("nan"), wall_s=time.perf_counter() - started,
                         terminated=isinstance(stop, Terminated))
-
-
-def _forward(model: nn.Module, xb: torch.Tensor, spec: TrainSpec) -> torch.Tensor:
-    """``model(xb)``; BatchNorm's refusal of a batch with one value per channel, by name."""
-    try:
-        return model(xb)
-    except ValueError as exc:
-        if "more than 1 value per channel" not in str(exc):
-            raise
-        raise UserInputError(f"a batch of {len(xb)} sample(s) gives BatchNorm one value per "
-                             f"channel, from which it cannot take batch statistics; expected "
-                             f"batch_size >= 2 (got {spec.batch_size}) and at least 2 training "
-                             f"samples", source=spec.source, key="train.batch_size") from None
-
-
-def _batches(order: np.ndarray, size: int, batch_norm: bool) -> list[torch.Tensor]:
-    """The epoch's batches of sample indices, in ``order``; a model with BatchNorm skips a last
-    batch of one sample (BatchNorm cannot take the batch statistics of one sample)."""
-    batches = list(torch.from_numpy(order).split(size))
-    if batch_norm and len(batches) > 1 and len(batches[-1]) == 1:
-        batches.pop()
-    return batches
 
 
 class _StateOnly:
