@@ -137,17 +137,21 @@ def test_part_files_of_two_versions_read_as_one_table(ran, tmp_path, cache_dir, 
     assert resumed.n_run == 0   # every trial of both files known as done
 
 
-def test_a_folder_named_like_a_part_file_is_left_out_and_refused_by_run(ran, tmp_path,
-                                                                      cache_dir, capsys):
+@pytest.mark.parametrize("name", ["part-00005.parquet", "study.toml", "ideal.parquet", ".lock"])
+def test_a_folder_named_like_a_file_of_the_store_is_refused_by_run(name, ran, tmp_path,
+                                                                   cache_dir, capsys):
     res = copy_of(ran, tmp_path, cache_dir)
-    odd = res / "part-00005.parquet"
+    odd = res / name
+    odd.unlink(missing_ok=True)
     odd.mkdir()
     status, lines, _ = answer(["summary", str(res)], capsys)
-    assert status == 0 and lines == [f"warning: {odd}: named like a part file but not a file; "
-                                     f"left out"]
+    assert status == 0
+    assert lines == ([f"warning: {odd}: named like a part file but not a file; left out"]
+                     if name.startswith("part-") else [])
     before = snapshot(tmp_path)
     status, lines, _ = answer(["run", str(ran[0]), "--out", str(res.parent)], capsys)
-    one_line(status, lines, 2, f"{odd}: ", "not a file")
+    one_line(status, lines, 2, f"{odd}: ", f"is named like a file mc-engine writes there "
+                                           f"({name}) but is not a file")
     assert snapshot(tmp_path) == before
 
 
@@ -309,6 +313,8 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str, str]] = {
                                        "--out", str(f / f"{LONG}.html")], "--out: ",
                             "has 305 bytes"),
     "summary_path_too_long": (lambda f: ["summary", str(f / LONG)], "{folder}/", "has 300 bytes"),
+    "scheduler_file_too_long": (lambda f: study(f, command="run") + [
+        "--scheduler-file", str(f / f"{LONG}.json")], "--scheduler-file: ", "has 305 bytes"),
     "out_not_utf8": (lambda f: study(f, command="run")[:-1] + [str(f / NOT_UTF8)], "--out: ",
                      "holds the byte \\xe9, which is not UTF-8"),
     "train_name_too_long": (lambda f: train_file(f, ('name = "t"', f'name = "{"n" * 240}"')),
@@ -343,14 +349,16 @@ def test_more_bad_inputs_give_one_line_and_status_2(case, tmp_path, capsys, monk
     assert not (tmp_path / "out" / "bad").exists() and not (tmp_path / "ck").exists()
 
 
-def test_numba_num_threads_0_is_one_line(tmp_path):
-    env = {**os.environ, "NUMBA_NUM_THREADS": "0", "PYTHONPATH": str(ROOT)}
+@pytest.mark.parametrize("name, value", [("NUMBA_NUM_THREADS", "0"), ("OMP_NUM_THREADS", "x")])
+def test_a_thread_count_of_0_or_text_in_the_environment_is_one_line(name, value, tmp_path):
+    env = {**os.environ, name: value, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "mc_engine.cli", "summary", str(tmp_path)],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
-    assert done.stderr.splitlines() == ["NUMBA_NUM_THREADS: expected a positive integer (the "
-                                        "threads Numba may use), got '0'; unset it or set it "
-                                        "to 1"]
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{name}: expected a positive integer"), \
+        done.stderr
+    assert f"got {value!r}; unset it or set it to 1" in lines[0]
 
 
 class Tied(nn.Module):

@@ -60,7 +60,8 @@ def load_results(path: str | Path) -> pd.DataFrame:
         if not stores[0].parts() and path.is_dir():
             stores = [ResultStore(sub) for sub in sorted(path.iterdir()) if sub.is_dir()]
         files = [p for store in stores for p in store.parts()]
-        for odd in (p for store in stores for p in store.not_files()):
+        for odd in (p for store in stores for p in store.not_files()
+                    if p.name.startswith("part-")):
             warnings.warn(f"{odd}: named like a part file but not a file; left out",
                           stacklevel=2)
         files = _readable(files)

@@ -115,6 +115,10 @@ class ResultStore:
         Two runs writing the same folder would pick the same part numbers and overwrite each
         other's files, so a run takes this lock for as long as it writes.
         """
+        for odd in self.not_files():
+            raise UserInputError(f"is named like a file mc-engine writes there ("
+                                 f"{odd.name}) but is not a file; move it out of "
+                                 f"{self.directory}", source=str(odd))
         with file_lock(self.directory / LOCK_FILE):
             yield
 
@@ -127,12 +131,14 @@ class ResultStore:
         return [p for _, p in sorted(found)]
 
     def not_files(self) -> list[Path]:
-        """Entries named like part files that are no files (a folder ``part-00005.parquet``):
-        not results, and in the way of the part file of that number."""
+        """Entries named like the files this store writes (part files, study.toml,
+        ideal.parquet, .lock) that are no files (a folder ``part-00005.parquet``): not
+        results, and in the way of the file of that name."""
         if not self.directory.is_dir():
             return []
+        ours = (STUDY_FILE, IDEAL_FILE, LOCK_FILE)
         return sorted(p for p in self.directory.iterdir()
-                      if _PART.match(p.name) and not p.is_file())
+                      if (_PART.match(p.name) or p.name in ours) and not p.is_file())
 
     def clear(self) -> None:
         """Delete everything this store writes (and nothing else a user may keep there)."""

@@ -22,6 +22,7 @@ from distributed import Client, LocalCluster
 from distributed.comm.addressing import parse_address, parse_host_port
 
 from mc_engine.errors import UserInputError
+from mc_engine.fileio import check_path_fits
 from mc_engine.signals import signals_deferred
 
 #: Set in worker processes before they start, so BLAS, OpenMP (torch) and Numba stay on one
@@ -98,6 +99,7 @@ def scheduler_from_file(path: str | Path, wait_s: float | None = None) -> str:
     dask-jobqueue, dask-mpi): JSON with an ``address`` entry. A file not there yet is waited
     for up to ``wait_s`` (a batch script starts the scheduler and the run together)."""
     path = Path(path)
+    check_path_fits(path, "--scheduler-file")   # not waited for: it can never be there
     wait_s = SCHEDULER_FILE_WAIT_S if wait_s is None else wait_s
     deadline = time.monotonic() + wait_s
     if not path.exists() and wait_s > 0:

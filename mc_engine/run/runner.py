@@ -117,10 +117,6 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
     if fresh:
         store.clear()
     store.remove_temporaries()
-    for odd in store.not_files():
-        raise UserInputError(f"is named like a part file but is not a file; move it out of "
-                             f"{store.directory} (a run writes part files of that name)",
-                             source=str(odd))
     for path, problem in store.set_aside_unreadable():
         print(f"warning: {path.with_suffix('')}: {problem}; set aside as {path.name}, its "
               f"results are computed again", file=sys.stderr)

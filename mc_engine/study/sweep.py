@@ -119,7 +119,8 @@ def check_checkpoint_files(checkpoints: tuple[str, ...], base_dir: Path, fail: F
             key = os.path.realpath(path)
         if key in seen:
             raise fail("sweep.checkpoint", f"{seen[key]!r} and {label!r} are the same file; "
-                                           f"give each checkpoint once")
+                                           f"name a checkpoint one way (it is known by its "
+                                           f"name), and each once in a list")
         seen[key] = label
 
 
