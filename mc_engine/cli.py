@@ -189,9 +189,14 @@ _sigterm_as_interrupt = stop_signals
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from mc_engine.fileio import check_path_fits, check_utf8_path
     from mc_engine.study import format_duration, load_study
+    from mc_engine.zoo.models import ZOO_NAMES
 
     study = load_study(args.study)
+    check_utf8_path(args.out, "--out")   # where a zoo model is cached: before it is trained
+    longest = max(ZOO_NAMES, key=len)
+    check_path_fits(args.out / ".cache" / f".{longest}.pt.{'9' * 7}.tmp", "--out")
     inputs = study.load(args.out / ".cache")
     study, dataset = study.with_layers(inputs.model), inputs.dataset
     times = ", ".join(format_duration(t) for t in study.inference_times_s)

@@ -46,9 +46,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     :class:`WriteFailed` naming ``path``; the file there before, if any, is untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write(temp)
         os.replace(temp, path)
     except WriteFailed:

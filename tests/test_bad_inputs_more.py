@@ -309,6 +309,8 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str, str]] = {
     # paths the file system or the Parquet library cannot take
     "out_name_too_long": (lambda f: study(f, command="run")[:-1] + [str(f / LONG)], "--out: ",
                           "has 300 bytes"),
+    "validate_out_too_long": (lambda f: study(f)[:-1] + [str(f / LONG)], "--out: ",
+                              "has 300 bytes"),
     "report_out_too_long": (lambda f: ["report", str(results(f, "r", [HardwareConfig()], (0.0,))),
                                        "--out", str(f / f"{LONG}.html")], "--out: ",
                             "has 305 bytes"),
