@@ -6,6 +6,7 @@ same folder and renamed into place (atomic on POSIX): readers see the old file o
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from collections.abc import Callable, Iterator
@@ -31,8 +32,10 @@ class WriteFailed(OSError):
         self.message = f"cannot write {path}: {err.strerror or err}" + \
             (f" (errno {err.errno})" if err.errno else "") + \
             f"; everything written before in {path.parent} is kept"
-        self.hint = f"free space in {path.parent} (or choose another folder) and run the " \
-                    f"same command again: it resumes from what is there"
+        fix = "free space in" if err.errno in (errno.ENOSPC, errno.EDQUOT) else \
+            "make sure this process can write files in"
+        self.hint = f"{fix} {path.parent} (or choose another folder) and run the same " \
+                    f"command again: it resumes from what is there"
 
     def __str__(self) -> str:
         return self.message

@@ -176,7 +176,7 @@ def open_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         finally:
             client.close()
         return
-    n_workers = workers or os.cpu_count() or 1
+    n_workers = workers or min(os.cpu_count() or 1, max_local_workers())   # default: fits
     check_local_workers(n_workers)
     # Workers log every failed task with its traceback ("Compute Failed"), once per retry; the
     # client reports the failure itself as one line, so only critical worker logs are shown.
