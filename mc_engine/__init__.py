@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from mc_engine.environment import check_environment as check_environment  # before numba
 from mc_engine.errors import UserInputError
 from mc_engine.hardware import HardwareConfig
 

@@ -16,17 +16,21 @@ was written is kept in both cases). Warnings are one line each.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from mc_engine import check_environment
 from mc_engine.errors import UserInputError
 from mc_engine.signals import STOP, Terminated, stop_signals
 
 EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 DEFAULT_OUT = Path("results")
+#: Most torch threads ``train --threads`` takes per core (more only contend for the cores).
+THREADS_PER_CORE = 4
 SUMMARY_COLUMNS = ["n", "mean", "std", "ci95_lo", "ci95_hi", "q05", "q95", "drop_from_ideal"]
 
 
@@ -41,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_INPUT
     try:
+        check_environment()
         with warnings.catch_warnings():
             warnings.showwarning = _warning
             return args.handler(args)
@@ -55,11 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if args.debug:
             raise
+        from mc_engine.fileio import WriteFailed
         from mc_engine.run import RunError
 
-        hint = err.hint if isinstance(err, RunError) and err.hint else \
-            "run again with --debug for the full traceback"
-        message = str(err) if isinstance(err, RunError) else f"{type(err).__name__}: {err}"
+        ours = isinstance(err, RunError | WriteFailed)   # messages of their own, with a hint
+        hint = err.hint if ours and err.hint else "run again with --debug for the full traceback"
+        message = str(err) if ours else f"{type(err).__name__}: {err}"
         _error(f"error: {message}")
         _error(f"hint: {hint}")
         return EXIT_FAILURE
@@ -183,9 +189,14 @@ _sigterm_as_interrupt = stop_signals
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from mc_engine.fileio import check_path_fits, check_utf8_path
     from mc_engine.study import format_duration, load_study
+    from mc_engine.zoo.models import ZOO_NAMES
 
     study = load_study(args.study)
+    check_utf8_path(args.out, "--out")   # where a zoo model is cached: before it is trained
+    longest = max(ZOO_NAMES, key=len)
+    check_path_fits(args.out / ".cache" / f".{longest}.pt.{'9' * 7}.tmp", "--out")
     inputs = study.load(args.out / ".cache")
     study, dataset = study.with_layers(inputs.model), inputs.dataset
     times = ", ".join(format_duration(t) for t in study.inference_times_s)
@@ -212,7 +223,7 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from mc_engine.fileio import check_writable_folder
+    from mc_engine.fileio import check_path_fits, check_writable_folder
     from mc_engine.results import load_results, plot, report
 
     df = load_results(args.results)
@@ -221,6 +232,7 @@ def _report(args: argparse.Namespace) -> int:
     if suffix not in (".html", ".htm", *PLOT_SUFFIXES):
         raise UserInputError(f"expected a .html report or an image "
                              f"({', '.join(PLOT_SUFFIXES)}), got {str(out)!r}", source="--out")
+    check_path_fits(out, "--out")
     if out.is_dir():
         raise UserInputError(f"{out} is a folder; expected a file name", source="--out")
     check_writable_folder(out.parent, "--out")
@@ -244,6 +256,11 @@ def _train(args: argparse.Namespace) -> int:
     from mc_engine.train import load_train, train
 
     spec = load_train(args.train)
+    cores = os.cpu_count() or 1
+    if args.threads > THREADS_PER_CORE * cores:
+        raise UserInputError(f"expected at most {THREADS_PER_CORE * cores} torch threads "
+                             f"({THREADS_PER_CORE} per core, {cores} cores here), got "
+                             f"{args.threads}", source="--threads")
     with stop_signals():
         outcome = train(spec, args.out, threads=args.threads, fresh=args.fresh)
     stopped = EXIT_TERMINATED if outcome.terminated else EXIT_INTERRUPTED
@@ -261,6 +278,11 @@ def _train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _parameter(value: float) -> str:
+    """A swept parameter value with the digits it was given (12 significant at most)."""
+    return "-" if value != value else f"{value:.12g}"
+
+
 def _summary_table(df) -> str:
     """The summary as aligned text: swept parameters, time, then the statistics; in a
     layer-sensitivity study, then the layers ranked by the accuracy they cost alone."""
@@ -271,8 +293,10 @@ def _summary_table(df) -> str:
     def text(frame) -> str:
         frame = frame.assign(t=frame["t_inference_s"].map(format_duration))
         columns = [c if c != "t_inference_s" else "t" for c in frame.columns if c != "t"]
+        # Swept values as given (1e-05, 0.0003), statistics to four decimals.
+        given = {c: _parameter for c in first if c in frame and frame[c].dtype.kind == "f"}
         return frame[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}",
-                                        na_rep="-")
+                                        na_rep="-", formatters=given)
 
     table = summarize(df)
     first = ["study"] if table["study"].nunique() > 1 else []

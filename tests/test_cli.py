@@ -121,7 +121,7 @@ def test_run_prints_the_summary_table(results_dir, capsys):
     expected = []
     for (w_noise, t), group in df.groupby(["w_noise", "t_inference_s"]):
         acc = group["accuracy"]
-        expected.append([f"{w_noise:.4f}", "0" if t == 0 else "1", "s" if t == 0 else "h",
+        expected.append([f"{w_noise:.12g}", "0" if t == 0 else "1", "s" if t == 0 else "h",
                          str(len(acc)), f"{acc.mean():.4f}", f"{acc.std():.4f}",
                          f"{ideal - acc.mean():.4f}"])
     rows = [line.split() for line in lines[1:]]
@@ -143,20 +143,39 @@ def test_report_writes_the_plot(results_dir, tmp_path, capsys):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_unexpected_failure_exits_1_with_a_hint(tmp_path, capsys):
+def test_unexpected_failure_exits_1_with_a_hint(tmp_path, capsys, monkeypatch):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    # Readable, with the right column names, but accuracies that are text: not a user mistake
-    # mc-engine can name, so the generic failure path with its hint.
+    from mc_engine import results
+
+    # A readable results folder, and a failure inside the engine that is no user mistake
+    # mc-engine can name: the generic failure path with its hint.
     pq.write_table(pa.table({"study": ["s"], "point_id": ["p"], "repeat": [0],
-                             "t_inference_s": [0.0], "accuracy": ["high"]}),
+                             "t_inference_s": [0.0], "accuracy": [0.5]}),
                    tmp_path / "part-00000.parquet")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("an engine bug")
+
+    monkeypatch.setattr(results, "summarize", broken)
     assert main(["summary", str(tmp_path)]) == 1
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 2
-    assert lines[0].startswith("error: ")
-    assert lines[1].startswith("hint: ")
+    assert lines == ["error: RuntimeError: an engine bug",
+                     "hint: run again with --debug for the full traceback"]
+
+
+def test_a_part_file_with_text_accuracies_is_refused_by_name(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    part = tmp_path / "part-00000.parquet"
+    pq.write_table(pa.table({"study": ["s"], "point_id": ["p"], "repeat": [0],
+                             "t_inference_s": [0.0], "accuracy": ["high"]}), part)
+    assert main(["summary", str(tmp_path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{part}: the column 'accuracy' holds "
+                                                   f"string values that are not double")
 
 
 def test_summary_of_an_empty_folder_is_a_user_error(tmp_path, capsys):

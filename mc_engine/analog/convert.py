@@ -201,17 +201,28 @@ def convert(model: nn.Module, hw: HardwareConfig | None = None,
             raise UserInputError(f"no Linear or Conv2d layer named {', '.join(unknown)}; "
                                  f"layers: {', '.join(analog_layer_names(model))}", key="model")
     index = 0
+    # A module under two names (Sequential(fc, act, fc), an attribute set twice: tied weights)
+    # is one layer: converted once, at its first name, and that one analog layer (one matrix,
+    # read afresh at each call) put under every name it has.
+    done: dict[int, nn.Module] = {}
 
     def replace(parent: nn.Module, prefix: str) -> None:
         nonlocal index
-        for child_name, child in parent.named_children():
+        for child_name, child in list(parent._modules.items()):  # every name, shared or not
             name = f"{prefix}{child_name}"
+            if child is None:
+                continue
+            if id(child) in done:
+                setattr(parent, child_name, done[id(child)])
+                continue
+            done[id(child)] = child
             if isinstance(child, (nn.Linear, nn.Conv2d)):
                 _check_finite(child, name)
                 if layers is None or name in layers:  # the index counts digital ones too
                     new = AnalogLinear(child, hw, index) if isinstance(child, nn.Linear) \
                         else AnalogConv2d(child, hw, index, name)
                     setattr(parent, child_name, new)
+                    done[id(child)] = new
                 index += 1
                 continue
             own = list(child.parameters(recurse=False))

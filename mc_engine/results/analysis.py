@@ -16,6 +16,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mc_engine.errors import UserInputError
+from mc_engine.fileio import check_path_fits, check_utf8_path
+from mc_engine.results.conform import fill_hardware_defaults, read_part
 from mc_engine.results.intervals import stein_interval
 from mc_engine.results.schema import fixed_columns, hardware_columns
 from mc_engine.results.store import (
@@ -43,6 +45,8 @@ def load_results(path: str | Path) -> pd.DataFrame:
     device-model parameters (those beyond the fixed schema) in ``df.attrs["device_params"]``.
     """
     path = Path(path)
+    check_utf8_path(path)
+    check_path_fits(path, source=str(path)[:80] + "...")
     if path.is_file():
         files = [path]
         problem = unreadable(path, RESULT_COLUMNS)
@@ -52,17 +56,21 @@ def load_results(path: str | Path) -> pd.DataFrame:
                                  f"results folder or one of its part-*.parquet files",
                                  source=str(path))
     else:
-        files = ResultStore(path).parts()
-        if not files and path.is_dir():
-            files = [p for sub in sorted(path.iterdir()) if sub.is_dir()
-                     for p in ResultStore(sub).parts()]
+        stores = [ResultStore(path)]
+        if not stores[0].parts() and path.is_dir():
+            stores = [ResultStore(sub) for sub in sorted(path.iterdir()) if sub.is_dir()]
+        files = [p for store in stores for p in store.parts()]
+        for odd in (p for store in stores for p in store.not_files()
+                    if p.name.startswith("part-")):
+            warnings.warn(f"{odd}: named like a part file but not a file; left out",
+                          stacklevel=2)
         files = _readable(files)
     if not files:
         raise UserInputError("no results here (expected part-*.parquet files written by "
                              "'mc-engine run')", source=str(path))
     _check_one_study_per_folder(files)
-    tables = [pq.read_table(f) for f in files]
-    table = pa.concat_tables(tables, promote_options="default")
+    tables = [read_part(f) for f in files]
+    table = fill_hardware_defaults(pa.concat_tables(tables, promote_options="default"))
     kept = finite_rows(table)
     rerun: set[tuple] = set()   # trials with a non-finite row: run again whole by a later run
     if kept.num_rows < table.num_rows:

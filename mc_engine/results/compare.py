@@ -51,9 +51,19 @@ def compare(df: pd.DataFrame, baseline: Mapping[str, Any],
     if _identity(rows["baseline"]) == _identity(rows["other"]):
         raise UserInputError("baseline and other select the same point; change a value in one "
                              "of them", source=source, key="other")
-    pairs = rows["baseline"][PAIR_ON + ["accuracy"]].merge(
-        rows["other"][PAIR_ON + ["accuracy"]], on=PAIR_ON, suffixes=("_b", "_o"))
+    pair_on = [c for c in PAIR_ON if c in df]   # part files of old versions lack a seed
+    pairs = rows["baseline"][pair_on + ["accuracy"]].merge(
+        rows["other"][pair_on + ["accuracy"]], on=pair_on, suffixes=("_b", "_o"))
     if pairs.empty:
+        times = [sorted(set(rows[r]["t_inference_s"])) for r in ("baseline", "other")]
+        if not set(times[0]) & set(times[1]):
+            from mc_engine.study import format_duration
+
+            shown = [", ".join(format_duration(t) for t in ts[:6]) for ts in times]
+            raise UserInputError(f"the two points were read at different inference times "
+                                 f"(baseline at {shown[0]}; other at {shown[1]}), so no "
+                                 f"reading pairs with one of the other; compare points read "
+                                 f"at a time they share", source=source, key="other")
         raise UserInputError("the two points share no repeat run from the same seed, so they "
                              "cannot be paired (results of studies with different [study] seed?)",
                              source=source, key="other")
@@ -77,6 +87,10 @@ def parse_selection(items: Sequence[str], role: str) -> dict[str, str]:
         if not sep or not key.strip():
             raise UserInputError(f"expected COLUMN=VALUE (e.g. adc_bits=8), got {item!r}",
                                  key=f"--{role}")
+        if key.strip() in selection:
+            raise UserInputError(f"{key.strip()!r} given twice ({key.strip()}="
+                                 f"{selection[key.strip()]} and {item!r}); give each column "
+                                 f"once", key=f"--{role}")
         selection[key.strip()] = value.strip()
     return selection
 

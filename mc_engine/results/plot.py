@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from mc_engine.fileio import atomic_write
 from mc_engine.results.analysis import summarize, swept_columns
 from mc_engine.study.units import format_duration
 
@@ -182,6 +183,6 @@ def plot(df: pd.DataFrame, out: str | Path, ideal=None) -> Path:
     out = Path(out)
     if not out.suffix:  # matplotlib would add .png itself: return the name it writes
         out = out.with_name(out.name + ".png")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    return out
+    # Through a temporary: a full disk names the file and leaves no half-written image.
+    return atomic_write(out, lambda temp: fig.savefig(temp, dpi=120,
+                                                      format=out.suffix[1:].lower()))

@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 
 from mc_engine.errors import UserInputError
 from mc_engine.fileio import TEMP_SUFFIX, atomic_write, file_lock
+from mc_engine.results.conform import read_part
 from mc_engine.results.schema import IDEAL_SCHEMA, ideal_schema, rows_to_table
 
 LOCK_FILE = ".lock"
@@ -114,6 +115,10 @@ class ResultStore:
         Two runs writing the same folder would pick the same part numbers and overwrite each
         other's files, so a run takes this lock for as long as it writes.
         """
+        for odd in self.not_files():
+            raise UserInputError(f"is named like a file mc-engine writes there ("
+                                 f"{odd.name}) but is not a file; move it out of "
+                                 f"{self.directory}", source=str(odd))
         with file_lock(self.directory / LOCK_FILE):
             yield
 
@@ -122,8 +127,18 @@ class ResultStore:
         if not self.directory.is_dir():
             return []
         found = [(int(m.group(1)), p) for p in self.directory.iterdir()
-                 if (m := _PART.match(p.name))]
+                 if (m := _PART.match(p.name)) and p.is_file()]
         return [p for _, p in sorted(found)]
+
+    def not_files(self) -> list[Path]:
+        """Entries named like the files this store writes (part files, study.toml,
+        ideal.parquet, .lock) that are no files (a folder ``part-00005.parquet``): not
+        results, and in the way of the file of that name."""
+        if not self.directory.is_dir():
+            return []
+        ours = (STUDY_FILE, IDEAL_FILE, LOCK_FILE)
+        return sorted(p for p in self.directory.iterdir()
+                      if (_PART.match(p.name) or p.name in ours) and not p.is_file())
 
     def clear(self) -> None:
         """Delete everything this store writes (and nothing else a user may keep there)."""
@@ -169,8 +184,14 @@ class ResultStore:
             if theirs is not None:
                 why = "" if theirs == stamp else "it was written by a study whose seed, " \
                     "inference times, model, data, mode or name differ from this one's"
+            elif "seed" not in pq.read_schema(part).names:
+                raise UserInputError(f"has neither a study stamp nor a 'seed' column (written "
+                                     f"by an older mc-engine, or by another program), so its "
+                                     f"rows cannot be checked as trials of this study; move it "
+                                     f"out of {self.directory}, or re-run with --fresh to "
+                                     f"discard every result there", source=str(part))
             else:
-                table = pq.read_table(part, columns=["study", "repeat", "seed"])
+                table = read_part(part, ["study", "repeat", "seed"])
                 why = ""
                 for study, repeat, seed in zip(*(table.column(c).to_pylist()
                                                  for c in ("study", "repeat", "seed"))):
@@ -191,8 +212,7 @@ class ResultStore:
         rows: dict[tuple[str, int], set[float]] = {}
         finite: dict[tuple[str, int], set[float]] = {}
         for part in self.parts():
-            table = pq.read_table(part, columns=["point_id", "repeat", "t_inference_s",
-                                                 "accuracy"])
+            table = read_part(part, ["point_id", "repeat", "t_inference_s", "accuracy"])
             for pid, repeat, t, acc in zip(*(table.column(c).to_pylist()
                                               for c in table.column_names)):
                 rows.setdefault((pid, repeat), set()).add(t)
@@ -210,7 +230,7 @@ class ResultStore:
             return pa.table({c: pa.array([], type=rows_to_table([]).schema.field(c).type)
                              for c in columns})
         names = list(dict.fromkeys([*columns, *ROW_KEYS, "accuracy"]))
-        table = pa.concat_tables([pq.read_table(p, columns=names) for p in parts],
+        table = pa.concat_tables([read_part(p, names) for p in parts],
                                  promote_options="default")
         return unique_rows(finite_rows(table))[0].select(list(columns))
 

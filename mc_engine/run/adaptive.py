@@ -58,7 +58,9 @@ def stein_size(first_round: np.ndarray, target_ci: float, max_repeats: int) -> n
     if n0 < 2:
         raise ValueError(f"Stein's procedure needs a first round of at least 2 repeats, got {n0}")
     std = first_round.std(axis=-2, ddof=1).max(axis=-1)
-    wanted = np.ceil((stats.t.ppf(0.5 + LEVEL / 2, n0 - 1) * std / target_ci) ** 2)
+    # A tiny target_ci asks for more repeats than a float holds (inf): max_repeats caps it.
+    with np.errstate(over="ignore", divide="ignore"):
+        wanted = np.ceil((stats.t.ppf(0.5 + LEVEL / 2, n0 - 1) * std / target_ci) ** 2)
     size = np.clip(wanted, n0, max(n0, max_repeats)).astype(int)
     return size if size.ndim else int(size)
 

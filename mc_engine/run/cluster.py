@@ -22,6 +22,7 @@ from distributed import Client, LocalCluster
 from distributed.comm.addressing import parse_address, parse_host_port
 
 from mc_engine.errors import UserInputError
+from mc_engine.fileio import check_path_fits
 from mc_engine.signals import signals_deferred
 
 #: Set in worker processes before they start, so BLAS, OpenMP (torch) and Numba stay on one
@@ -33,6 +34,10 @@ WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THRE
 FILES_PER_WORKER = 24
 RESERVED_FILES = 256
 MAX_LOCAL_WORKERS = 1024
+#: Memory one local worker holds at least (measured: about 520 MiB resident once torch, Numba
+#: and Dask are imported), and how many single-threaded workers a core can usefully run.
+WORKER_MEMORY_BYTES = 512 * 2**20
+WORKERS_PER_CORE = 8
 #: Imported by every local worker process as it starts: it ignores SIGINT (a terminal's Ctrl-C
 #: reaches the whole process group; only the client should stop, in order).
 WORKER_PRELOAD = "mc_engine.run.worker_signals"
@@ -94,6 +99,7 @@ def scheduler_from_file(path: str | Path, wait_s: float | None = None) -> str:
     dask-jobqueue, dask-mpi): JSON with an ``address`` entry. A file not there yet is waited
     for up to ``wait_s`` (a batch script starts the scheduler and the run together)."""
     path = Path(path)
+    check_path_fits(path, "--scheduler-file")   # not waited for: it can never be there
     wait_s = SCHEDULER_FILE_WAIT_S if wait_s is None else wait_s
     deadline = time.monotonic() + wait_s
     if not path.exists() and wait_s > 0:
@@ -120,23 +126,34 @@ def scheduler_from_file(path: str | Path, wait_s: float | None = None) -> str:
 
 
 def max_local_workers() -> int:
-    """How many local worker processes this process can open files for (each costs the client
-    about FILES_PER_WORKER descriptors: pipes, sockets)."""
+    """How many local worker processes this machine can hold: as many as this process can open
+    files for (each costs the client about FILES_PER_WORKER descriptors: pipes, sockets), its
+    memory can hold (WORKER_MEMORY_BYTES each) and WORKERS_PER_CORE per core."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return MAX_LOCAL_WORKERS
-    return max(1, min(MAX_LOCAL_WORKERS, (soft - RESERVED_FILES) // FILES_PER_WORKER))
+    files = MAX_LOCAL_WORKERS if soft == resource.RLIM_INFINITY else \
+        (soft - RESERVED_FILES) // FILES_PER_WORKER
+    return max(1, min(MAX_LOCAL_WORKERS, files, _memory_bytes() // WORKER_MEMORY_BYTES,
+                      WORKERS_PER_CORE * (os.cpu_count() or 1)))
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):   # not known here: no bound from memory
+        return MAX_LOCAL_WORKERS * WORKER_MEMORY_BYTES
 
 
 def check_local_workers(workers: int) -> None:
     """Refuse a local cluster larger than :func:`max_local_workers` (it would fail with
-    thousands of 'Too many open files' errors), by name."""
+    thousands of 'Too many open files' errors, or run out of memory), by name."""
     limit = max_local_workers()
     if workers > limit:
         raise UserInputError(f"expected at most {limit} local worker processes on this machine "
                              f"(open-file limit {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}, "
-                             f"{os.cpu_count()} cores), got {workers}; for more, start a Dask "
-                             f"cluster and give --scheduler", key="--workers")
+                             f"{os.cpu_count()} cores, {_memory_bytes() / 2**30:.0f} GiB of "
+                             f"memory at {WORKER_MEMORY_BYTES // 2**20} MiB per worker, at most "
+                             f"{WORKERS_PER_CORE} per core), got {workers}; for more, start a "
+                             f"Dask cluster and give --scheduler", key="--workers")
 
 
 @contextmanager
@@ -159,7 +176,7 @@ def open_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         finally:
             client.close()
         return
-    n_workers = workers or os.cpu_count() or 1
+    n_workers = workers or min(os.cpu_count() or 1, max_local_workers())   # default: fits
     check_local_workers(n_workers)
     # Workers log every failed task with its traceback ("Compute Failed"), once per retry; the
     # client reports the failure itself as one line, so only critical worker logs are shown.

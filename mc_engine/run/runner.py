@@ -85,6 +85,7 @@ def run_study(study: Study, out_dir: str | Path = "results", *, workers: int | N
     KeyboardInterrupt stops the run after writing what has arrived.
     """
     started = time.perf_counter()
+    mc_engine.check_environment()
     out_dir = Path(out_dir)
     # Everything that can be checked without the model first: loading it may take minutes.
     if scheduler is not None:

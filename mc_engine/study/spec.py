@@ -29,6 +29,7 @@ from mc_engine.study import toml_writer
 from mc_engine.study.keys import point_id, trial_seed
 from mc_engine.study.sweep import (
     MAX_TRIALS,
+    check_checkpoint_files,
     check_size,
     expand_points,
     hardware_point,
@@ -333,6 +334,7 @@ def parse_study(doc: Mapping[str, Any], *, source: str = "<study>",
                                        "([sweep] checkpoint = [...]), not both")
     check_size(sweep, zips, max_repeats or repeats, fail)
     points, checkpoints = expand_points(base, sweep, zips, source, fail)
+    check_checkpoint_files(checkpoints, folder, fail)
     check_times(points, times, fail)
     check_inert(points, base, sweep, zips, source, fail)
     return Study(name=name, seed=seed, repeats=repeats, inference_times_s=times,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,26 @@ def check_checkpoint_value(value: Any, where: str, fail: Fail) -> None:
     checkpoint), before anything runs."""
     if not isinstance(value, str) or not value:
         raise fail(where, f"expected checkpoint file paths (strings), got {value!r}")
+
+
+def check_checkpoint_files(checkpoints: tuple[str, ...], base_dir: Path, fail: Fail) -> None:
+    """Refuse two spellings of one checkpoint file on the axis ('a.pt' and './a.pt', a
+    symbolic link beside its target): they would be two checkpoints of the same weights."""
+    from mc_engine.data.factory import resolve_path
+
+    seen: dict[object, str] = {}
+    for label in dict.fromkeys(checkpoints):
+        path = resolve_path(label, base_dir)
+        try:
+            stat = path.stat()
+            key: object = (stat.st_dev, stat.st_ino)
+        except OSError:   # not there (yet): said when the inputs load; compare the names
+            key = os.path.realpath(path)
+        if key in seen:
+            raise fail("sweep.checkpoint", f"{seen[key]!r} and {label!r} are the same file; "
+                                           f"name a checkpoint one way (it is known by its "
+                                           f"name), and each once in a list")
+        seen[key] = label
 
 
 def parse_sweep(table: dict[str, Any], base: dict[str, Any], source: str,

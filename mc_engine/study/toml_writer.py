@@ -18,13 +18,19 @@ _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 def dumps(tables: Mapping[str, Mapping[str, Any]], header: str = "",
           table_arrays: Mapping[str, list[Mapping[str, Any]]] | None = None) -> str:
     """TOML text for ``{table name: {key: value}}`` plus arrays of tables (``[[name]]``)."""
-    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    lines = [f"# {_printable(line)}" if line else "#" for line in header.splitlines()]
     for name, table in tables.items():
         lines += ["", f"[{name}]"] + [f"{_key(k)} = {_value(v)}" for k, v in table.items()]
     for name, items in (table_arrays or {}).items():
         for table in items:
             lines += ["", f"[[{name}]]"] + [f"{_key(k)} = {_value(v)}" for k, v in table.items()]
     return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _printable(text: str) -> str:
+    """``text`` with every character a TOML comment cannot hold (control characters, and the
+    lone surrogates that stand for undecodable bytes of a file name) as a Python escape."""
+    return "".join(c if c.isprintable() or c == "\t" else ascii(c)[1:-1] for c in text)
 
 
 def _key(key: str) -> str:

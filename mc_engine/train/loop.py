@@ -40,10 +40,17 @@ import mc_engine
 from mc_engine.analog import convert
 from mc_engine.data import Dataset, load_dataset
 from mc_engine.errors import UserInputError
-from mc_engine.fileio import atomic_write, check_writable_folder, file_lock, temp_path
+from mc_engine.fileio import (
+    WriteFailed,
+    atomic_write,
+    check_writable_folder,
+    file_lock,
+    temp_path,
+)
 from mc_engine.signals import Terminated, signals_deferred
 from mc_engine.study.inputs import check_model_fits, fingerprint
 from mc_engine.train.augment import crop_flip
+from mc_engine.train.guards import batches, check_out_folder, check_single_batches
 from mc_engine.train.noisy import NoiseSource, clip_weights, noisy_forward
 from mc_engine.train.spec import TrainSpec
 from mc_engine.zoo import load_model
@@ -97,6 +104,11 @@ def prepare(spec: TrainSpec) -> tuple[nn.Module, Dataset, Dataset]:
             return UserInputError(message, source=spec.source, key="train.init")
 
         load_checkpoint(model, spec.init, fail)
+        bad = next((k for k, v in model.state_dict().items()
+                    if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+        if bad is not None:
+            raise fail("init", f"{spec.init}: {bad} holds NaN or infinite values; fine-tune "
+                               f"from a checkpoint with finite weights")
     try:   # a layer that cannot go on tiles is better known before hours of training
         convert(model)
     except UserInputError as exc:
@@ -134,6 +146,7 @@ def train(spec: TrainSpec, out_dir: str | Path = DEFAULT_OUT, *, fresh: bool = F
     started = time.perf_counter()
     out_dir = Path(out_dir)
     check_writable_folder(out_dir, "--out")
+    check_out_folder(spec, out_dir)
     _check_free(spec, out_dir, fresh)   # before minutes of loading
     model, train_set, held_out = prepare(spec)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -201,6 +214,9 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
     opt, scheduler = _optimizer(spec, model)
     loss_fn = nn.CrossEntropyLoss()
     x_all, y_all = torch.from_numpy(train_set.x), torch.from_numpy(train_set.y)
+    batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if batch_norm and (spec.batch_size == 1 or len(y_all) == 1):
+        check_single_batches(spec, model, x_all, dev)
     saved: _Saved | None = None
     stop: KeyboardInterrupt | None = None
     diverged: _Diverged | None = None
@@ -212,10 +228,10 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
         for epoch in bar:
             model.train()
             history = saved.history if saved is not None else []   # the epochs on disk
-            loss_sum, correct = 0.0, 0
+            loss_sum, correct, seen = 0.0, 0, 0
             with noisy_forward(model, spec.noise, src):
-                for batch in torch.from_numpy(order_rng.permutation(len(y_all))).split(
-                        spec.batch_size):
+                for batch in batches(order_rng.permutation(len(y_all)), spec.batch_size,
+                                      batch_norm):
                     xb, yb = x_all[batch].to(dev), y_all[batch].to(dev)
                     if spec.augment:
                         xb = crop_flip(xb, augment_rng)
@@ -231,6 +247,7 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
                         clip_weights(model, spec.noise.clip_std)
                     loss_sum += value * len(batch)
                     correct += int((out.argmax(1) == yb).sum())
+                    seen += len(batch)
             if scheduler is not None:
                 scheduler.step()
             model.zero_grad(set_to_none=True)
@@ -239,8 +256,8 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
             if bad is not None:
                 raise _Diverged(f"{bad} became non-finite in epoch {epoch + 1}")
             acc = accuracy(model, held_out, dev)
-            entry = {"epoch": epoch + 1, "loss": loss_sum / len(y_all),
-                     "train_accuracy": correct / len(y_all), "held_out_accuracy": acc}
+            entry = {"epoch": epoch + 1, "loss": loss_sum / seen,
+                     "train_accuracy": correct / seen, "held_out_accuracy": acc}
             saved, received = _save(spec, model, held_out, [*history, entry], out_dir, started)
             for signum in received:   # a signal held back while the pair was renamed
                 signal.raise_signal(signum)
@@ -313,6 +330,8 @@ def _save(spec: TrainSpec, model: nn.Module, held_out: Dataset, history: list[di
         with signals_deferred() as received:
             os.replace(temps[0], checkpoint)
             os.replace(temps[1], sidecar)
+    except OSError as err:   # a full disk: the pair of the epoch before stays as it was
+        raise WriteFailed(checkpoint, err) from err
     finally:
         for temp in temps:
             temp.unlink(missing_ok=True)

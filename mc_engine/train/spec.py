@@ -139,7 +139,8 @@ def _train_table(table: dict[str, Any], base_dir: Path, fail: Fail) -> dict[str,
             raise fail("train.init", f"expected a checkpoint file path, got {table['init']!r}")
         init = resolve_path(table["init"], base_dir)
         if not init.is_file():
-            raise fail("train.init", f"file {init} does not exist")
+            raise fail("train.init", f"{init} is a directory, not a checkpoint file"
+                       if init.is_dir() else f"file {init} does not exist")
         out["init"] = init
     if "augment" in table:
         if not isinstance(table["augment"], bool):
