@@ -1,4 +1,4 @@
-"""The tile forward of DESIGN.md §2.1 and the model conversion, pinned on exact and noisy cases."""
+"""The tile forward of docs/physics.md and the model conversion, pinned on exact and noisy cases."""
 
 from __future__ import annotations
 

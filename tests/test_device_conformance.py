@@ -6,7 +6,7 @@ Each case declares: the hardware it runs with, the targets where its laws are ch
 any clip, so the moments are those of the unclipped law), its valid read times, the mean and
 standard deviation of a programmed conductance given its target, and the standard deviation of
 one read given the target, the programmed conductance, the mean read and the time. The laws are
-written from DESIGN.md §2.2 (pcm), the aihwkit 1.2.0 sources (tests/device_laws.py) and the
+written from docs/physics.md (pcm), the aihwkit 1.2.0 sources (tests/device_laws.py) and the
 docstrings (the others).
 """
 

@@ -1,4 +1,4 @@
-"""Hardware mappings of DESIGN.md §2.3 pinned on exact cases: CrossSim's outputs, the integer
+"""Hardware mappings of docs/physics.md pinned on exact cases: CrossSim's outputs, the integer
 recombination of bit slices, the offset schemes, bit-serial inputs and row-by-row read-out."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The PCM statistical model of DESIGN.md §2.2, pinned formula by formula (>= 1e6 draws)."""
+"""The PCM statistical model of docs/physics.md, pinned formula by formula (>= 1e6 draws)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Behaviours of DESIGN.md §2 that no other test pinned, each through the public API
+"""Behaviours of docs/physics.md that no other test pinned, each through the public API
 (HardwareConfig, AnalogMatrix(weight, hw, layer, group).program/drift/forward, convert), so that
 they hold whatever the tile internals look like. Each test names the planted bug it catches.
 
@@ -219,7 +219,7 @@ def test_tiles_of_a_split_layer_draw_independently(weights):
 
 def test_repeats_draw_independently_and_points_share_draws(weights):
     """Repeats (trial seeds) are independent chips; repeat r of two hardware points programs
-    the same devices (common random numbers, DESIGN.md §3) - the positive control that the
+    the same devices (common random numbers, docs/physics.md) - the positive control that the
     correlation estimate sees shared draws."""
     from mc_engine.study.keys import trial_seed
 

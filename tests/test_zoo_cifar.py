@@ -111,7 +111,7 @@ def test_cifar_templates_train_and_validate_on_a_tiny_cifar_folder(tmp_path, cap
     assert "2 hardware points x 20 repeats" in capsys.readouterr().out
 
 
-# --- tile splitting (DESIGN §2.1 step 8 in docs/physics.md) ----------------------------------
+# --- tile splitting (docs/physics.md) ----------------------------------
 
 def tiles_expected(layer: nn.Module, hw: HardwareConfig) -> list[int]:
     """Tiles of each matrix of a torch layer: ceil(rows/max_input_size)·ceil(cols/max_output)

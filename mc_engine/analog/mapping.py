@@ -1,5 +1,5 @@
 """How a tile's weights become target conductances, and read conductances become the array
-matrix that the MVM multiplies (DESIGN.md §2.2 and §2.3).
+matrix that the MVM multiplies (docs/physics.md).
 
 A mapping knows the device layout of one tile (pairs or single devices, bit slices, a dummy
 column) and nothing of DACs, ADCs or device physics. It hands the read-out a :class:`Layout`:
@@ -61,7 +61,7 @@ class Layout:
 
 
 class WeightUnitPairs:
-    """A differential pair per weight, array matrix in weight units (DESIGN.md §2.2).
+    """A differential pair per weight, array matrix in weight units (docs/physics.md).
 
     g± = g_min + s·max(±W, 0) with s = (g_max - g_min)/max|W_tile|; the array holds
     (g+ - g-)/s. ``pair_drift = 'net'`` re-maps the programmed net weight to one device per
@@ -116,7 +116,7 @@ class WeightUnitPairs:
 
 class ConductanceMapping:
     """Quantized, optionally bit-sliced, pair- or offset-mapped weights in conductance units
-    (DESIGN.md §2.3).
+    (docs/physics.md).
 
     ``w_max`` is max|W| of the whole layer (every tile of the layer shares it).
     Differential pairs: slice i holds the signed level v_i = sign(W_int)·d_i/(2^c − 1), d_i the

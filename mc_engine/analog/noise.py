@@ -1,4 +1,4 @@
-"""Keys of the short-term MVM noise (input, weight and output noise of DESIGN.md §2.1).
+"""Keys of the short-term MVM noise (input, weight and output noise of docs/physics.md).
 
 Every standard normal of the forward pass is drawn counter-based (:mod:`mc_engine.kernels.rng`)
 inside the kernel that uses it. Its stream key is derived from the layer's read-time key and

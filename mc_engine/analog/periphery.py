@@ -18,7 +18,7 @@ _EMPTY2 = np.zeros((0, 0), np.float32)
 
 
 class Periphery:
-    """The float32 constants of the DAC/ADC path of DESIGN.md §2.1, derived once per config."""
+    """The float32 constants of the DAC/ADC path of docs/physics.md, derived once per config."""
 
     def __init__(self, hw: HardwareConfig):
         self.hw = hw

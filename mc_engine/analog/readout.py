@@ -1,4 +1,4 @@
-"""Read-out schemes of a tile (DESIGN.md §2.3): bit-serial inputs, row-by-row conversion, bit
+"""Read-out schemes of a tile (docs/physics.md): bit-serial inputs, row-by-row conversion, bit
 slices, dummy column and digital offset, with their digital recombination.
 
 The default tile forward (all rows and all input bits at once, one weight-unit column per output)

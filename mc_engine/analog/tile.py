@@ -1,7 +1,7 @@
 """Analog tiles: a layer's weight matrix split into arrays, programmed, drifted and read.
 
 A :class:`AnalogMatrix` is one layer's (out × in) weight matrix. It is split into tiles of at
-most ``max_input_size`` rows and ``max_output_size`` columns (DESIGN.md §2.1 step 8); each
+most ``max_input_size`` rows and ``max_output_size`` columns (docs/physics.md); each
 :class:`Tile` has its own conductance scale, devices, drift compensation and, in the forward
 pass, its own noise-management alpha, DAC, noise, ADC and bound management. Tile outputs along
 the input dimension are summed digitally.
@@ -57,7 +57,7 @@ class Tile:
     The mapping (:mod:`mc_engine.analog.mapping`) turns the block into target conductances and
     read conductances into the array matrix; the device model programs and reads them;
     variation and faults (:mod:`mc_engine.hardware.variation`) sit on top of the device model.
-    The forward pass is the fused default of DESIGN.md §2.1 or, for bit slices, offset schemes,
+    The forward pass is the fused default of docs/physics.md or, for bit slices, offset schemes,
     bit-serial inputs and row-by-row read-out, :func:`mc_engine.analog.readout.convert`.
     """
 
@@ -309,7 +309,7 @@ class AnalogMatrix:
     def __init__(self, weight: np.ndarray, hw: HardwareConfig, layer_index: int, group: int = 0,
                  w_max: float | None = None):
         """``w_max``: max|W| of the whole layer when this matrix is one group of it (the
-        weight quantization and conductance scale of DESIGN.md §2.3 are layer-wide)."""
+        weight quantization and conductance scale of docs/physics.md are layer-wide)."""
         weight = np.asarray(weight, dtype=np.float32)
         w_max = float(np.abs(weight).max()) if w_max is None else w_max
         self.hw = hw

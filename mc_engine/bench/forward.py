@@ -2,7 +2,7 @@
 
 The ratio (analog time / clean fp32 time on the same 1000 images, same process, same thread
 count) is the number to watch; absolute seconds depend on the machine and its load. Two more
-ResNet-20 rows, timed in the same run, price the DESIGN §2.3 mappings: 8-bit weights bit-sliced
+ResNet-20 rows, timed in the same run, price the docs/physics.md mappings: 8-bit weights bit-sliced
 on 2-bit cells (4 slices) and 1-bit bit-serial inputs (6 cycles of a 7-bit DAC), each as a ratio
 to the clean forward and to the unsliced default analog forward (target: <= k x the latter).
 """
@@ -32,7 +32,7 @@ def _best_of(fn, repeats: int) -> float:
     return best
 
 
-#: The bit-slicing and bit-serial rows (DESIGN §2.3), each timed beside the default analog
+#: The bit-slicing and bit-serial rows (docs/physics.md), each timed beside the default analog
 #: forward of the same model in the same run. ``k`` is the number of slices / input cycles: the
 #: target is that k slices or k cycles cost at most k x the unsliced analog forward.
 #: With weight_bits > 0 the ADC sees conductance units (g/g_max summed over rows), hence the

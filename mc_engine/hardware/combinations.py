@@ -1,4 +1,4 @@
-"""Which hardware parameters may be combined (DESIGN.md §2.3).
+"""Which hardware parameters may be combined (docs/physics.md).
 
 Each field of :class:`HardwareConfig` is checked on its own by its declaration; this module holds
 the rules that involve two or more fields, so that a combination that makes no physical sense is

@@ -3,7 +3,7 @@
 Field names are the vocabulary used everywhere: ``HardwareConfig`` keyword arguments, the
 ``[hardware]`` / ``[sweep]`` keys of a study file and the Parquet result columns. Defaults equal
 the IBM Analog Hardware Acceleration Kit's ``InferenceRPUConfig`` with ``PCMLikeNoiseModel``
-(DESIGN.md §2), so that results are comparable with that toolkit. A few fields (``g_max``,
+(docs/physics.md), so that results are comparable with that toolkit. A few fields (``g_max``,
 ``on_off_ratio``, ``g_converter``) default to what the device model declares (HERMES's g_max of
 20.7 µS, the CMO ReRAM's single device between 9 and 88.2 µS), and to :data:`DEVICE_DEFAULTS`
 for the others.
@@ -98,7 +98,7 @@ class HardwareConfig:
                                          lo=0.0)
     weight_scaling_columnwise: bool = _param(False, "Apply weight_scaling_omega per output column "
                                                     "instead of per tile.")
-    # --- mapping: weight quantization, bit slicing, conductance range (DESIGN.md §2.3) ---
+    # --- mapping: weight quantization, bit slicing, conductance range (docs/physics.md) ---
     weight_bits: int = _param(0, "Symmetric weight quantization before mapping: W_int = "
                                  "rint(W/w_max*(2^(B-1)-1)), w_max = max|W| of the layer. 0 = off "
                                  "(analog weights). Any value > 0 puts the ADC in conductance "
@@ -278,7 +278,7 @@ class HardwareConfig:
         same_table = values.get("device_table", "") == self.device_table
         return from_dict(values, table=self.table if same_table else None)
 
-    # --- derived quantities (DESIGN.md §2.1) ---
+    # --- derived quantities (docs/physics.md) ---
     @property
     def inp_res(self) -> float:
         """DAC resolution as a fraction of the half range: 1/(2^b - 2); 0 when off."""
@@ -286,7 +286,7 @@ class HardwareConfig:
 
     @property
     def conductance_units(self) -> bool:
-        """True when the ADC sees conductance units (DESIGN.md §2.3): weights quantized or an
+        """True when the ADC sees conductance units (docs/physics.md): weights quantized or an
         offset scheme; False on the default path, where it sees the model's weight units."""
         return self.weight_bits > 0 or self.offset != "differential"
 

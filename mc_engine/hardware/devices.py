@@ -1,6 +1,6 @@
 """Device models: how a target conductance is programmed and how it reads back over time.
 
-This is the documented extension point of DESIGN.md §2.2 (docs/devices.md): subclass
+This is the documented extension point of the device model (docs/devices.md): subclass
 :class:`DeviceModel`, implement ``program`` and ``read``, declare the model's own parameters in
 ``params``, and register it with :func:`register_device`; the name then becomes a valid
 ``device`` value in ``HardwareConfig`` and in study files. A study file can also name a class in
@@ -166,7 +166,7 @@ class IdealDevice(DeviceModel):
 
 
 class PCMDevice(DeviceModel):
-    """The PCM statistical model (Nandakumar et al. 2019; Joshi et al. 2020), DESIGN.md §2.2."""
+    """The PCM statistical model (Nandakumar et al. 2019; Joshi et al. 2020), docs/physics.md."""
 
     name = "pcm"
 

@@ -1,4 +1,4 @@
-"""Device-to-device variation and stuck-at faults (DESIGN.md §2.3), on top of any device model.
+"""Device-to-device variation and stuck-at faults (docs/physics.md), on top of any device model.
 
 They belong to the devices, not to a particular device model: whatever model programs the array,
 each device then carries a fixed relative error ``g <- g*(1 + d2d_sigma*xi)`` drawn at programming,

@@ -1,4 +1,4 @@
-"""Vectorised PCM device statistics (DESIGN.md §2.2; Nandakumar et al. 2019, Joshi et al. 2020).
+"""Vectorised PCM device statistics (docs/physics.md; Nandakumar et al. 2019, Joshi et al. 2020).
 
 All conductances are in microsiemens; ``g_max`` sets the scale of the polynomial fits, which are
 given for g_max = 25 µS.

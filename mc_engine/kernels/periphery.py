@@ -1,4 +1,4 @@
-"""DAC, noise and ADC of one analog tile (DESIGN.md §2.1 steps 1, 2, 4, 5).
+"""DAC, noise and ADC of one analog tile (docs/physics.md).
 
 The float32 operation order follows the IBM toolkit (see tests/data/aihwkit/README.md): the
 input scale is s = (1/alpha)/r, v = x*s, x~ = rint(v/step)*step; the ADC is rint(y/step)*step.

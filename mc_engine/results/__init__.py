@@ -1,4 +1,4 @@
-"""Parquet schema and writing, load_results, summarize, compare, plots (DESIGN.md §5)."""
+"""Parquet schema and writing, load_results, summarize, compare, plots (the README's "Results")."""
 
 from mc_engine.results.analysis import (
     load_ideal,

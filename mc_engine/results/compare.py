@@ -1,7 +1,7 @@
 """Paired comparison of two hardware points over repeats that share device draws.
 
 Repeat r of every hardware point of a study runs from the same trial seed (``trial_seed`` depends
-on the study seed and the repeat only, DESIGN.md §3), so repeat r of two points is the same
+on the study seed and the repeat only, docs/physics.md), so repeat r of two points is the same
 simulated chip population member under two configurations: the same programming noise, drift
 exponents and read noise where the physics allows (common random numbers). The difference
 ``other − baseline`` taken repeat by repeat then cancels the chip-to-chip spread the two points

@@ -1,4 +1,5 @@
-"""The Parquet schema of study results (DESIGN.md §5), declared once for writing and checking.
+"""The Parquet schema of study results (the README's "Results"), declared once for writing and
+checking.
 
 Every hardware parameter is its own typed column, named as in :class:`HardwareConfig` and the
 study file, so results filter and group with plain pandas (``df[df.adc_bits == 8]``). A device

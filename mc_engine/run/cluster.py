@@ -26,7 +26,7 @@ from mc_engine.fileio import check_path_fits
 from mc_engine.signals import signals_deferred
 
 #: Set in worker processes before they start, so BLAS, OpenMP (torch) and Numba stay on one
-#: thread: one single-threaded worker per core is the unit of parallelism (DESIGN.md §6).
+#: thread: one single-threaded worker per core is the unit of parallelism (docs/architecture.md).
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
               "NUMBA_NUM_THREADS": "1"}
 #: Files the client keeps open per local worker (measured: about 12), with a margin, plus what

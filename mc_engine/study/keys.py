@@ -4,7 +4,7 @@
 reordered or extended, which is what lets a re-run skip the trials already on disk. The trial seed
 depends on (study seed, repeat) only, not on the point: repeat r of every hardware point draws the
 same device randomness (common random numbers), so paired differences between points have low
-variance (DESIGN.md §3).
+variance (docs/physics.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The study file (DESIGN.md §4): reading, validation and expansion into trials.
+"""The study file (the README's "Study files"): reading, validation and expansion into trials.
 
 Everything a user can get wrong in a study file is caught here, before any model is loaded or any
 worker started, with a :class:`~mc_engine.errors.UserInputError` naming the file and the dotted

@@ -1,9 +1,9 @@
 """Model definitions as plain ``torch.nn`` modules: the digits networks and the CIFAR networks of
 the literature (ResNet-20/32/56 and -18/34, VGG-8/11/16, MobileNet v1/v2, LeNet-5).
 
-Only ``nn.Linear`` and ``nn.Conv2d`` become analog tiles (DESIGN.md §1); everything else here
-(BatchNorm, pooling, the parameter-free ResNet shortcut) stays a digital torch op. All modules are
-defined at module level so models pickle by reference when shipped to Dask workers.
+Only ``nn.Linear`` and ``nn.Conv2d`` become analog tiles (docs/architecture.md); everything else
+here (BatchNorm, pooling, the parameter-free ResNet shortcut) stays a digital torch op. All
+modules are defined at module level so models pickle by reference when shipped to Dask workers.
 """
 
 from __future__ import annotations
