@@ -50,7 +50,8 @@ def test_tile_output_equals_aihwkit_exactly(tile_exact, config):
 
 def _bound_managed_pass(w: np.ndarray, x: np.ndarray, r: float) -> tuple[np.ndarray, bool]:
     """The tile forward of docs/physics.md (steps 1-6) by hand for one input vector at the
-    default 7-bit DAC, 9-bit ADC over ±12: the output of the pass with inputs scaled down by r, and whether it saturates."""
+    default 7-bit DAC, 9-bit ADC over ±12: the output of the pass with inputs scaled down by r,
+    and whether it saturates."""
     alpha = np.abs(x).max()
     step_in, step_out = 1 / 63, 2 * 12 / 510
     x_q = np.clip(np.rint(x / alpha / r / step_in) * step_in, -1, 1)
