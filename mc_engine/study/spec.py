@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import tomllib
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from mc_engine.errors import Fail, UserInputError, check_int, short_repr
 from mc_engine.hardware import HardwareConfig, from_dict
-from mc_engine.hardware.combinations import inert_keys
 from mc_engine.hardware.device_fields import DEVICE_DEFAULTS
 from mc_engine.hardware.devices import (
     BUILTIN_DEVICES,
@@ -30,6 +28,7 @@ from mc_engine.study.keys import point_id, trial_seed
 from mc_engine.study.sweep import (
     MAX_TRIALS,
     check_checkpoint_files,
+    check_inert,
     check_size,
     expand_points,
     hardware_point,
@@ -342,25 +341,6 @@ def parse_study(doc: Mapping[str, Any], *, source: str = "<study>",
                  zips=zips, points=points, description=description, fingerprint=fingerprint,
                  source=source, base_dir=folder, mode=mode, target_ci=target_ci,
                  max_repeats=max_repeats, checkpoints=checkpoints)
-
-
-def check_inert(points: tuple[HardwareConfig, ...], base: Mapping[str, Any],
-                sweep: Mapping[str, list[Any]], zips: tuple[dict[str, list[Any]], ...],
-                source: str, fail: Fail) -> None:
-    """A key the study sets that can act at none of its points is rejected by name; one inert
-    at some points only (a sweep over the option that uses it) is warned about once."""
-    swept = {k: "sweep" for k in sweep} | {k: f"sweep.zip[{i}]" for i, z in enumerate(zips)
-                                            for k in z}
-    given = [k for k in (*base, *swept) if k != "checkpoint"]
-    inert = [inert_keys(p) for p in points]
-    for key in dict.fromkeys(given):
-        where = f"{swept[key]}.{key}" if key in swept else f"hardware.{key}"
-        hits = [found[key] for found in inert if key in found]
-        if hits and len(hits) == len(points):
-            raise fail(where, f"has no effect at any point of this study: {hits[0]}")
-        if hits:
-            warnings.warn(f"{source}: {where}: has no effect at {len(hits)} of {len(points)} "
-                          f"hardware points ({hits[0]})", stacklevel=2)
 
 
 def check_times(points: Iterable[HardwareConfig], times: tuple[float, ...], fail: Fail) -> None:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from mc_engine.data.factory import import_factory
 from mc_engine.errors import Fail, UserInputError
 from mc_engine.hardware import HardwareConfig, from_dict
+from mc_engine.hardware.combinations import inert_keys
 from mc_engine.hardware.devices import DeviceModel, declaration_problem, register_device
 from mc_engine.hardware.tables import read_table, register_table
 from mc_engine.study.keys import point_id
@@ -207,3 +209,22 @@ def hardware_point(values: dict[str, Any], source: str, where: Callable[[str], s
             message = message[len(field_name) + 2:]
         raise UserInputError(message + suffix, source=source,
                              key=where(field_name) if field_name else None) from None
+
+
+def check_inert(points: tuple[HardwareConfig, ...], base: Mapping[str, Any],
+                sweep: Mapping[str, list[Any]], zips: tuple[dict[str, list[Any]], ...],
+                source: str, fail: Fail) -> None:
+    """A key the study sets that can act at none of its points is rejected by name; one inert
+    at some points only (a sweep over the option that uses it) is warned about once."""
+    swept = {k: "sweep" for k in sweep} | {k: f"sweep.zip[{i}]" for i, z in enumerate(zips)
+                                            for k in z}
+    given = [k for k in (*base, *swept) if k != "checkpoint"]
+    inert = [inert_keys(p) for p in points]
+    for key in dict.fromkeys(given):
+        where = f"{swept[key]}.{key}" if key in swept else f"hardware.{key}"
+        hits = [found[key] for found in inert if key in found]
+        if hits and len(hits) == len(points):
+            raise fail(where, f"has no effect at any point of this study: {hits[0]}")
+        if hits:
+            warnings.warn(f"{source}: {where}: has no effect at {len(hits)} of {len(points)} "
+                          f"hardware points ({hits[0]})", stacklevel=2)
