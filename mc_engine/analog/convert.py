@@ -89,8 +89,8 @@ class AnalogConv2d(AnalogLayer):
         padded = F.pad(x.to(torch.float32), (pw, pw, ph, ph)) if ph or pw else x
         rows = PatchRows(_as_numpy(padded), self.kernel_size, self.stride, self.dilation,
                          (ho, wo))
-        if len(self.matrices) > 1 and all(m.n_tiles == 1 and m.tiles[0][0].readout is None
-                                          for m in self.matrices):
+        if len(self.matrices) > 1 and self.matrices[0].hw.ir_drop == 0 and all(
+                m.n_tiles == 1 and m.tiles[0][0].readout is None for m in self.matrices):
             y = torch.from_numpy(grouped_forward(self.matrices, rows))
         else:
             width = self.matrices[0].in_features

@@ -59,3 +59,15 @@ class Periphery:
             return self.w_noise * np.sqrt(sq.sum(-1).numpy().reshape(-1)), _EMPTY2
         sigma = np.sqrt(torch.einsum("mgi,gio->mgo", sq, abs_w).numpy())
         return _EMPTY1, self.w_noise * sigma.reshape(-1, abs_w.shape[-1])
+
+    def ir_drop(self, y: np.ndarray, x: torch.Tensor, w_t: torch.Tensor, abs_w_t: torch.Tensor,
+                f: torch.Tensor, n_rows: int) -> None:
+        """Subtract aihwkit's IR drop from the MVM ``y`` (rows × columns, in place) of inputs
+        ``x`` (rows × in) on the array ``w_t`` (in × columns): a = (n/G)·|x|·|W|ᵀ,
+        c = a·(a·(0.05·a − 0.2) + 0.5), y −= s·c·((x·f)·Wᵀ), f_j = 1 − (1 − j/n)² of each row's
+        index j in the tile (``f`` already restricted to the rows of ``x``)."""
+        hw = self.hw
+        a = (x.abs() @ abs_w_t) * np.float32(n_rows / hw.ir_drop_g_ratio)
+        c = a * (a * (a * np.float32(0.05) - np.float32(0.2)) + np.float32(0.5))
+        y -= (c * ((x * f) @ w_t) * np.float32(hw.ir_drop)).numpy()
+

@@ -52,7 +52,7 @@ class Readout:
 
 def convert(readout: Readout, layout: Layout, w_t: torch.Tensor, abs_w_t: torch.Tensor | None,
             xq: np.ndarray, per, noise: MVMNoise | None, ids: np.ndarray,
-            adc: CalibratedADC | None = None) -> tuple[np.ndarray, np.ndarray]:
+            adc: CalibratedADC | None = None, ir_drop=None) -> tuple[np.ndarray, np.ndarray]:
     """Digitised and recombined outputs of DAC outputs ``xq`` (rows × in), in weight units of
     the scaled input, and which rows saturated the ADC in any conversion.
 
@@ -61,6 +61,8 @@ def convert(readout: Readout, layout: Layout, w_t: torch.Tensor, abs_w_t: torch.
     off); ``ids`` the rows' indices in the forward call (the noise counters; conversion c of
     row k draws at ids[k] + c * 2^40). ``adc``: the tile's calibrated ADC ranges
     (adc_range = 'calibrated'), which record the pre-ADC values instead while calibrating.
+    ``ir_drop(y, x, j0, j1)``: subtracts the tile's IR drop from each read (row group j0..j1,
+    every cycle and column), or None.
     """
     m, n_in = xq.shape
     n_out, n_cols = layout.n_out, layout.n_cols
@@ -91,6 +93,8 @@ def convert(readout: Readout, layout: Layout, w_t: torch.Tensor, abs_w_t: torch.
             x_line = np.ascontiguousarray(lines[:, :, j0:j1]).reshape(n_conv, j1 - j0)
         xg = torch.from_numpy(x_line)
         y = (xg @ w_t[j0:j1]).numpy()
+        if ir_drop is not None:
+            ir_drop(y, xg, j0, j1)
         wn_row, wn_full = empty1, empty2
         if w_noise > 0:
             wn_row, wn_full = per.weight_noise(

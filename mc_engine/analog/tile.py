@@ -117,6 +117,7 @@ class Tile:
         # (mc_engine/train) and the aihwkit references are bit-exact against this layout.
         self.w_analog_t = torch.from_numpy(np.ascontiguousarray(held.T))
         self.abs_w_t = None
+        self._ir = None
 
     def program(self, rng: np.random.Generator, rng_faults: np.random.Generator | None) -> None:
         """Program every device (programming noise, drift exponents, variation and faults)."""
@@ -238,6 +239,8 @@ class Tile:
             add_normal_rows(xq, per.inp_noise, noise.stream(KIND_INP), ids)
         if y is None:
             y = (torch.from_numpy(xq) @ self.w_analog_t).numpy()
+        if per.hw.ir_drop > 0:
+            self.ir_drop(y, torch.from_numpy(xq), 0, xq.shape[1])
         wn_row, wn_full = _EMPTY1, _EMPTY2
         if per.w_noise > 0 and not off:
             wn_row, wn_full = per.weight_noise(torch.from_numpy(xq)[:, None], self._abs_w())
@@ -251,7 +254,7 @@ class Tile:
         """One pass through a read-out scheme (slices, offsets, cycles, row groups)."""
         y, sat = convert(self.readout, self.mapping.layout, self.w_analog_t,
                          self._abs_w() if self.per.w_noise > 0 else None, xq, self.per, noise,
-                         ids, self.adc)
+                         ids, self.adc, self.ir_drop if self.per.hw.ir_drop > 0 else None)
         keep = slice(None) if last else ~sat
         y = (y[keep] / scale[keep, None]) * post
         layout = self.mapping.layout
@@ -260,6 +263,16 @@ class Tile:
                 xq[keep].sum(axis=1, keepdims=True, dtype=np.float32) / scale[keep, None])
         out[rows[keep]] = y
         return sat
+
+    def ir_drop(self, y: np.ndarray, x: torch.Tensor, j0: int, j1: int) -> None:
+        """IR drop (docs/physics.md) of the read of rows j0..j1 of this tile with inputs x."""
+        if self._ir is None:
+            n = self.w_analog_t.shape[0]
+            f = 1.0 - (1.0 - np.arange(n, dtype=np.float64) / n) ** 2
+            self._ir = (self.w_analog_t.abs(), torch.from_numpy(f.astype(np.float32)))
+        abs_w, f = self._ir
+        self.per.ir_drop(y, x, self.w_analog_t[j0:j1], abs_w[j0:j1], f[j0:j1],
+                         self.w_analog_t.shape[0])
 
     def _abs_w(self) -> torch.Tensor | None:
         """|array matrix| for 'pcm_read' weight noise (groups × in × columns), else None."""
@@ -275,7 +288,8 @@ class Tile:
         """The MVM of one-hot DAC outputs without the GEMM: row k holds one value q at column
         rows[k], so y[k] = q * W[:, rows[k]] exactly (the GEMM adds only exact zeros). None
         where that does not hold (input noise on the lines, rows with different scales)."""
-        if (noise is not None and self.per.inp_noise > 0) or scale.min() != scale.max():
+        if (noise is not None and self.per.inp_noise > 0) or scale.min() != scale.max() or \
+                self.per.hw.ir_drop > 0:
             return None
         q = xq[0, rows[0]]
         return self.w_analog_t.numpy()[rows] * q

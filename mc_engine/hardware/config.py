@@ -72,6 +72,15 @@ class HardwareConfig:
                                "N(0, w_noise^2) on every weight) or 'pcm_read' "
                                "(sigma proportional to sqrt|W|).",
                                choices=("additive_constant", "pcm_read"))
+    ir_drop: float = _param(0.0, "IR-drop scale s (aihwkit's forward.ir_drop): per input vector "
+                                 "and tile, y_i -= s*c(a_i)*sum_j W_ij x_j (1 - (1 - j/n)^2), "
+                                 "a_i = (n/ir_drop_g_ratio) sum_j |W_ij||x_j|, c(a) = "
+                                 "a(a(0.05a - 0.2) + 0.5), n the tile's rows, row 0 farthest "
+                                 "from the ADC; every array read. 0 = off.", lo=0.0)
+    ir_drop_g_ratio: float = _param(1.0 / (0.35 * 5e-6), "IR drop: ratio of the wire "
+                                                        "conductance to g_max (aihwkit's "
+                                                        "ir_drop_g_ratio; 1/(0.35 Ohm x 5 uS)).",
+                                    lo=0.0, lo_open=True)
     noise_management: str = _param("abs_max", "Input scaling before the DAC: 'abs_max' "
                                               "(alpha = max|x| per input vector), 'none' "
                                               "(alpha = 1, inputs clip at +-1) or 'constant'.",
