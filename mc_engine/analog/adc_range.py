@@ -41,10 +41,6 @@ class CalibratedADC:
             step = ((hi[self.group] - lo[self.group]) / float(self.top)).astype(np.float32)
             self._cols.append((lo_c, step))
 
-    @property
-    def ready(self) -> bool:
-        return bool(self._cols)
-
     def record(self, row_group: int, y: np.ndarray) -> None:
         """Widen the ranges of ``row_group`` by the pre-ADC values y (rows × columns)."""
         if not y.size:

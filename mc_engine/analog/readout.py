@@ -20,6 +20,7 @@ import torch
 from mc_engine.analog.adc_range import CalibratedADC
 from mc_engine.analog.mapping import Layout
 from mc_engine.analog.noise import KIND_INP, KIND_OUT, KIND_W, MVMNoise, stream
+from mc_engine.analog.periphery import _EMPTY1, _EMPTY2
 from mc_engine.hardware.config import HardwareConfig
 from mc_engine.kernels.periphery import adc_rows, add_normal_rows, bit_serial_cycles
 
@@ -80,7 +81,6 @@ def convert(readout: Readout, layout: Layout, w_t: torch.Tensor, abs_w_t: torch.
     post = np.ones((1, n_cols), np.float32)
     sat = np.empty(n_conv, np.bool_)
     saturated = np.zeros(n_conv, np.bool_)
-    empty1, empty2 = np.zeros(0, np.float32), np.zeros((0, 0), np.float32)
     groups = readout.row_groups(n_in)
     step, bound = (per.step_out, per.bound) if adc is None else \
         (np.float32(0.0), np.float32(np.inf))
@@ -95,7 +95,7 @@ def convert(readout: Readout, layout: Layout, w_t: torch.Tensor, abs_w_t: torch.
         y = (xg @ w_t[j0:j1]).numpy()
         if ir_drop is not None:
             ir_drop(y, xg, j0, j1)
-        wn_row, wn_full = empty1, empty2
+        wn_row, wn_full = _EMPTY1, _EMPTY2
         if w_noise > 0:
             wn_row, wn_full = per.weight_noise(
                 xg[:, None], None if abs_w_t is None else abs_w_t[:, j0:j1])

@@ -117,7 +117,8 @@ class Tile:
         # (mc_engine/train) and the aihwkit references are bit-exact against this layout.
         self.w_analog_t = torch.from_numpy(np.ascontiguousarray(held.T))
         self.abs_w_t = None
-        self._ir = None
+        self._abs_t: torch.Tensor | None = None
+        self._ir_f: torch.Tensor | None = None
 
     def program(self, rng: np.random.Generator, rng_faults: np.random.Generator | None) -> None:
         """Program every device (programming noise, drift exponents, variation and faults)."""
@@ -264,22 +265,27 @@ class Tile:
         out[rows[keep]] = y
         return sat
 
+    def _abs_array(self) -> torch.Tensor:
+        """|array matrix| (in × columns), computed once per set of weights."""
+        if self._abs_t is None:
+            self._abs_t = self.w_analog_t.abs()
+        return self._abs_t
+
     def ir_drop(self, y: np.ndarray, x: torch.Tensor, j0: int, j1: int) -> None:
         """IR drop (docs/physics.md) of the read of rows j0..j1 of this tile with inputs x."""
-        if self._ir is None:
-            n = self.w_analog_t.shape[0]
+        n = self.w_analog_t.shape[0]
+        if self._ir_f is None:        # the row weighting 1 - (1 - j/n)^2
             f = 1.0 - (1.0 - np.arange(n, dtype=np.float64) / n) ** 2
-            self._ir = (self.w_analog_t.abs(), torch.from_numpy(f.astype(np.float32)))
-        abs_w, f = self._ir
-        self.per.ir_drop(y, x, self.w_analog_t[j0:j1], abs_w[j0:j1], f[j0:j1],
-                         self.w_analog_t.shape[0])
+            self._ir_f = torch.from_numpy(f.astype(np.float32))
+        self.per.ir_drop(y, x, self.w_analog_t[j0:j1], self._abs_array()[j0:j1],
+                         self._ir_f[j0:j1], n)
 
     def _abs_w(self) -> torch.Tensor | None:
         """|array matrix| for 'pcm_read' weight noise (groups × in × columns), else None."""
         if self.per.hw.w_noise_type != "pcm_read":
             return None
         if self.abs_w_t is None:
-            self.abs_w_t = self.w_analog_t.abs()[None] if self.noise_w is None else \
+            self.abs_w_t = self._abs_array()[None] if self.noise_w is None else \
                 torch.from_numpy(np.ascontiguousarray(self.noise_w.T, np.float32))[None]
         return self.abs_w_t
 

@@ -315,11 +315,6 @@ class HardwareConfig:
         return max(1, math.ceil(bits / self.cell_bits))
 
     @property
-    def slice_bits(self) -> int:
-        """Bits c per slice (cell_bits, or weight_bits - 1 when cell_bits = 0)."""
-        return self.cell_bits or max(self.weight_bits - 1, 1)
-
-    @property
     def out_res(self) -> float:
         """ADC resolution as a fraction of the half range: 1/(2^b - 2); 0 when off."""
         return 1.0 / (2 ** self.adc_bits - 2) if self.adc_bits > 1 else 0.0
