@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mc_engine.analog import torch_pass
 from mc_engine.analog.checks import DIGITAL_WITH_PARAMS, check_materialised, check_weights
+from mc_engine.analog.execution import NUMBA_CPU, Execution
 from mc_engine.analog.grouped import grouped_forward
 from mc_engine.analog.rows import PatchRows
 from mc_engine.analog.tile import AnalogMatrix
@@ -26,6 +28,16 @@ class AnalogLayer(nn.Module):
     """Common part of analog layers: one or more AnalogMatrix objects plus a digital bias."""
 
     matrices: list[AnalogMatrix]
+    bias: torch.Tensor | None
+    execution: Execution = NUMBA_CPU
+
+    def use(self, execution: Execution) -> None:
+        """Run the forward pass on ``execution`` (the bias and the tiles' arrays go there)."""
+        self.execution = execution
+        for m in self.matrices:
+            m.use(execution)
+        if self.bias is not None:
+            self.bias = self.bias.to(execution.torch_device if execution.torch else "cpu")
 
     def program(self, seed: int | Sequence[int], reference: bool = True) -> None:
         for m in self.matrices:
@@ -55,8 +67,10 @@ class AnalogLinear(AnalogLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        flat = _as_numpy(x.reshape(-1, shape[-1]))
-        y = torch.from_numpy(self.matrices[0].forward(flat))
+        if self.execution.torch:
+            y = torch_pass.matrix_forward(self.matrices[0], x.reshape(-1, shape[-1]))
+        else:
+            y = torch.from_numpy(self.matrices[0].forward(_as_numpy(x.reshape(-1, shape[-1]))))
         if self.bias is not None:
             y += self.bias
         return y.reshape(*shape[:-1], self.out_features)
@@ -86,6 +100,11 @@ class AnalogConv2d(AnalogLayer):
         (kh, kw), (ph, pw) = self.kernel_size, self.padding
         ho = (h + 2 * ph - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
         wo = (w + 2 * pw - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+        if self.execution.torch:
+            y = torch_pass.conv_forward(self, x, (ho, wo))
+            if self.bias is not None:
+                y = y + self.bias.view(1, -1, 1, 1)
+            return y
         padded = F.pad(x.to(torch.float32), (pw, pw, ph, ph)) if ph or pw else x
         rows = PatchRows(_as_numpy(padded), self.kernel_size, self.stride, self.dilation,
                          (ho, wo))
@@ -127,8 +146,21 @@ class AnalogModel(nn.Module):
         self.module = module
         self.hw = hw
 
+    execution: Execution = NUMBA_CPU
+
     def analog_layers(self) -> Iterator[AnalogLayer]:
         return (m for m in self.module.modules() if isinstance(m, AnalogLayer))
+
+    def use(self, execution: Execution) -> AnalogModel:
+        """Run on ``execution`` from now on: Numba on the CPU, or torch on a device (the
+        digital layers, the biases and the tiles' arrays move there; programming, reading and
+        the random draws are the same). Returns self."""
+        execution.check_available()
+        self.execution = execution
+        self.module.to(execution.torch_device if execution.torch else "cpu")
+        for layer in self.analog_layers():
+            layer.use(execution)
+        return self
 
     def program(self, seed: int | Sequence[int],
                 calibration: np.ndarray | torch.Tensor | None = None) -> AnalogModel:
@@ -149,6 +181,8 @@ class AnalogModel(nn.Module):
                                      "(program(seed, calibration=x_train))", key="adc_range")
             x = torch.as_tensor(np.asarray(calibration[:self.hw.calibration_samples],
                                            np.float32))
+            if self.execution.torch:
+                x = x.to(self.execution.torch_device)
             for layer in layers:
                 layer.calibrating(True)
             try:

@@ -10,21 +10,28 @@ import torch
 from torch import nn
 
 from mc_engine.analog.convert import convert
+from mc_engine.analog.execution import NUMBA_CPU, Execution
 from mc_engine.hardware.config import HardwareConfig
 
 BATCH_SIZE = 500
-#: The last (model, hardware, converted model, analog layers) of this process: a worker
-#: evaluating many chips of one hardware point (and layer set) converts the model once and
-#: re-programs it per chip.
-_CONVERTED: list[tuple[nn.Module, HardwareConfig, object, frozenset[str] | None]] = []
+#: The last (model, hardware, converted model, analog layers, execution) of this process: a
+#: worker evaluating many chips of one hardware point (and layer set) converts the model once
+#: and re-programs it per chip.
+_CONVERTED: list[tuple[nn.Module, HardwareConfig, object, frozenset[str] | None, Execution]] = []
 
 
-def _count_correct(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int) -> int:
+def _count_correct(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray,
+                   batch_size: int, device: torch.device | None = None) -> int:
+    """Correct predictions of ``model`` on (x, y), in batches; ``device``: where the model
+    runs (the images are moved there batch by batch unless ``x`` already is a tensor there)."""
     correct = 0
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            logits = model(torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size])))
-            pred = logits.argmax(dim=1).numpy()
+            xb = x[start:start + batch_size]
+            xb = xb if isinstance(xb, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(xb))
+            if device is not None:
+                xb = xb.to(device, non_blocking=True)
+            pred = model(xb).argmax(dim=1).cpu().numpy()
             correct += int((pred == y[start:start + batch_size]).sum())
     return correct
 
@@ -40,20 +47,24 @@ def evaluate_trial(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.nd
                    times_s: Sequence[float], seed: int | Sequence[int],
                    batch_size: int = BATCH_SIZE,
                    layers: Collection[str] | None = None,
-                   calibration: np.ndarray | None = None) -> list[dict]:
+                   calibration: np.ndarray | None = None,
+                   execution: Execution = NUMBA_CPU) -> list[dict]:
     """Accuracy of one chip (one programming of ``model`` on ``hw``) at every inference time.
 
     Devices are programmed once from ``seed``; times are visited in ascending order, each with
     drift, fresh read noise and drift compensation. ``layers``: the layers on tiles (the others
     digital), None = all (see :func:`convert`). ``calibration``: the inputs that calibrate the
-    ADC ranges (adc_range = 'calibrated'). The result depends only on the arguments.
+    ADC ranges (adc_range = 'calibrated'). ``execution``: where the analog pass runs (Numba on
+    the CPU, or torch on a device: the same physics, the same random draws). The result
+    depends only on the arguments (and, to float rounding, on the execution).
     """
     start = time.perf_counter()
-    analog = _converted(model, hw, layers).program(seed, calibration)
+    analog = _converted(model, hw, layers, execution).program(seed, calibration)
+    device = execution.torch_device if execution.torch else None
     rows = []
     for t in sorted(float(t) for t in times_s):
         analog.drift(t)
-        n_correct = _count_correct(analog, x, y, batch_size)
+        n_correct = _count_correct(analog, x, y, batch_size, device)
         now = time.perf_counter()
         rows.append({"t_inference_s": t, "n_correct": n_correct, "n_samples": len(y),
                      "accuracy": n_correct / len(y), "wall_s": now - start})
@@ -61,14 +72,17 @@ def evaluate_trial(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.nd
     return rows
 
 
-def _converted(model: nn.Module, hw: HardwareConfig, layers: Collection[str] | None = None):
-    """``convert(model, hw, layers)``, reused while the model object, the hardware point and
-    the analog layers stay the same (programming resets every device, compensation and noise
-    key, so a re-programmed conversion is the same chip as a fresh one: tested)."""
+def _converted(model: nn.Module, hw: HardwareConfig, layers: Collection[str] | None = None,
+               execution: Execution = NUMBA_CPU):
+    """``convert(model, hw, layers).use(execution)``, reused while the model object, the
+    hardware point, the analog layers and the execution stay the same (programming resets
+    every device, compensation and noise key, so a re-programmed conversion is the same chip
+    as a fresh one: tested)."""
     key = None if layers is None else frozenset(layers)
     if (_CONVERTED and _CONVERTED[0][0] is model and _CONVERTED[0][1] == hw
-            and _CONVERTED[0][3] == key):
+            and _CONVERTED[0][3] == key and _CONVERTED[0][4] == execution):
         return _CONVERTED[0][2]
-    analog = convert(model, hw, layers)
-    _CONVERTED[:] = [(model, hw, analog, key)]
+    _CONVERTED.clear()                   # free the old conversion (device memory) first
+    analog = convert(model, hw, layers).use(execution)
+    _CONVERTED[:] = [(model, hw, analog, key, execution)]
     return analog

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from mc_engine.analog.adc_range import CalibratedADC
+from mc_engine.analog.execution import NUMBA_CPU, Execution
 from mc_engine.analog.mapping import make_mapping
 from mc_engine.analog.noise import KIND_INP, KIND_OUT, KIND_W, MVMNoise, NoiseKeys, stream
 from mc_engine.analog.periphery import _EMPTY1, _EMPTY2, Periphery
@@ -119,6 +120,7 @@ class Tile:
         self.abs_w_t = None
         self._abs_t: torch.Tensor | None = None
         self._ir_f: torch.Tensor | None = None
+        self.device_arrays = None          # the torch execution's copy on its device
 
     def program(self, rng: np.random.Generator, rng_faults: np.random.Generator | None) -> None:
         """Program every device (programming noise, drift exponents, variation and faults)."""
@@ -344,8 +346,17 @@ class AnalogMatrix:
         for i, tile in enumerate(self._all_tiles()):
             tile.noise_id = (group << 20) + i          # unique within the layer
         self.seed: int | Sequence[int] = 0
+        self.execution = NUMBA_CPU
         self._calibrating = False
         self.noise = NoiseKeys(stream_key(self._seed_seq(STAGE_MVM, 0, 0)))
+
+    def use(self, execution: Execution) -> None:
+        """Where the forward pass runs; the tiles keep their arrays on its device."""
+        self.execution = execution
+        for tile in self._all_tiles():
+            tile.device_arrays = None
+            if hasattr(tile.device, "use"):   # a device model that can run on the execution
+                tile.device.use(execution)
 
     def _seed_seq(self, stage: int, tile: int, t_key: int) -> np.random.SeedSequence:
         return np.random.SeedSequence(self.seed, spawn_key=(*self.key, stage, tile, t_key))
