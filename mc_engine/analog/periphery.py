@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from mc_engine.analog.rows import InputRows
+from mc_engine.analog.torch_pass import ir_drop_term, weight_noise_sigma
 from mc_engine.hardware.config import HardwareConfig
 
 _EMPTY1 = np.zeros(0, np.float32)
@@ -53,21 +54,14 @@ class Periphery:
         """Sigma of the short-term weight noise of every output, for DAC outputs x3 (rows ×
         groups × inputs): per row, w_noise·‖x~‖₂ ('additive_constant', abs_w None), or per
         output, w_noise·sqrt(Σ_j |W_ij| x~_j²) ('pcm_read', abs_w: groups × inputs × outputs).
-        Returned as (per row, per output), the unused one empty, rows × groups flattened."""
-        sq = x3 * x3
-        if abs_w is None:
-            return self.w_noise * np.sqrt(sq.sum(-1).numpy().reshape(-1)), _EMPTY2
-        sigma = np.sqrt(torch.einsum("mgi,gio->mgo", sq, abs_w).numpy())
-        return _EMPTY1, self.w_noise * sigma.reshape(-1, abs_w.shape[-1])
+        Returned as (per row, per output), the unused one empty, rows × groups flattened; the
+        formula is the torch execution's (:func:`mc_engine.analog.torch_pass.weight_noise_sigma`)."""
+        sigma = weight_noise_sigma(self, x3, abs_w).numpy()
+        return (sigma, _EMPTY2) if abs_w is None else (_EMPTY1, sigma)
 
     def ir_drop(self, y: np.ndarray, x: torch.Tensor, w_t: torch.Tensor, abs_w_t: torch.Tensor,
                 f: torch.Tensor, n_rows: int) -> None:
-        """Subtract aihwkit's IR drop from the MVM ``y`` (rows × columns, in place) of inputs
-        ``x`` (rows × in) on the array ``w_t`` (in × columns): a = (n/G)·|x|·|W|ᵀ,
-        c = a·(a·(0.05·a − 0.2) + 0.5), y −= s·c·((x·f)·Wᵀ), f_j = 1 − (1 − j/n)² of each row's
-        index j in the tile (``f`` already restricted to the rows of ``x``)."""
-        hw = self.hw
-        a = (x.abs() @ abs_w_t) * np.float32(n_rows / hw.ir_drop_g_ratio)
-        c = a * (a * (a * np.float32(0.05) - np.float32(0.2)) + np.float32(0.5))
-        y -= (c * ((x * f) @ w_t) * np.float32(hw.ir_drop)).numpy()
-
+        """Subtract aihwkit's IR drop (:func:`mc_engine.analog.torch_pass.ir_drop_term`) from
+        the MVM ``y`` (rows × columns, in place) of inputs ``x`` (rows × in) on the array
+        ``w_t`` (in × columns); ``f``: the row weighting of the rows of ``x``."""
+        y -= ir_drop_term(self.hw, x, w_t, abs_w_t, f, n_rows).numpy()

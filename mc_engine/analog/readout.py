@@ -136,5 +136,12 @@ def _recombine(layout: Layout, y: np.ndarray, x: np.ndarray) -> np.ndarray:
             y_i = np.float32(coef) * y_i
         out = y_i if out is None else out + y_i
     if layout.offset:
-        out = out - np.float32(layout.offset) * x.sum(axis=1, keepdims=True, dtype=np.float32)
+        out = out - np.float32(layout.offset) * row_sums(x)
     return out
+
+
+def row_sums(x: np.ndarray) -> np.ndarray:
+    """Σ_j x_ij of every row (rows × 1, float32): summed in float64 and rounded once, which is
+    exact for DAC outputs (multiples of the DAC step within ±1), so every execution (numpy,
+    torch, any reduction order) gets the same number."""
+    return x.sum(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)

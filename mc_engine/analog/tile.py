@@ -20,7 +20,7 @@ from mc_engine.analog.execution import NUMBA_CPU, Execution
 from mc_engine.analog.mapping import make_mapping
 from mc_engine.analog.noise import KIND_INP, KIND_OUT, KIND_W, MVMNoise, NoiseKeys, stream
 from mc_engine.analog.periphery import _EMPTY1, _EMPTY2, Periphery
-from mc_engine.analog.readout import Readout, convert
+from mc_engine.analog.readout import Readout, convert, row_sums
 from mc_engine.analog.rows import DenseRows, InputRows, ProbeRows
 from mc_engine.hardware import device_calls
 from mc_engine.hardware.config import HardwareConfig
@@ -263,7 +263,7 @@ class Tile:
         layout = self.mapping.layout
         if layout.correction and not self._probing:   # exact, digital: not drift-compensated
             y += np.float32(layout.rescale * layout.correction) * (
-                xq[keep].sum(axis=1, keepdims=True, dtype=np.float32) / scale[keep, None])
+                row_sums(xq[keep]) / scale[keep, None])
         out[rows[keep]] = y
         return sat
 
@@ -276,11 +276,16 @@ class Tile:
     def ir_drop(self, y: np.ndarray, x: torch.Tensor, j0: int, j1: int) -> None:
         """IR drop (docs/physics.md) of the read of rows j0..j1 of this tile with inputs x."""
         n = self.w_analog_t.shape[0]
-        if self._ir_f is None:        # the row weighting 1 - (1 - j/n)^2
+        self.per.ir_drop(y, x, self.w_analog_t[j0:j1], self._abs_array()[j0:j1],
+                         self.ir_rows()[j0:j1], n)
+
+    def ir_rows(self) -> torch.Tensor:
+        """IR drop's row weighting 1 - (1 - j/n)^2 of the tile's n rows (made once)."""
+        if self._ir_f is None:
+            n = self.w_analog_t.shape[0]
             f = 1.0 - (1.0 - np.arange(n, dtype=np.float64) / n) ** 2
             self._ir_f = torch.from_numpy(f.astype(np.float32))
-        self.per.ir_drop(y, x, self.w_analog_t[j0:j1], self._abs_array()[j0:j1],
-                         self._ir_f[j0:j1], n)
+        return self._ir_f
 
     def _abs_w(self) -> torch.Tensor | None:
         """|array matrix| for 'pcm_read' weight noise (groups × in × columns), else None."""
