@@ -55,7 +55,8 @@ class Periphery:
         groups × inputs): per row, w_noise·‖x~‖₂ ('additive_constant', abs_w None), or per
         output, w_noise·sqrt(Σ_j |W_ij| x~_j²) ('pcm_read', abs_w: groups × inputs × outputs).
         Returned as (per row, per output), the unused one empty, rows × groups flattened; the
-        formula is the torch execution's (:func:`mc_engine.analog.torch_pass.weight_noise_sigma`)."""
+        formula is the torch execution's
+        (:func:`mc_engine.analog.torch_pass.weight_noise_sigma`)."""
         sigma = weight_noise_sigma(self, x3, abs_w).numpy()
         return (sigma, _EMPTY2) if abs_w is None else (_EMPTY1, sigma)
 

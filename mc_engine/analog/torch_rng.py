@@ -3,7 +3,8 @@
 Draw ``i`` of the stream ``key`` is the same function as in the Numba kernels,
 
     h = splitmix64_finalizer(key XOR (i * 0x9E3779B97F4A7C15))
-    z = sqrt(2 (32 ln 2 - ln v)) * cos(2 pi u2),   v = (h >> 32) + 1,  u2 = (h & 0xFFFFFFFF >> 8) / 2^24
+    z = sqrt(2 (32 ln 2 - ln v)) * cos(2 pi u2)
+    v = (h >> 32) + 1,  u2 = (h & 0xFFFFFFFF >> 8) / 2^24
 
 written in int64 tensor operations (multiplication wraps modulo 2^64 as unsigned arithmetic
 does; the logical shifts are arithmetic shifts masked) and float32 operations: the log and cos
