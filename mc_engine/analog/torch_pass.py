@@ -46,8 +46,11 @@ class DeviceArrays:
 
 
 def arrays(tile, device: torch.device) -> DeviceArrays:
-    """The device copy of ``tile``'s arrays (made once per set of weights)."""
+    """The device copy of ``tile``'s arrays (made once per set of weights). A tile without
+    drift compensation (``comp`` None: training's tiles) brings its arrays with it."""
     a = tile.device_arrays
+    if tile.comp is None:
+        return a
     if a is None:
         hw = tile.per.hw
         a = DeviceArrays(wt=tile.w_analog_t.to(device))
@@ -64,15 +67,38 @@ def arrays(tile, device: torch.device) -> DeviceArrays:
     return a
 
 
+class RoundSTE(torch.autograd.Function):
+    """rint(v/step)·step (half to even) forward; the identity backward (straight through)."""
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, step: float) -> torch.Tensor:
+        return torch.round(v / step) * step
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
+def _round(v: torch.Tensor, step: float) -> torch.Tensor:
+    """rint(v/step)·step; in grad mode the gradient passes straight through."""
+    return RoundSTE.apply(v, step) if v.requires_grad else torch.round(v / step) * step
+
+
 def quantize(v: torch.Tensor, step: float, bound: float) -> torch.Tensor:
-    """rint(v/step)·step (half to even; step 0 = no rounding), clipped at ±bound."""
+    """The DAC/ADC quantizer: rint(v/step)·step (half to even; step 0 = no rounding), clipped
+    at ±bound; in grad mode rounding passes the gradient straight through."""
     if step > 0:
-        v = torch.round(v / step) * step
+        v = _round(v, step)
     return v.clamp(-bound, bound) if math.isfinite(bound) else v
 
 
-def _key(noise: MVMNoise | None, *words: int) -> int:
-    return 0 if noise is None else int(noise.stream(*words))
+def _normal(noise, words: tuple[int, ...], ids: torch.Tensor, n: int) -> torch.Tensor:
+    """Standard normals for the (len(ids) × n) elements of rows ``ids`` of the stream ``words``
+    of ``noise``: counter-based for the engine's MVMNoise (the Numba kernels' draws), from the
+    noise object itself otherwise (training's generator)."""
+    if isinstance(noise, MVMNoise):
+        return normal_rows(int(noise.stream(*words)), ids, n)
+    return noise.normal_rows(words, ids, n)
 
 
 def weight_noise_sigma(per, x3: torch.Tensor, abs_w: torch.Tensor | None) -> torch.Tensor:
@@ -105,12 +131,13 @@ def _adc(per, y: torch.Tensor, sigma_w: torch.Tensor | None, noise: MVMNoise | N
     outputs, which rows saturated). ``sigma_w``: per row (rows) or per element, or None."""
     n = y.shape[1]
     if sigma_w is not None:
-        z = normal_rows(_key(noise, KIND_W, *group), ids, n)
+        z = _normal(noise, (KIND_W, *group), ids, n)
+        sigma_w = sigma_w.detach()
         y = y + (sigma_w[:, None] if sigma_w.dim() == 1 else sigma_w) * z
     if noise is not None and per.out_noise > 0:
-        y = y + float(per.out_noise) * normal_rows(_key(noise, KIND_OUT, *group), ids, n)
+        y = y + float(per.out_noise) * _normal(noise, (KIND_OUT, *group), ids, n)
     if step > 0:
-        y = torch.round(y / step) * step
+        y = _round(y, step)
     over = (y > bound) | (y < -bound)
     return y.clamp(-bound, bound), over.any(1)
 
@@ -126,7 +153,7 @@ def tile_forward(tile, x: torch.Tensor, alpha: torch.Tensor, noise: MVMNoise | N
     hw = per.hw
     a = arrays(tile, x.device)
     n = x.shape[0]
-    out = x.new_zeros((n, tile.w_ideal.shape[0]))
+    out = x.new_zeros((n, a.post.shape[-1]))
     if first is None and per.inp_noise > 0 and noise is not None:
         alpha = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
     silent = alpha <= 0
@@ -172,7 +199,7 @@ def _pass(tile, a: DeviceArrays, xq, noise, scale, ids, last, post):
     per = tile.per
     hw = per.hw
     if per.inp_noise > 0 and noise is not None:
-        xq = xq + float(per.inp_noise) * normal_rows(_key(noise, KIND_INP), ids, xq.shape[1])
+        xq = xq + float(per.inp_noise) * _normal(noise, (KIND_INP,), ids, xq.shape[1])
     y = xq @ a.wt
     if hw.ir_drop > 0:
         y = y - ir_drop_term(hw, xq, a.wt, a.abs_wt, a.ir_f, a.wt.shape[0])
@@ -222,7 +249,7 @@ def convert(tile, a: DeviceArrays, xq: torch.Tensor, noise: MVMNoise | None, ids
     x_all = cycles.reshape(n_conv, n_in)
     lines = x_all
     if per.inp_noise > 0 and noise is not None:
-        lines = x_all + float(per.inp_noise) * normal_rows(_key(noise, KIND_INP), conv_ids, n_in)
+        lines = x_all + float(per.inp_noise) * _normal(noise, (KIND_INP,), conv_ids, n_in)
     step, bound = (float(per.step_out), float(per.bound)) if adc is None else (0.0, math.inf)
     saturated = torch.zeros(n_conv, dtype=torch.bool, device=xq.device)
     groups = readout.row_groups(n_in)
@@ -300,7 +327,7 @@ def _recombine(layout, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def _abs_max_dac(per, x: torch.Tensor, wake: bool):
     """abs_max noise management fused with the DAC (dac_abs_max_rows): alpha, scale (0 for a
     silent row), DAC output."""
-    alpha = x.abs().amax(1) if x.shape[1] else x.new_zeros(x.shape[0])
+    alpha = x.detach().abs().amax(1) if x.shape[1] else x.new_zeros(x.shape[0])
     if wake:
         alpha = torch.where(alpha == 0, torch.ones_like(alpha), alpha)
     scale = torch.where(alpha > 0, 1.0 / torch.where(alpha > 0, alpha, 1.0),
@@ -345,18 +372,19 @@ def grouped_forward(matrices, x: torch.Tensor) -> torch.Tensor:
     noise = matrices[0].noise.call()
     first = noise.sub(GROUPED, 0)
     n_groups = len(tiles)
-    n_out, width = tiles[0].w.shape
     dev = x.device
+    width = matrices[0].in_features
     arr = [arrays(t, dev) for t in tiles]
     w = torch.stack([a.wt for a in arr])                              # G, width, n_out
     abs_w = torch.stack([a.abs_noise for a in arr]) if hw.w_noise > 0 and \
         hw.w_noise_type == "pcm_read" else None
     post = torch.stack([a.post for a in arr])                         # G, n_out
+    n_out = post.shape[1]
     last = hw.bound_management == "none" or 1.0 > per.r_last
     m = x.shape[0]
     x3 = x.view(m, n_groups, width)
     if hw.noise_management == "abs_max":
-        alpha = x3.abs().amax(2)
+        alpha = x3.detach().abs().amax(2)
     else:
         alpha = _const_alpha(per, m, dev)[:, None].repeat(1, n_groups)
     if per.inp_noise > 0:
@@ -366,8 +394,8 @@ def grouped_forward(matrices, x: torch.Tensor) -> torch.Tensor:
     xq = quantize(x3 * scale[:, :, None], float(per.step_in), 1.0)
     ids = torch.arange(m, device=dev)
     if per.inp_noise > 0:
-        xq = xq + float(per.inp_noise) * normal_rows(int(first.stream(KIND_INP)), ids,
-                                                     n_groups * width).view(m, n_groups, width)
+        xq = xq + float(per.inp_noise) * _normal(first, (KIND_INP,), ids,
+                                                 n_groups * width).view(m, n_groups, width)
     y = torch.einsum("mgi,gio->mgo", xq, w).contiguous().reshape(m * n_groups, n_out)
     sigma = weight_noise_sigma(per, xq, abs_w) if per.w_noise > 0 else None
     y, sat = _adc(per, y, sigma, first, torch.arange(m * n_groups, device=dev),

@@ -32,17 +32,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mc_engine.analog import torch_pass
 from mc_engine.analog.periphery import Periphery
 from mc_engine.errors import UserInputError
 from mc_engine.hardware import HardwareConfig
 from mc_engine.train.arrays import TileArrays, tile_arrays, tile_weights
-from mc_engine.train.mvm import tiled_mvm
+from mc_engine.train.mvm import matrices
 
 #: The periphery of training: everything off unless a [noise] key switches it on.
 TRAIN_PERIPHERY = {"dac_bits": 0, "adc_bits": 0, "out_noise": 0.0, "out_bound": math.inf,
@@ -156,8 +158,10 @@ def _linear(layer: nn.Linear, spec: NoiseSpec, per: Periphery | None, src: Noise
         if per is None:
             parts.append(F.linear(xk, draw))
             continue
-        flat = xk.reshape(-1, 1, xk.shape[-1])
-        parts.append(tiled_mvm(flat, draw, per, src).reshape(*xk.shape[:-1], layer.out_features))
+        mats = matrices(draw, 1, layer.out_features, layer.in_features, per, src)
+        flat = xk.reshape(-1, xk.shape[-1])
+        parts.append(torch_pass.matrix_forward(mats[0], flat).reshape(*xk.shape[:-1],
+                                                                       layer.out_features))
     y = parts[0] if len(parts) == 1 else torch.cat(parts)
     return y if layer.bias is None else y + layer.bias
 
@@ -175,8 +179,8 @@ def _conv(layer: nn.Conv2d, spec: NoiseSpec, per: Periphery | None, src: NoiseSo
 
 def _analog_conv(layer: nn.Conv2d, x: torch.Tensor, tiles: list[TileArrays], per: Periphery,
                  src: NoiseSource) -> torch.Tensor:
-    """Conv2d as the engine computes it: im2col rows (columns in (C, kh, kw) order), each group
-    on tiles of its own reading its own column range."""
+    """Conv2d as the engine computes it (the torch execution's convolution: im2col rows, each
+    group on tiles of its own, grouped layers in one batched pass)."""
     from mc_engine.analog.convert import _conv_padding
 
     n, _, h, wd = x.shape
@@ -184,13 +188,14 @@ def _analog_conv(layer: nn.Conv2d, x: torch.Tensor, tiles: list[TileArrays], per
     ph, pw = _conv_padding(layer, "")
     ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     wo = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    cols = F.unfold(x, (kh, kw), dilation=(dh, dw), padding=(ph, pw), stride=(sh, sw))
-    rows = cols.transpose(1, 2).reshape(n * ho * wo, -1)
     groups = layer.groups
-    y = tiled_mvm(rows.view(len(rows), groups, -1), tiles, per, src).reshape(
-        len(rows), layer.out_channels)
-    return y.view(n, ho * wo, layer.out_channels).transpose(1, 2).reshape(
-        n, layer.out_channels, ho, wo)
+    n_in = layer.weight[0].numel()
+    view = SimpleNamespace(kernel_size=layer.kernel_size, stride=layer.stride,
+                           dilation=layer.dilation, padding=(ph, pw),
+                           out_channels=layer.out_channels,
+                           matrices=matrices(tiles, groups, layer.out_channels // groups, n_in,
+                                             per, src))
+    return torch_pass.conv_forward(view, x, (ho, wo))
 
 
 @contextmanager
