@@ -1,6 +1,7 @@
 """Tile forward against aihwkit 1.2.0 (tests/data/aihwkit): exact outputs and noise statistics.
 
-Everything goes through the public API: HardwareConfig + convert() of an nn.Linear.
+Everything goes through the public API: HardwareConfig + convert() of an nn.Linear, on both
+executions of the pass (Numba on the CPU, torch on the CPU: the GPU's code).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 import mc_engine
+from mc_engine.analog.execution import Execution
 from tests.conftest import linear_with, std_standard_error
 
 QUIET = dict(device="ideal", out_noise=0.0, drift_compensation="none")
@@ -32,16 +34,21 @@ NOISE_CONFIGS = {
 }
 
 
-def analog_output(w: np.ndarray, x: np.ndarray, **hardware) -> np.ndarray:
+EXECUTIONS = {"numba": Execution(), "torch": Execution("torch", "cpu")}
+
+
+def analog_output(w: np.ndarray, x: np.ndarray, execution: str = "numba", **hardware
+                  ) -> np.ndarray:
     am = mc_engine.convert(linear_with(w), mc_engine.HardwareConfig(**{**QUIET, **hardware}))
-    return am(torch.from_numpy(x)).numpy()
+    return am.use(EXECUTIONS[execution])(torch.from_numpy(x)).numpy()
 
 
+@pytest.mark.parametrize("execution", sorted(EXECUTIONS))
 @pytest.mark.parametrize("config", sorted(EXACT_CONFIGS))
-def test_tile_output_equals_aihwkit_exactly(tile_exact, config):
+def test_tile_output_equals_aihwkit_exactly(tile_exact, config, execution):
     # The kernel follows aihwkit's float32 order, so rows kept by bound management at r = 2
     # (inputs exactly on a DAC rounding edge) match too: no DAC-step allowance is needed.
-    y = analog_output(tile_exact["W"], tile_exact["X"], **EXACT_CONFIGS[config])
+    y = analog_output(tile_exact["W"], tile_exact["X"], execution, **EXACT_CONFIGS[config])
     ref = tile_exact[f"Y_{config}"]
     # 1e-5 relative; the absolute floor is float32 accumulation error of a 100-term dot product
     # (outputs that cancel to ~1e-3 differ by summation order only).
@@ -72,12 +79,13 @@ def test_bound_management_factor_matches_aihwkit(tile_exact):
     np.testing.assert_allclose(y, tile_exact["Y_default"][4], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("execution", sorted(EXECUTIONS))
 @pytest.mark.parametrize("config", sorted(NOISE_CONFIGS))
-def test_tile_noise_statistics_match_aihwkit(tile_noise, config):
+def test_tile_noise_statistics_match_aihwkit(tile_noise, config, execution):
     repeats = int(tile_noise["repeats"])
     x = tile_noise["X"]
     n = 4000
-    y = analog_output(tile_noise["W"], np.tile(x, (n, 1)), **NOISE_CONFIGS[config])
+    y = analog_output(tile_noise["W"], np.tile(x, (n, 1)), execution, **NOISE_CONFIGS[config])
     y = y.reshape(n, *x.shape[:1], -1).astype(np.float64)
     mean, std = y.mean(0), y.std(0, ddof=1)
     ref_mean, ref_std = tile_noise[f"mean_{config}"], tile_noise[f"std_{config}"]

@@ -6,9 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mc_engine import HardwareConfig
+import torch
+
+from mc_engine import HardwareConfig, convert
+from mc_engine.analog.execution import Execution
 from mc_engine.analog.tile import AnalogMatrix
-from tests.conftest import AIHWKIT
+from tests.conftest import AIHWKIT, linear_with
 from tests.test_mapping import NO_QUANT, analog_out
 
 
@@ -31,6 +34,11 @@ def test_aihwkit_exact_case_is_reproduced_to_float32_precision():
     y = analog_out(ref["W"], ref["X"], **NO_QUANT, ir_drop=float(ref["ir_drop"]),
                    ir_drop_g_ratio=float(ref["g_ratio"]))
     np.testing.assert_allclose(y, ref["Y"], rtol=0, atol=1e-5 * np.abs(ref["Y"]).max())
+    # The torch execution (the GPU's code, here on the CPU) is the same numbers exactly.
+    hw = HardwareConfig(**NO_QUANT, ir_drop=float(ref["ir_drop"]),
+                        ir_drop_g_ratio=float(ref["g_ratio"]))
+    on_torch = convert(linear_with(ref["W"]), hw).use(Execution("torch", "cpu"))
+    assert np.array_equal(on_torch(torch.from_numpy(ref["X"].astype(np.float32))).numpy(), y)
 
 
 def test_a_hand_computed_two_by_three_case():
