@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 import torch
 
 from mc_engine import HardwareConfig, convert
