@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mc_engine.analog import torch_pass
+from mc_engine.analog import torch_chips, torch_pass
 from mc_engine.analog.checks import DIGITAL_WITH_PARAMS, check_materialised, check_weights
 from mc_engine.analog.execution import NUMBA_CPU, Execution
 from mc_engine.analog.grouped import grouped_forward
@@ -30,6 +30,9 @@ class AnalogLayer(nn.Module):
     matrices: list[AnalogMatrix]
     bias: torch.Tensor | None
     execution: Execution = NUMBA_CPU
+    #: While a chip batch runs (:class:`mc_engine.analog.torch_chips.ChipBatch`): this layer of
+    #: every chip of the batch, this one first.
+    batch: list[AnalogLayer] | None = None
 
     def use(self, execution: Execution) -> None:
         """Run the forward pass on ``execution`` (the bias and the tiles' arrays go there)."""
@@ -67,7 +70,9 @@ class AnalogLinear(AnalogLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        if self.execution.torch:
+        if self.batch:
+            y = torch_chips.linear_forward(self.batch, x)
+        elif self.execution.torch:
             y = torch_pass.matrix_forward(self.matrices[0], x.reshape(-1, shape[-1]))
         else:
             y = torch.from_numpy(self.matrices[0].forward(_as_numpy(x.reshape(-1, shape[-1]))))
@@ -101,7 +106,8 @@ class AnalogConv2d(AnalogLayer):
         ho = (h + 2 * ph - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
         wo = (w + 2 * pw - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
         if self.execution.torch:
-            y = torch_pass.conv_forward(self, x, (ho, wo))
+            y = torch_chips.conv_forward(self.batch, x, (ho, wo)) if self.batch else \
+                torch_pass.conv_forward(self, x, (ho, wo))
             if self.bias is not None:
                 y = y + self.bias.view(1, -1, 1, 1)
             return y
@@ -156,6 +162,7 @@ class AnalogModel(nn.Module):
         digital layers, the biases and the tiles' arrays move there; programming, reading and
         the random draws are the same). Returns self."""
         execution.check_available()
+        execution.configure()
         self.execution = execution
         self.module.to(execution.torch_device if execution.torch else "cpu")
         for layer in self.analog_layers():

@@ -72,6 +72,67 @@ def evaluate_trial(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.nd
     return rows
 
 
+def evaluate_chips(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.ndarray,
+                   times_s: Sequence[float], seeds: Sequence[int | Sequence[int]],
+                   batch_size: int = BATCH_SIZE, layers: Collection[str] | None = None,
+                   calibration: np.ndarray | None = None,
+                   execution: Execution = NUMBA_CPU) -> list[list[dict]]:
+    """:func:`evaluate_trial` of several chips (one per seed) of one hardware point.
+
+    On the torch execution the chips are evaluated together, in one call per image batch
+    (:class:`mc_engine.analog.torch_chips.ChipBatch`: stacked weights, batched GEMMs, one
+    epilogue); on the Numba execution one after the other. Either way a chip's rows are those
+    of ``evaluate_trial`` with its seed, whatever the other chips of the batch (``wall_s`` is
+    the batch's time shared equally)."""
+    if not execution.torch or len(seeds) < 2:
+        return [evaluate_trial(model, hw, x, y, times_s, seed, batch_size, layers, calibration,
+                               execution) for seed in seeds]
+    from mc_engine.analog.torch_chips import ChipBatch
+
+    start = time.perf_counter()
+    chips = _converted_chips(model, hw, layers, execution, len(seeds))
+    for chip, seed in zip(chips, seeds):
+        chip.program(seed, calibration)
+    batch = ChipBatch(chips)
+    device = execution.torch_device
+    rows: list[list[dict]] = [[] for _ in seeds]
+    for t in sorted(float(t) for t in times_s):
+        for chip in chips:
+            chip.drift(t)
+        correct = np.zeros(len(chips), np.int64)
+        with torch.no_grad():
+            for s0 in range(0, len(x), batch_size):
+                xb = x[s0:s0 + batch_size]
+                xb = xb if isinstance(xb, torch.Tensor) else \
+                    torch.from_numpy(np.ascontiguousarray(xb))
+                pred = batch(xb.to(device)).argmax(dim=2).cpu().numpy()
+                correct += (pred == np.asarray(y[s0:s0 + batch_size])[None]).sum(axis=1)
+        now = time.perf_counter()
+        for k, n_correct in enumerate(correct.tolist()):
+            rows[k].append({"t_inference_s": t, "n_correct": n_correct, "n_samples": len(y),
+                            "accuracy": n_correct / len(y),
+                            "wall_s": (now - start) / len(chips)})
+        start = now
+    return rows
+
+
+#: The conversions of the last chip batch of this process (model, hardware, layers,
+#: execution, [converted models]).
+_CHIPS: list = []
+
+
+def _converted_chips(model: nn.Module, hw: HardwareConfig, layers: Collection[str] | None,
+                     execution: Execution, n: int) -> list:
+    """``n`` conversions of ``model`` (reused, and grown, while the arguments stay the same)."""
+    key = (None if layers is None else frozenset(layers), execution)
+    if not (_CHIPS and _CHIPS[0] is model and _CHIPS[1] == hw and _CHIPS[2] == key):
+        _CHIPS[:] = [model, hw, key, []]
+    chips = _CHIPS[3]
+    while len(chips) < n:
+        chips.append(convert(model, hw, layers).use(execution))
+    return chips[:n]
+
+
 def _converted(model: nn.Module, hw: HardwareConfig, layers: Collection[str] | None = None,
                execution: Execution = NUMBA_CPU):
     """``convert(model, hw, layers).use(execution)``, reused while the model object, the

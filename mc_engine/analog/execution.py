@@ -79,6 +79,22 @@ class Execution:
             raise UserInputError(f"device {self.device!r}: only {torch.cuda.device_count()} "
                                  "CUDA device(s) visible", key="--device")
 
+    def configure(self) -> None:
+        """Deterministic, full-float32 CUDA arithmetic for this process: no TF32 in GEMMs and
+        convolutions (it would round the analog MVM to 10 mantissa bits), deterministic cuDNN
+        algorithms and cuBLAS workspaces, so that rows on one device type are bitwise
+        reproducible. A no-op off CUDA."""
+        if not self.cuda:
+            return
+        import os
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
     def __str__(self) -> str:
         return f"{self.backend} on {self.device}"
 

@@ -94,10 +94,12 @@ _TWO_M24 = _f(2.0 ** -24)
 _LN2_32 = _f(32.0 * 0.6931471805599453)
 
 
-def normal(key: int | np.uint64, counters: torch.Tensor) -> torch.Tensor:
+def normal(key: int | np.uint64 | torch.Tensor, counters: torch.Tensor) -> torch.Tensor:
     """Standard normal draws ``counters`` (int64 tensor, values in [0, 2^63)) of the stream
-    ``key`` (a uint64), float32, on the counters' device and in their shape."""
-    h = mix64(torch.bitwise_xor(counters * _GAMMA, _signed(int(key))))
+    ``key`` (a uint64, or an int64 tensor of keys (:func:`keys`) broadcast against the
+    counters: one stream per chip of a chip batch), float32, on the counters' device."""
+    k = key if isinstance(key, torch.Tensor) else _signed(int(key))
+    h = mix64(torch.bitwise_xor(counters * _GAMMA, k))
     v = (_srl(h, 32) + 1).to(torch.float32)
     u2 = torch.bitwise_right_shift(torch.bitwise_and(h, _LOW32), 8).to(torch.float32) * _TWO_M24
     r2 = 2.0 * (_LN2_32 - log(v))
@@ -111,6 +113,11 @@ def correct_sqrt(x: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(x.double()).to(torch.float32)
 
 
+def keys(values, device) -> torch.Tensor:
+    """uint64 stream keys as an int64 tensor (the same bits) on ``device``."""
+    return torch.tensor([_signed(int(v)) for v in values], dtype=torch.int64, device=device)
+
+
 def row_counters(ids: torch.Tensor, n: int) -> torch.Tensor:
     """The counters ids[k]·n + j (k × n) of the elements of rows ``ids``: the MVM noise layout
     of :func:`mc_engine.kernels.periphery.adc_rows`."""
@@ -118,6 +125,6 @@ def row_counters(ids: torch.Tensor, n: int) -> torch.Tensor:
                                                           device=ids.device)[None, :]
 
 
-def normal_rows(key: int | np.uint64, ids: torch.Tensor, n: int) -> torch.Tensor:
+def normal_rows(key: int | np.uint64 | torch.Tensor, ids: torch.Tensor, n: int) -> torch.Tensor:
     """Draws for a (len(ids) × n) block of rows ``ids`` (float32, on ids' device)."""
     return normal(key, row_counters(ids, n))
