@@ -3,8 +3,8 @@ point evaluate the same images together, with stacked weights, batched GEMMs and
 
 A small network cannot fill a GPU with one chip, and on any device a forward pass pays per
 call, not per flop; a chip batch pays the calls once for C chips. Each chip keeps its own
-programmed devices, drift compensation and noise keys (its :class:`~mc_engine.analog.noise.NoiseKeys`
-advance exactly as when it runs alone), and the normals of element (row, column) of chip c are
+programmed devices, drift compensation and noise keys (its
+:class:`~mc_engine.analog.noise.NoiseKeys` advance exactly as when it runs alone), and the normals of element (row, column) of chip c are
 draws at the same counters of chip c's streams (:func:`mc_engine.analog.torch_rng.normal` with
 one key per chip). Every input row takes part in the first pass (silent rows ride along with
 scale 1 and are zeroed), which changes which rows share a GEMM but not what a row computes; the
@@ -98,6 +98,7 @@ def _tile_pass(tiles: list, xs: torch.Tensor, alpha: torch.Tensor, noises: list,
 
 
 def a_pcm(hw) -> bool:
+    """Whether the weight noise is 'pcm_read' (its sigma weighted by |W|)."""
     return hw.w_noise > 0 and hw.w_noise_type == "pcm_read"
 
 
