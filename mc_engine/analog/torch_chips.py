@@ -4,16 +4,21 @@ point evaluate the same images together, with stacked weights, batched GEMMs and
 A small network cannot fill a GPU with one chip, and on any device a forward pass pays per
 call, not per flop; a chip batch pays the calls once for C chips. Each chip keeps its own
 programmed devices, drift compensation and noise keys (its
-:class:`~mc_engine.analog.noise.NoiseKeys` advance exactly as when it runs alone), and the normals of element (row, column) of chip c are
-draws at the same counters of chip c's streams (:func:`mc_engine.analog.torch_rng.normal` with
-one key per chip). Every input row takes part in the first pass (silent rows ride along with
-scale 1 and are zeroed), which changes which rows share a GEMM but not what a row computes; the
-rows that saturate are retried chip by chip through :func:`mc_engine.analog.torch_pass.tile_forward`
-exactly as a single chip retries them. So a chip's outputs do not depend on the batch it is in
-(tests/test_torch_chips.py: bitwise on the CPU against the chips run one by one).
+:class:`~mc_engine.analog.noise.NoiseKeys` advance exactly as when it runs alone), and the
+normals of element (row, column) of chip c are draws at the same counters of chip c's streams
+(:func:`mc_engine.analog.torch_rng.normal` with one key per chip). Every input row takes part
+in the first pass (silent rows ride along with scale 1 and are zeroed), which changes which
+rows share a GEMM but not what a row computes; the rows that saturate are retried chip by chip
+through :func:`mc_engine.analog.torch_pass.tile_forward` exactly as a single chip retries
+them. So a chip's outputs do not depend on the batch it is in (tests/test_torch_chips.py:
+bitwise on the CPU against the chips run one by one).
 
 Tiles whose pass is not the fused default (read-out schemes, calibrated ADC ranges, grouped
 convolutions) are run chip by chip inside the batched call.
+
+On the CPU the torch execution is bound by its elementwise passes (the counter-based generator
+alone is ~40 passes over each noise tensor), so batching does not make it faster there; the
+CPU's engine is the Numba execution. On a GPU those passes are cheap and the calls are not.
 """
 
 from __future__ import annotations
