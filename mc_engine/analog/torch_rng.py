@@ -15,6 +15,9 @@ GPU they differ at most by the rounding of fused operations. Any torch device.
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import numpy as np
 import torch
 
@@ -125,6 +128,41 @@ def row_counters(ids: torch.Tensor, n: int) -> torch.Tensor:
                                                           device=ids.device)[None, :]
 
 
-def normal_rows(key: int | np.uint64 | torch.Tensor, ids: torch.Tensor, n: int) -> torch.Tensor:
-    """Draws for a (len(ids) × n) block of rows ``ids`` (float32, on ids' device)."""
+def _normal_rows(key: torch.Tensor, ids: torch.Tensor, n: int) -> torch.Tensor:
     return normal(key, row_counters(ids, n))
+
+
+#: MC_ENGINE_COMPILE: 'auto' (the default: compile on CUDA), '1' (everywhere), '0' (never).
+COMPILE_ENV = "MC_ENGINE_COMPILE"
+_FAST: dict[str, object] = {}
+
+
+def _fast(device: torch.device):
+    """The generator compiled into one fused kernel (torch.compile) for ``device``'s type, or
+    None. Eager, a draw costs ~40 elementwise passes over its tensor; compiled, one (on this
+    machine's CPU 40x faster, the same bits). Compilation takes tens of seconds once per
+    process, so it is the default on CUDA only."""
+    kind = device.type
+    if kind not in _FAST:
+        mode = os.environ.get(COMPILE_ENV, "auto")
+        on = mode == "1" or (mode == "auto" and kind == "cuda")
+        _FAST[kind] = torch.compile(_normal_rows, dynamic=True) if on else None
+    return _FAST[kind]
+
+
+def normal_rows(key: int | np.uint64 | torch.Tensor, ids: torch.Tensor, n: int) -> torch.Tensor:
+    """Draws for a (len(ids) × n) block of rows ``ids`` (float32, on ids' device): counters
+    ids[k]·n + j (:func:`row_counters`). ``key``: one stream, or a tensor of keys
+    (:func:`keys`) broadcast in front (C × 1 × 1: one stream per chip)."""
+    key_t = key if isinstance(key, torch.Tensor) else \
+        torch.tensor(_signed(int(key)), dtype=torch.int64, device=ids.device)
+    fast = _fast(ids.device)
+    if fast is not None:
+        try:
+            return fast(key_t, ids, n)
+        except Exception as err:             # no compiler, an unsupported backend: eager
+            _FAST[ids.device.type] = None
+            warnings.warn(f"torch.compile of the noise generator failed on {ids.device.type} "
+                          f"({type(err).__name__}: {str(err)[:200]}); running it eagerly "
+                          f"(slower; set {COMPILE_ENV}=0 to skip the attempt)", stacklevel=2)
+    return _normal_rows(key_t, ids, n)
