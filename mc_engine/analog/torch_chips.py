@@ -35,6 +35,7 @@ from mc_engine.analog.torch_pass import (
     _const_alpha,
     arrays,
     ir_drop_term,
+    passes,
     quantize,
     tile_forward,
     weight_noise_sigma,
@@ -51,15 +52,41 @@ def _stream_keys(noises, tile, attempt: int, kind: int, device) -> torch.Tensor:
 def _tile_pass(tiles: list, xs: torch.Tensor, alpha: torch.Tensor, noises: list,
                first: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
     """The fused default pass of one tile position on every chip: xs (C × rows × in) ->
-    C × rows × out."""
+    C × rows × out. A chip with more than half of its rows silent multiplies only its live
+    rows when alone, so it runs alone here too (a GEMM's last bits can depend on its rows)."""
+    per = tiles[0].per
+    dev = xs.device
+    if first is None and per.inp_noise > 0:
+        woken = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
+    else:
+        woken = alpha
+    n_silent = (woken <= 0).sum(1)
+    alone = ((n_silent > 0) & (2 * n_silent >= xs.shape[1])).tolist()
+    if not any(alone):
+        return _batched_pass(tiles, xs, woken, noises, first)
+    out = xs.new_zeros((xs.shape[0], xs.shape[1], arrays(tiles[0], dev).post.shape[-1]))
+    together = [c for c, a in enumerate(alone) if not a]
+    for c in (c for c, a in enumerate(alone) if a):
+        out[c] = tile_forward(tiles[c], xs[c], alpha[c], noises[c], arrays(tiles[c], dev).post,
+                              first=None if first is None else (first[0][c], first[1][c]))
+    if together:
+        idx = torch.tensor(together, device=dev)
+        sub_first = None if first is None else (first[0][idx], first[1][idx])
+        out[idx] = _batched_pass([tiles[c] for c in together], xs[idx], woken[idx],
+                                 [noises[c] for c in together], sub_first)
+    return out
+
+
+def _batched_pass(tiles: list, xs: torch.Tensor, alpha: torch.Tensor, noises: list,
+                  first: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """:func:`_tile_pass` of chips whose rows all take part in the first pass (``alpha``
+    already woken by input noise)."""
     tile0 = tiles[0]
     per = tile0.per
     hw = per.hw
     dev = xs.device
     arr = [arrays(t, dev) for t in tiles]
     n_chips, n = xs.shape[:2]
-    if first is None and per.inp_noise > 0:
-        alpha = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
     live = alpha > 0
     if first is not None:
         inv_alpha, xq = first
@@ -94,11 +121,10 @@ def _tile_pass(tiles: list, xs: torch.Tensor, alpha: torch.Tensor, noises: list,
     out = out.masked_fill(~live[..., None], 0.0)
     if hw.bound_management == "none" or 1.0 > per.r_last or not bool(sat.any()):
         return out
-    for c in torch.nonzero(sat.any(1)).flatten().tolist():
-        again = sat[c]
-        retry = tile_forward(tiles[c], xs[c], torch.where(again, alpha[c], 0.0), noises[c],
-                             post[c], r=2.0)
-        out[c, again] = retry[again]
+    for c in torch.nonzero(sat.any(1)).flatten().tolist():   # as the chip alone retries
+        rows = torch.nonzero(sat[c]).flatten()
+        passes(tiles[c], xs[c], rows, inv_alpha[c][rows], None, noises[c], post[c], out[c],
+               r=2.0)
     return out
 
 

@@ -150,7 +150,6 @@ def tile_forward(tile, x: torch.Tensor, alpha: torch.Tensor, noise: MVMNoise | N
     inputs) with noise-management ``alpha``, times ``post``; see Tile.forward for ``r``,
     ``row0`` and ``first``."""
     per = tile.per
-    hw = per.hw
     a = arrays(tile, x.device)
     n = x.shape[0]
     out = x.new_zeros((n, a.post.shape[-1]))
@@ -171,6 +170,23 @@ def tile_forward(tile, x: torch.Tensor, alpha: torch.Tensor, noise: MVMNoise | N
     else:
         inv_alpha = (1.0 / torch.where(live, alpha, torch.ones_like(alpha)))[rows]
         xq = None
+    passes(tile, x, rows, inv_alpha, xq, noise, post, out, r, row0, live if ride else None)
+    if n_silent:
+        out[silent] = 0.0
+    return out
+
+
+def passes(tile, x: torch.Tensor, rows: torch.Tensor, inv_alpha: torch.Tensor,
+           xq: torch.Tensor | None, noise: MVMNoise | None, post: torch.Tensor,
+           out: torch.Tensor, r: float = 1.0, row0: int = 0,
+           live: torch.Tensor | None = None) -> None:
+    """The passes of bound management from a given state, into ``out``: ``rows`` of ``x`` at
+    factor ``r`` (attempt log2 r) with scales ``inv_alpha`` (and their DAC output ``xq``, or
+    None), each retry on the rows that saturated. ``live``: the rows that may saturate when
+    silent rows ride along."""
+    per = tile.per
+    hw = per.hw
+    a = arrays(tile, x.device)
     one_pass = _pass if tile.readout is None else _readout_pass
     attempt = int(round(math.log2(r)))
     while rows.numel():
@@ -180,7 +196,7 @@ def tile_forward(tile, x: torch.Tensor, alpha: torch.Tensor, noise: MVMNoise | N
             xq = quantize(x[rows] * scale[:, None], float(per.step_in), 1.0)
         pass_noise = None if noise is None else noise.sub(tile.noise_id, attempt)
         y, sat = one_pass(tile, a, xq, pass_noise, scale, row0 + rows, last, post)
-        if ride:
+        if live is not None:
             sat = sat & live[rows]
         keep = slice(None) if last else ~sat
         out[rows[keep]] = y[keep]
@@ -189,9 +205,6 @@ def tile_forward(tile, x: torch.Tensor, alpha: torch.Tensor, noise: MVMNoise | N
         rows, inv_alpha, xq = rows[sat], inv_alpha[sat], None
         r *= 2.0
         attempt += 1
-    if n_silent:
-        out[silent] = 0.0
-    return out
 
 
 def _pass(tile, a: DeviceArrays, xq, noise, scale, ids, last, post):
