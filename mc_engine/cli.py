@@ -280,10 +280,9 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from mc_engine.run.gpu import check_train_execution
     from mc_engine.train import load_train, train
 
-    device = check_train_execution(args.backend, args.device)
+    device = _train_device(args.backend, args.device)
     spec = load_train(args.train)
     cores = os.cpu_count() or 1
     if args.threads > THREADS_PER_CORE * cores:
@@ -305,6 +304,22 @@ def _train(args: argparse.Namespace) -> int:
                f"{outcome.checkpoint} holds the last completed epoch ({outcome.epochs_done})")
         return stopped
     return EXIT_OK
+
+
+def _train_device(backend: str | None, device: str | None) -> str | None:
+    """The torch device of ``mc-engine train --backend B --device D`` (None: not given, the
+    training's own choice); training runs on torch, so ``--backend numba`` is refused."""
+    if backend == "numba":
+        raise UserInputError("training runs on torch (its forward pass is differentiable); "
+                             "the numba backend is for 'mc-engine run': leave --backend out or "
+                             "give --backend torch", key="--backend")
+    if device is None:
+        return None
+    from mc_engine.analog.execution import Execution
+
+    execution = Execution.parse("torch", device)
+    execution.check_available()
+    return execution.device
 
 
 def _parameter(value: float) -> str:

@@ -18,14 +18,14 @@ import pytest
 import torch
 from distributed import Client
 
+from mc_engine.analog.cuda import cuda_batch_size, image_batch_size
 from mc_engine.analog.execution import NUMBA_CPU, Execution
 from mc_engine.cli import main
 from mc_engine.errors import UserInputError
 from mc_engine.results import ResultStore, load_results
 from mc_engine.results.store import STAMP_KEY
 from mc_engine.run import RunError, run_study
-from mc_engine.run import gpu as gpu_module
-from mc_engine.run.gpu import cuda_batch_size, local_gpus, task_execution
+from mc_engine.run.gpu import local_gpus, task_execution
 from mc_engine.run.tasks import inputs_on
 from mc_engine.study import load_study
 from tests.conftest import dask_processes
@@ -212,6 +212,33 @@ def test_a_local_gpu_cluster_gives_each_worker_its_own_gpu():
     assert all(w["resources"] == {"GPU": 1} and w["nthreads"] == 1 for w in info.values())
 
 
+def test_dask_cuda_starts_the_gpu_workers_where_installed(monkeypatch):
+    """With dask-cuda importable (a stand-in here), LocalCUDACluster gets the GPUs, one worker
+    each, the GPU resource, and the worker environment before the spawn (it replaces a
+    worker's ``env`` with its own CUDA_VISIBLE_DEVICES)."""
+    import sys
+    import types
+
+    import dask
+
+    from mc_engine.run.gpu import gpu_cluster
+
+    calls = []
+
+    class LocalCUDACluster:
+        def __init__(self, **kwargs):
+            calls.append((kwargs, dask.config.get("distributed.nanny.pre-spawn-environ")))
+
+    monkeypatch.setitem(sys.modules, "dask_cuda", types.SimpleNamespace(
+        LocalCUDACluster=LocalCUDACluster))
+    assert isinstance(gpu_cluster(["2", "3"], {"OMP_NUM_THREADS": "1"}, 2**30),
+                      LocalCUDACluster)
+    (kwargs, environ), = calls
+    assert kwargs["CUDA_VISIBLE_DEVICES"] == ["2", "3"] and kwargs["n_workers"] == 2
+    assert kwargs["threads_per_worker"] == 1 and kwargs["resources"] == {"GPU": 1}
+    assert environ == {"OMP_NUM_THREADS": "1", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+
+
 def test_local_workers_take_the_gpus_in_turn(monkeypatch):
     monkeypatch.setattr(Execution, "check_available", lambda self: None)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
@@ -231,7 +258,7 @@ def test_local_workers_take_the_gpus_in_turn(monkeypatch):
 def test_image_batches_follow_the_device_memory():
     """BATCH_SIZE on the CPU; on a GPU the multiple of it that fills a quarter of its memory at
     4 KiB per input value of an image, at most 20x and no more than the test set needs."""
-    assert gpu_module.image_batch_size(TORCH_CPU, 3072, 10_000) == 500
+    assert image_batch_size(TORCH_CPU, 3072, 10_000) == 500
     gpu_80 = 80 * 2**30
     assert cuda_batch_size(gpu_80, 3 * 32 * 32, 10_000) == 1500    # CIFAR: 3 x 500
     assert cuda_batch_size(gpu_80, 64, 10_000) == 10_000           # digits: capped at 20 x

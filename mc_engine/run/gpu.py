@@ -12,38 +12,25 @@
   worker ADDR --resources GPU=1``); a cluster without one is refused at once
   (:func:`check_gpu_workers`) rather than waited on forever. ``run_study(require_gpu=True)``
   asks for the resource whatever the device (how the tests exercise this on a CPU).
-- Image batches on a CUDA device follow its memory (:func:`image_batch_size`); the CPU keeps
-  ``BATCH_SIZE``.
+- Image batches on a CUDA device follow its memory, and cuBLAS and cuDNN run
+  deterministically there (:mod:`mc_engine.analog.cuda`).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections.abc import Sequence
 
+import dask
 import torch
 
-from mc_engine.analog.evaluate import BATCH_SIZE
+from mc_engine.analog.cuda import CUBLAS_WORKSPACE
 from mc_engine.analog.execution import Execution
-from mc_engine.errors import UserInputError
 from mc_engine.run.cluster import RunError
 
 #: The Dask worker resource of a GPU: a task of a run on a CUDA device takes one unit.
 GPU_RESOURCE = "GPU"
-#: cuBLAS's setting for deterministic GEMMs (torch's reproducibility notes): set in every GPU
-#: worker before CUDA starts, so that rows are bitwise the same across runs on one GPU type.
-CUBLAS_WORKSPACE = ":4096:8"
-#: Image batches on a CUDA device: a multiple of BATCH_SIZE images that take about
-#: MEMORY_FRACTION of the device's memory at BYTES_PER_INPUT_VALUE bytes of the analog forward
-#: per input value of an image (im2col unfolds, bit slices and noise of the widest layer: a
-#: conservative figure, about 12 MiB a CIFAR image), at most MAX_BATCH_FACTOR x BATCH_SIZE.
-MEMORY_FRACTION = 0.25
-BYTES_PER_INPUT_VALUE = 4096
-MAX_BATCH_FACTOR = 20
-
-
 def visible_gpus() -> list[str]:
     """The GPUs this process sees, as ``CUDA_VISIBLE_DEVICES`` entries (indices or UUIDs)."""
     given = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -85,10 +72,11 @@ def gpu_cluster(gpus: Sequence[str], env: dict[str, str], memory_bytes: int):
             from dask_cuda import LocalCUDACluster
         except ImportError:
             pass
-        else:
-            return LocalCUDACluster(CUDA_VISIBLE_DEVICES=list(gpus), n_workers=len(gpus),
-                                    threads_per_worker=1, dashboard_address=":0", env=env,
-                                    resources=resources, silence_logs=logging.CRITICAL)
+        else:   # it gives each worker an env of its own: ours goes in before the spawn
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+                return LocalCUDACluster(CUDA_VISIBLE_DEVICES=list(gpus), n_workers=len(gpus),
+                                        threads_per_worker=1, dashboard_address=":0",
+                                        resources=resources, silence_logs=logging.CRITICAL)
     from distributed import Nanny, Scheduler, SpecCluster
 
     options = {"nthreads": 1, "host": "127.0.0.1", "resources": resources,
@@ -113,53 +101,3 @@ def check_gpu_workers(client, where: str) -> None:
                    hint=f"start one worker per GPU with 'dask worker ADDRESS --nthreads 1 "
                         f"--resources {GPU_RESOURCE}=1' (or 'dask cuda worker ADDRESS "
                         f"--resources {GPU_RESOURCE}=1')")
-
-
-@functools.cache
-def deterministic_cuda() -> None:
-    """Deterministic cuBLAS and cuDNN in this process (once, before its first CUDA work where
-    possible): rows on one GPU type are then bitwise the same across runs and worker counts."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def image_batch_size(execution: Execution, values_per_image: int, n_images: int) -> int:
-    """Images per forward call: BATCH_SIZE on the CPU; on a CUDA device the multiple of
-    BATCH_SIZE that fills MEMORY_FRACTION of its memory at BYTES_PER_INPUT_VALUE bytes per input
-    value (at most MAX_BATCH_FACTOR x BATCH_SIZE, and no more than the test set needs).
-
-    The rule reads the device's *total* memory (torch.cuda.mem_get_info), not what is free at
-    the moment: each forward call draws its own noise (its keys count the calls), so the batch
-    size is part of what a trial draws, and it must not change with what else runs on the GPU.
-    One GPU type gives one batch size, hence bitwise the same rows.
-    """
-    if not execution.cuda:
-        return BATCH_SIZE
-    _, total = torch.cuda.mem_get_info(execution.torch_device)
-    return cuda_batch_size(total, values_per_image, n_images)
-
-
-def cuda_batch_size(total_bytes: int, values_per_image: int, n_images: int) -> int:
-    """:func:`image_batch_size`'s rule for a device of ``total_bytes``."""
-    per_batch = BATCH_SIZE * BYTES_PER_INPUT_VALUE * max(1, values_per_image)
-    factor = max(1, min(MAX_BATCH_FACTOR, int(total_bytes * MEMORY_FRACTION // per_batch)))
-    needed = max(1, -(-n_images // BATCH_SIZE))   # batches of BATCH_SIZE the test set fills
-    return BATCH_SIZE * min(factor, needed)
-
-
-def check_train_execution(backend: str | None, device: str | None) -> str | None:
-    """The torch device of ``mc-engine train --backend B --device D`` (None: not given, the
-    training's own choice); training runs on torch, so ``--backend numba`` is refused."""
-    if backend == "numba":
-        raise UserInputError("training runs on torch (its forward pass is differentiable); "
-                             "the numba backend is for 'mc-engine run': leave --backend out or "
-                             "give --backend torch", key="--backend")
-    if device is None:
-        return None
-    execution = Execution.parse("torch", device)
-    execution.check_available()
-    return execution.device

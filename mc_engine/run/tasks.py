@@ -135,10 +135,10 @@ def run_trial(model: bytes, x: np.ndarray, y: np.ndarray, hardware: HardwareConf
     (:func:`portable_devices`), registered here first. ``layers``: the layers on analog tiles
     (a layer-sensitivity trial), None = all. ``calibration``: the calibration inputs of
     adc_range = 'calibrated'. ``execution``: where the analog pass runs (on a CUDA device
-    deterministically, in image batches sized to its memory: :mod:`mc_engine.run.gpu`).
+    deterministically, in image batches sized to its memory: :mod:`mc_engine.analog.cuda`).
     """
     from mc_engine.analog import evaluate_trial
-    from mc_engine.run.gpu import deterministic_cuda, image_batch_size
+    from mc_engine.analog.cuda import deterministic_cuda, image_batch_size
 
     _one_thread()
     if execution.cuda:

@@ -151,7 +151,7 @@ def train(spec: TrainSpec, out_dir: str | Path = DEFAULT_OUT, *, fresh: bool = F
     model, train_set, held_out = prepare(spec)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda":   # deterministic cuBLAS GEMMs: read when cuBLAS starts, later
-        from mc_engine.run.gpu import CUBLAS_WORKSPACE
+        from mc_engine.analog.cuda import CUBLAS_WORKSPACE
 
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     saved_threads = torch.get_num_threads()
