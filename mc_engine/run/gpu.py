@@ -1,4 +1,4 @@
-"""Dask on GPUs: one worker per GPU, tasks that go to GPU workers only, GPU-sized image batches.
+"""Dask on GPUs: one worker per GPU, tasks that go to GPU workers only.
 
 - A local run with a CUDA device starts one single-threaded worker per visible GPU (``--device
   cuda``; ``cuda:N``: one worker on GPU N; ``--workers K``: K workers, the GPUs in turn), each
@@ -31,6 +31,8 @@ from mc_engine.run.cluster import RunError
 
 #: The Dask worker resource of a GPU: a task of a run on a CUDA device takes one unit.
 GPU_RESOURCE = "GPU"
+
+
 def visible_gpus() -> list[str]:
     """The GPUs this process sees, as ``CUDA_VISIBLE_DEVICES`` entries (indices or UUIDs)."""
     given = os.environ.get("CUDA_VISIBLE_DEVICES")
