@@ -1,12 +1,12 @@
 """The ``mc-engine`` command: a thin mirror of the Python API.
 
     mc-engine run STUDY [--out DIR] [--workers N | --scheduler ADDR | --scheduler-file FILE]
-                  [--fresh]
-    mc-engine validate STUDY
+                  [--fresh] [--backend {numba,torch}] [--device {cpu,cuda,cuda:N}]
+    mc-engine validate STUDY [--backend ...] [--device ...]
     mc-engine summary RESULTS_DIR
     mc-engine report RESULTS_DIR [--out report.html | FILE.png|.pdf|.svg]
     mc-engine compare RESULTS_DIR --baseline COLUMN=VALUE... --other COLUMN=VALUE...
-    mc-engine train TRAIN [--out DIR] [--threads N] [--fresh]
+    mc-engine train TRAIN [--out DIR] [--threads N] [--fresh] [--device {cpu,cuda,cuda:N}]
 
 Exit status: 0 done, 2 invalid input (one line naming file and key, never a traceback), 1 any
 other failure (one line and a hint), 130 interrupted by Ctrl-C, 143 stopped by SIGTERM (what
@@ -120,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
                             "scheduler --scheduler-file', dask-jobqueue or dask-mpi")
     run.add_argument("--fresh", action="store_true",
                      help="delete this study's earlier results and start over")
+    _execution_options(run)
 
     validate = command("validate", _validate,
                        "Check a study file, its model and its data (and that they fit each other) "
@@ -127,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("study", type=Path, help="study file (.toml)")
     validate.add_argument("--out", type=Path, default=DEFAULT_OUT,
                           help="results folder whose .cache holds trained zoo models")
+    _execution_options(validate, "checked: the device must be there")
 
     summary = command("summary", _summary, "Print per-point, per-time accuracy statistics.")
     summary.add_argument("results", type=Path, help="results folder of a study")
@@ -160,22 +162,44 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--fresh", action="store_true",
                        help="replace an earlier checkpoint of this name in --out (without it, "
                             "an existing <name>.pt is never overwritten)")
+    train.add_argument("--backend", default=None, metavar="{numba,torch}",
+                       help="training runs on torch (numba is refused: it has no gradients)")
+    train.add_argument("--device", default=None, metavar="{cpu,cuda,cuda:N}",
+                       help="torch device of the model, the batches and the injected noise "
+                            "(default: cuda when torch sees a GPU, else cpu)")
     return parser
 
 
+def _execution_options(sub: argparse.ArgumentParser, note: str = "") -> None:
+    """--backend and --device: where the trials' analog pass runs (an execution option, not a
+    physics parameter: it changes no point id or seed)."""
+    sub.add_argument("--backend", default=None, metavar="{numba,torch}",
+                     help="numba (the CPU kernels, the default on cpu) or torch (any torch "
+                          "device; implied by --device cuda)" + (f"; {note}" if note else ""))
+    sub.add_argument("--device", default=None, metavar="{cpu,cuda,cuda:N}",
+                     help="where the trials run (default cpu); with cuda and no --scheduler, "
+                          "one local worker per visible GPU (cuda:N: one on GPU N; --workers "
+                          "K: K workers, the GPUs in turn); with --scheduler, the trials go "
+                          "to workers started with --resources GPU=1. Rows record backend and "
+                          "compute_device; results of another backend or device type are not "
+                          "resumed")
+
+
 def _run(args: argparse.Namespace) -> int:
+    from mc_engine.analog.execution import Execution
     from mc_engine.results import load_results
     from mc_engine.run import run_study
     from mc_engine.run.cluster import scheduler_from_file
     from mc_engine.study import load_study
 
+    execution = Execution.parse(args.backend, args.device)
     study = load_study(args.study)
     scheduler = args.scheduler
     with stop_signals():
         if args.scheduler_file is not None:
             scheduler = scheduler_from_file(args.scheduler_file)
         outcome = run_study(study, args.out, workers=args.workers, scheduler=scheduler,
-                            fresh=args.fresh)
+                            fresh=args.fresh, execution=execution)
         STOP.check()   # a stop whose exception was swallowed (in a finalizer) still stops
     print(_summary_table(load_results(outcome.results_dir)))
     print(f"{outcome.n_trials} trials ({outcome.n_run} run now, {outcome.n_skipped} already on "
@@ -189,10 +213,13 @@ _sigterm_as_interrupt = stop_signals
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from mc_engine.analog.execution import Execution
     from mc_engine.fileio import check_path_fits, check_utf8_path
     from mc_engine.study import format_duration, load_study
     from mc_engine.zoo.models import ZOO_NAMES
 
+    execution = Execution.parse(args.backend, args.device)
+    execution.check_available()
     study = load_study(args.study)
     check_utf8_path(args.out, "--out")   # where a zoo model is cached: before it is trained
     longest = max(ZOO_NAMES, key=len)
@@ -211,7 +238,7 @@ def _validate(args: argparse.Namespace) -> int:
                  f"trials"
     print(f"{study.source}: ok: {len(study.points)} hardware points{layers} x {repeats} = "
           f"{trials}, each at {len(study.inference_times_s)} inference "
-          f"times ({times}) on {len(dataset)} samples of {dataset.name}")
+          f"times ({times}) on {len(dataset)} samples of {dataset.name}, {execution}")
     return EXIT_OK
 
 
@@ -255,6 +282,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from mc_engine.train import load_train, train
 
+    device = _train_device(args.backend, args.device)
     spec = load_train(args.train)
     cores = os.cpu_count() or 1
     if args.threads > THREADS_PER_CORE * cores:
@@ -262,7 +290,7 @@ def _train(args: argparse.Namespace) -> int:
                              f"({THREADS_PER_CORE} per core, {cores} cores here), got "
                              f"{args.threads}", source="--threads")
     with stop_signals():
-        outcome = train(spec, args.out, threads=args.threads, fresh=args.fresh)
+        outcome = train(spec, args.out, threads=args.threads, fresh=args.fresh, device=device)
     stopped = EXIT_TERMINATED if outcome.terminated else EXIT_INTERRUPTED
     if outcome.checkpoint is None:
         _error(f"{'terminated (SIGTERM)' if outcome.terminated else 'interrupted'} before the "
@@ -276,6 +304,22 @@ def _train(args: argparse.Namespace) -> int:
                f"{outcome.checkpoint} holds the last completed epoch ({outcome.epochs_done})")
         return stopped
     return EXIT_OK
+
+
+def _train_device(backend: str | None, device: str | None) -> str | None:
+    """The torch device of ``mc-engine train --backend B --device D`` (None: not given, the
+    training's own choice); training runs on torch, so ``--backend numba`` is refused."""
+    if backend == "numba":
+        raise UserInputError("training runs on torch (its forward pass is differentiable); "
+                             "the numba backend is for 'mc-engine run': leave --backend out or "
+                             "give --backend torch", key="--backend")
+    if device is None:
+        return None
+    from mc_engine.analog.execution import Execution
+
+    execution = Execution.parse("torch", device)
+    execution.check_available()
+    return execution.device
 
 
 def _parameter(value: float) -> str:

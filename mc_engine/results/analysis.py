@@ -17,7 +17,11 @@ import pyarrow.parquet as pq
 
 from mc_engine.errors import UserInputError
 from mc_engine.fileio import check_path_fits, check_utf8_path
-from mc_engine.results.conform import fill_hardware_defaults, read_part
+from mc_engine.results.conform import (
+    fill_execution_defaults,
+    fill_hardware_defaults,
+    read_part,
+)
 from mc_engine.results.intervals import stein_interval
 from mc_engine.results.schema import fixed_columns, hardware_columns
 from mc_engine.results.store import (
@@ -70,7 +74,8 @@ def load_results(path: str | Path) -> pd.DataFrame:
                              "'mc-engine run')", source=str(path))
     _check_one_study_per_folder(files)
     tables = [read_part(f) for f in files]
-    table = fill_hardware_defaults(pa.concat_tables(tables, promote_options="default"))
+    table = fill_execution_defaults(fill_hardware_defaults(
+        pa.concat_tables(tables, promote_options="default")))
     kept = finite_rows(table)
     rerun: set[tuple] = set()   # trials with a non-finite row: run again whole by a later run
     if kept.num_rows < table.num_rows:

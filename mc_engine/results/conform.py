@@ -8,6 +8,9 @@ and the column), and :func:`fill_hardware_defaults` gives the rows of a file tha
 hardware column the value the engine of that file used: the one every point had before the
 field existed (``LATER_FIELDS`` of :mod:`mc_engine.study.keys`, which keeps their point ids too),
 else the field's default (a new field defaults to the behaviour before it).
+:func:`fill_execution_defaults` does the same for where a trial ran (``backend``,
+``compute_device``): a file written before those columns holds trials of the Numba kernels on
+the CPU.
 """
 
 from __future__ import annotations
@@ -83,6 +86,22 @@ def fill_hardware_defaults(table: pa.Table) -> pa.Table:
             table = table.set_column(table.schema.get_field_index(name), field, array)
         else:
             table = table.append_column(field, array)
+    return table
+
+
+def fill_execution_defaults(table: pa.Table) -> pa.Table:
+    """``table`` with the ``backend`` and ``compute_device`` columns present and without nulls:
+    rows of a part file written before them ran on Numba on the CPU (``EXECUTION_DEFAULTS``)."""
+    from mc_engine.results.schema import EXECUTION_DEFAULTS
+
+    for name, default in EXECUTION_DEFAULTS.items():
+        if name not in table.column_names:
+            table = table.append_column(pa.field(name, pa.string()),
+                                        pa.array([default] * table.num_rows, pa.string()))
+        elif table.column(name).null_count:
+            i = table.schema.get_field_index(name)
+            table = table.set_column(i, pa.field(name, pa.string()),
+                                     pc.fill_null(table.column(i), default))
     return table
 
 

@@ -6,7 +6,11 @@ study file, so results filter and group with plain pandas (``df[df.adc_bits == 8
 model's own parameters (``DeviceModel.params``, docs/devices.md) are float64 columns of their
 own, right after ``device``; a study on the built-in devices has none. A study with a checkpoint
 axis (``[sweep] checkpoint = [...]``) has a ``checkpoint`` string column after ``point_id``, in
-its trial rows and in ideal.parquet; other studies' files are unchanged.
+its trial rows and in ideal.parquet; other studies' files are unchanged. Every row records where
+its trial ran (an execution, not a physics parameter: it is in no point id or seed): ``backend``
+(``numba`` or ``torch``) and ``compute_device`` (``cpu``, ``cuda``, ``cuda:N``, as given to the
+run; the hardware column ``device`` is the device model). Part files written before these
+columns read as ``numba`` on ``cpu`` (:mod:`mc_engine.results.conform`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,12 @@ TRIAL_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     ("seed", pa.int64()),
     ("wall_s", pa.float64()),
     ("engine_version", pa.string()),
+    ("backend", pa.string()),
+    ("compute_device", pa.string()),
 )
+#: What the execution columns of a part file written before them hold (the engine ran Numba
+#: on the CPU only).
+EXECUTION_DEFAULTS = {"backend": "numba", "compute_device": "cpu"}
 
 IDEAL_SCHEMA = pa.schema([("study", pa.string()), ("n_correct", pa.int64()),
                           ("n_samples", pa.int64()), ("accuracy", pa.float64()),
@@ -74,10 +83,11 @@ def fixed_columns() -> frozenset[str]:
 
 def trial_rows(study: str, point_id: str, hardware: HardwareConfig, repeat: int, seed: int,
                evaluations: Sequence[Mapping[str, Any]], engine_version: str,
-               checkpoint: str | None = None, layer: str | None = None) -> list[dict]:
+               checkpoint: str | None = None, layer: str | None = None, *,
+               backend: str = "numba", compute_device: str = "cpu") -> list[dict]:
     """One result row per inference time of a trial, from ``evaluate_trial``'s dicts; a
     ``checkpoint`` (checkpoint axis) or ``layer`` (layer-sensitivity trials) is carried in a
-    column of that name."""
+    column of that name; ``backend`` and ``compute_device``: where the trial ran."""
     fixed = {"study": study, "point_id": point_id, **hardware.to_dict(), "repeat": repeat}
     if checkpoint is not None:
         fixed["checkpoint"] = checkpoint
@@ -86,7 +96,8 @@ def trial_rows(study: str, point_id: str, hardware: HardwareConfig, repeat: int,
     return [{**fixed, "t_inference_s": float(e["t_inference_s"]),
              "accuracy": float(e["accuracy"]), "n_correct": int(e["n_correct"]),
              "n_samples": int(e["n_samples"]), "seed": seed, "wall_s": float(e["wall_s"]),
-             "engine_version": engine_version} for e in evaluations]
+             "engine_version": engine_version, "backend": backend,
+             "compute_device": compute_device} for e in evaluations]
 
 
 def rows_to_table(rows: Sequence[Mapping[str, Any]],

@@ -222,6 +222,20 @@ class ResultStore:
         return {trial for trial, at in finite.items()
                 if at >= (wanted if wanted is not None else rows[trial])}
 
+    def executions(self) -> set[tuple[str, str]]:
+        """(backend, compute_device) of the rows on disk; a part file written before those
+        columns holds Numba-on-CPU rows (``EXECUTION_DEFAULTS``)."""
+        from mc_engine.results.schema import EXECUTION_DEFAULTS
+
+        found: set[tuple[str, str]] = set()
+        for part in self.parts():
+            table = read_part(part, list(EXECUTION_DEFAULTS))
+            columns = [[v or default for v in table.column(c).to_pylist()]
+                       if c in table.column_names else [default] * table.num_rows
+                       for c, default in EXECUTION_DEFAULTS.items()]
+            found |= set(zip(*columns))
+        return found
+
     def read(self, columns: Sequence[str]) -> pa.Table:
         """These columns of every row on disk (an empty table when there is none): rows with a
         finite accuracy (:func:`finite_rows`), each once (:func:`unique_rows`)."""

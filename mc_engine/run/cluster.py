@@ -13,7 +13,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -157,9 +157,12 @@ def check_local_workers(workers: int) -> None:
 
 
 @contextmanager
-def open_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Client]:
+def open_client(workers: int | None = None, scheduler: str | None = None,
+                gpus: Sequence[str] | None = None) -> Iterator[Client]:
     """A client on ``scheduler`` (an address such as tcp://host:8786) or on a new LocalCluster
-    of ``workers`` single-threaded worker processes (default: one per core), closed on exit."""
+    of ``workers`` single-threaded worker processes (default: one per core), closed on exit.
+    ``gpus``: a local cluster of one worker per entry instead, each seeing that GPU alone
+    (``CUDA_VISIBLE_DEVICES``) and advertising the GPU resource (:mod:`mc_engine.run.gpu`)."""
     if scheduler is not None:
         check_scheduler_reachable(scheduler)
         try:
@@ -176,7 +179,7 @@ def open_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         finally:
             client.close()
         return
-    n_workers = workers or min(os.cpu_count() or 1, max_local_workers())   # default: fits
+    n_workers = len(gpus) if gpus else workers or min(os.cpu_count() or 1, max_local_workers())
     check_local_workers(n_workers)
     # Workers log every failed task with its traceback ("Compute Failed"), once per retry; the
     # client reports the failure itself as one line, so only critical worker logs are shown.
@@ -186,9 +189,14 @@ def open_client(workers: int | None = None, scheduler: str | None = None) -> Ite
               "distributed.worker.preload": [WORKER_PRELOAD],
               "distributed.worker.profile.enabled": False}
     with signals_deferred() as received, dask.config.set(config):
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", env=WORKER_ENV,
-                               silence_logs=logging.CRITICAL)
+        if gpus:
+            from mc_engine.run.gpu import gpu_cluster
+
+            cluster = gpu_cluster(gpus, WORKER_ENV, _memory_bytes())
+        else:
+            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=":0", env=WORKER_ENV,
+                                   silence_logs=logging.CRITICAL)
     try:
         for signum in received:  # now handled as usual: KeyboardInterrupt (CLI: exit 130/143)
             signal.raise_signal(signum)

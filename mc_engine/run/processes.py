@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,11 +28,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def dask_processes(cwd: Path, n_workers: int = 2, nanny: bool = True) -> Iterator[str]:
+def dask_processes(cwd: Path, n_workers: int = 2, nanny: bool = True,
+                   resources: Sequence[str | None] = ()) -> Iterator[str]:
     """A `dask scheduler` and ``n_workers`` `dask worker --nthreads 1` processes on loopback,
     started in ``cwd`` (so modules beside a study elsewhere are not importable); yields the
     address once every worker has joined, and kills them all on exit. ``nanny = False``:
-    workers without a nanny (``--no-nanny``), which nothing restarts when they die."""
+    workers without a nanny (``--no-nanny``), which nothing restarts when they die.
+    ``resources``: the ``--resources`` of the first workers (e.g. ``"GPU=1"``; None: none)."""
     from distributed import Client
 
     address = f"tcp://127.0.0.1:{free_port()}"
@@ -43,10 +45,12 @@ def dask_processes(cwd: Path, n_workers: int = 2, nanny: bool = True) -> Iterato
                                address.rsplit(":", 1)[1], "--dashboard-address", "127.0.0.1:0"],
                               **common)]
     try:
+        given = [*resources, *[None] * n_workers][:n_workers]
         procs += [subprocess.Popen([BIN / "dask", "worker", address, "--nthreads", "1",
                                     "--no-dashboard", "--host", "127.0.0.1",
-                                    *([] if nanny else ["--no-nanny"])], **common)
-                  for _ in range(n_workers)]
+                                    *([] if nanny else ["--no-nanny"]),
+                                    *(["--resources", spec] if spec else [])], **common)
+                  for spec in given]
         with Client(address, timeout="30s") as client:
             client.wait_for_workers(n_workers, timeout=60)
         yield address

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from distributed import Client, Future
 
 import mc_engine
+from mc_engine.analog.execution import NUMBA_CPU, Execution
 from mc_engine.errors import UserInputError
 from mc_engine.fileio import check_writable_folder
 from mc_engine.results import ResultStore, trial_rows
@@ -37,6 +38,7 @@ from mc_engine.run.cluster import (
     check_scheduler_reachable,
     open_client,
 )
+from mc_engine.run.gpu import GPU_RESOURCE, check_gpu_workers, local_gpus, task_execution
 from mc_engine.run.progress import Progress
 from mc_engine.run.tasks import portable_devices, portable_model, run_ideal, run_trials
 from mc_engine.run.window import wait_for_a_worker, windowed
@@ -73,7 +75,8 @@ class RunOutcome:
 def run_study(study: Study, out_dir: str | Path = "results", *, workers: int | None = None,
               scheduler: str | None = None, fresh: bool = False,
               batch_trials: int = BATCH_TRIALS, flush_s: float = FLUSH_S,
-              progress: bool = True, cache_dir: str | Path | None = None) -> RunOutcome:
+              progress: bool = True, cache_dir: str | Path | None = None,
+              execution: Execution = NUMBA_CPU, require_gpu: bool | None = None) -> RunOutcome:
     """Run every trial of ``study`` not yet in ``<out_dir>/<study name>/`` and write the rows.
 
     Data and model are loaded (and zoo models trained into ``cache_dir``, default
@@ -83,6 +86,13 @@ def run_study(study: Study, out_dir: str | Path = "results", *, workers: int | N
     of ``workers`` processes runs the trials. ``progress`` prints the Dask dashboard's address
     and the progress (a bar on a terminal, plain lines otherwise) to stderr. A
     KeyboardInterrupt stops the run after writing what has arrived.
+
+    ``execution``: where the trials run (Numba on the CPU, or torch on ``cpu``, ``cuda`` or
+    ``cuda:N``; the rows record it, and results of another execution are not resumed). With a
+    CUDA device and no ``scheduler``, the local cluster has one worker per GPU
+    (:mod:`mc_engine.run.gpu`). ``require_gpu`` (default: whether the device is CUDA): the
+    trial tasks need the workers' ``GPU`` resource, and a cluster without it is refused; set
+    by hand, it tests that plumbing on a CPU.
     """
     started = time.perf_counter()
     mc_engine.check_environment()
@@ -92,6 +102,8 @@ def run_study(study: Study, out_dir: str | Path = "results", *, workers: int | N
         check_scheduler_reachable(scheduler)
     elif workers is not None:
         check_local_workers(workers)
+    # A local GPU cluster needs the GPUs here; an existing cluster's workers check their own.
+    gpus = local_gpus(execution, workers) if execution.cuda and scheduler is None else None
     check_writable_folder(out_dir / study.name, "--out")
     check_writable_folder(Path(cache_dir) if cache_dir is not None else out_dir / ".cache",
                           "--out")
@@ -102,7 +114,9 @@ def run_study(study: Study, out_dir: str | Path = "results", *, workers: int | N
     try:
         with store.locked():
             n_skipped, n_run = _run_locked(study, store, inputs, workers, scheduler, fresh,
-                                           batch_trials, flush_s, progress)
+                                           batch_trials, flush_s, progress,
+                                           _Where(execution, execution.cuda if require_gpu
+                                                  is None else require_gpu, gpus))
     except BlockingIOError:
         raise RunError(f"another mc-engine run is writing to {store.directory}",
                        hint="wait for it to finish, or give this run another --out") from None
@@ -110,9 +124,19 @@ def run_study(study: Study, out_dir: str | Path = "results", *, workers: int | N
                       n_skipped=n_skipped, n_run=n_run, wall_s=time.perf_counter() - started)
 
 
+@dataclass(frozen=True)
+class _Where:
+    """Where a run's trials go: the execution, whether they need the GPU resource, and the
+    GPUs of the local workers (None: a CPU cluster, or an existing one)."""
+
+    execution: Execution
+    require_gpu: bool
+    gpus: list[str] | None
+
+
 def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int | None,
                 scheduler: str | None, fresh: bool, batch_trials: int, flush_s: float,
-                progress: bool) -> tuple[int, int]:
+                progress: bool, where: _Where) -> tuple[int, int]:
     """The run proper, under the folder's lock; returns (trials skipped, trials run)."""
     if fresh:
         store.clear()
@@ -121,6 +145,7 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
         print(f"warning: {path.with_suffix('')}: {problem}; set aside as {path.name}, its "
               f"results are computed again", file=sys.stderr)
     _check_resumable(store, study, inputs.fingerprint)
+    _check_execution(store, where.execution)
     store.stamp = identity_stamp(study.identity(), inputs.fingerprint)   # of rows it writes
     store.check_own(study.name, store.stamp, partial(trial_seed, study.seed))
     store.write_text(store.study_file.name,
@@ -136,7 +161,11 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
     if not trials and not need_ideal:
         return n_skipped, 0
     n_run = 0
-    with open_client(workers, scheduler) as client:
+    with open_client(workers, scheduler, where.gpus) as client:
+        if where.require_gpu:
+            check_gpu_workers(client, scheduler or "the local cluster")
+        task_exec = task_execution(where.execution, local=scheduler is None)
+        resources = {GPU_RESOURCE: 1} if where.require_gpu else None
         if progress:
             _print_dashboard(client)
         # One model per checkpoint of a checkpoint axis (key None without one).
@@ -163,7 +192,7 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
             chips = [(t.hardware, t.seed, t.analog_layers) for t in job]
             return client.submit(run_trials, f["model", job[0].checkpoint], f["x"], f["y"],
                                  study.inference_times_s, f["devices"], chips, f["calib"],
-                                 retries=RETRIES, pure=False)
+                                 task_exec, retries=RETRIES, pure=False, resources=resources)
 
         ideals = [_Ideal(label) for label in models] if need_ideal else []
         with Progress(n_skipped + len(trials), n_skipped, study.name, enabled=progress) as bar:
@@ -172,7 +201,8 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
                 jobs: list[tuple[Trial, ...] | _Ideal] = [*ideals, *chip_batches(trials, size)]
                 with closing(windowed(submit, jobs, lambda: task_window(client),
                                       recover)) as finished:
-                    _collect(finished, len(ideals), study, store, bar, batch_trials, flush_s)
+                    _collect(finished, len(ideals), study, store, bar, batch_trials, flush_s,
+                             where.execution)
                 n_run, ideals = n_run + len(trials), []
                 trials = _next_round(study, store) if study.target_ci is not None else []
                 bar.add_total(len(trials))
@@ -235,7 +265,7 @@ def _print_dashboard(client: Client) -> None:
 
 def _collect(finished: Iterable[tuple[tuple[Trial, ...] | _Ideal, Any]], n_ideal: int,
              study: Study, store: ResultStore, bar: Progress, batch_trials: int,
-             flush_s: float) -> None:
+             flush_s: float, execution: Execution = NUMBA_CPU) -> None:
     """Write results as tasks finish; flush what arrived on any exit.
 
     Each (point_id, repeat) comes once, so each is written once. A stop signal caught by
@@ -244,12 +274,12 @@ def _collect(finished: Iterable[tuple[tuple[Trial, ...] | _Ideal, Any]], n_ideal
     the flush, so the signal can neither be lost (in a finalizer) nor cut the flush short.
     """
     with STOP.checked():   # a stop signal sets the flag; it is checked here, between results
-        _collect_checked(finished, n_ideal, study, store, bar, batch_trials, flush_s)
+        _collect_checked(finished, n_ideal, study, store, bar, batch_trials, flush_s, execution)
 
 
 def _collect_checked(finished: Iterable[tuple[tuple[Trial, ...] | _Ideal, Any]],
                      n_ideal: int, study: Study, store: ResultStore, bar: Progress,
-                     batch_trials: int, flush_s: float) -> None:
+                     batch_trials: int, flush_s: float, execution: Execution) -> None:
     batch: list[dict] = []
     ideal: list[dict] = []
     axis = bool(study.checkpoints)
@@ -266,7 +296,9 @@ def _collect_checked(finished: Iterable[tuple[tuple[Trial, ...] | _Ideal, Any]],
                 for trial, rows in zip(job, result, strict=True):
                     batch += trial_rows(study.name, trial.point_id, trial.hardware,
                                         trial.repeat, trial.seed, rows, mc_engine.__version__,
-                                        trial.checkpoint, trial.layer)
+                                        trial.checkpoint, trial.layer,
+                                        backend=execution.backend,
+                                        compute_device=execution.device)
                 in_batch += len(job)
                 bar.update(len(job))
                 if in_batch >= batch_trials or time.monotonic() - last_flush >= flush_s:
@@ -288,6 +320,28 @@ def _ideal_missing(store: ResultStore, study: Study) -> bool:
     have = set(table.column("checkpoint").to_pylist()) if "checkpoint" in table.column_names \
         else set()
     return not set(study.checkpoint_labels) <= have
+
+
+def _device_type(device: str) -> str:
+    return device.split(":")[0]
+
+
+def _check_execution(store: ResultStore, execution: Execution) -> None:
+    """Refuse to add rows of ``execution`` to results of another backend or device type (cpu,
+    cuda): the same draws, rounded differently, would mix in one study. Rows written before
+    the execution columns count as Numba on the CPU."""
+    here = (execution.backend, _device_type(execution.device))
+    there = sorted(store.executions())
+    if all((b, _device_type(d)) == here for b, d in there):
+        return
+    held = ", ".join(f"--backend {b} --device {d}" for b, d in there)
+    backend, device = next((b, d) for b, d in there if (b, _device_type(d)) != here)
+    raise UserInputError(
+        f"the results in {store.directory} were computed with {held}, this run is --backend "
+        f"{execution.backend} --device {execution.device}: rows of two executions (the same "
+        f"draws, rounded differently) would mix in one study; run with --backend {backend} "
+        f"--device {device} to resume them, --fresh to discard them, or use another --out",
+        key="--backend" if backend != execution.backend else "--device")
 
 
 def _check_resumable(store: ResultStore, study: Study, fingerprint: dict[str, str]) -> None:

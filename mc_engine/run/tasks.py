@@ -3,7 +3,9 @@
 They take the scattered model and test set (shipped to each worker once) plus a few scalars, and
 return plain dicts, so a task is cheap to send, retry and deduplicate. Device models that do not
 ship with the engine (a study's ``device = "module:Class"``) travel by value the same way and are
-registered on the worker before the trial runs.
+registered on the worker before the trial runs. A trial on a torch device finds the test set
+there: it is copied to the device once per worker and kept (:func:`inputs_on`), and the model's
+conversion is kept per worker by :func:`mc_engine.analog.evaluate.evaluate_trial`.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ import cloudpickle
 import numpy as np
 import torch
 
+from mc_engine.analog.execution import NUMBA_CPU, Execution
 from mc_engine.hardware import HardwareConfig
 from mc_engine.hardware.devices import DEVICES, DeviceModel
 
 _LOADED: dict[bytes, torch.nn.Module] = {}
 _REGISTERED: list[bytes] = []
+#: The test set on a torch device: (the scattered array, the device, the tensor there).
+_ON_DEVICE: list[tuple[np.ndarray, str, torch.Tensor]] = []
 
 
 def portable_model(model: torch.nn.Module, base_dir: Path) -> bytes:
@@ -105,38 +110,61 @@ def _tune_malloc() -> None:
         pass
 
 
+def inputs_on(x: np.ndarray, execution: Execution) -> np.ndarray | torch.Tensor:
+    """The test images where ``execution`` reads them: ``x`` itself for Numba, a tensor on the
+    torch device otherwise, copied there once per worker and kept while the same scattered
+    array (the worker holds one object per scattered input) comes in on the same device."""
+    if not execution.torch:
+        return x
+    if _ON_DEVICE and _ON_DEVICE[0][0] is x and _ON_DEVICE[0][1] == execution.device:
+        return _ON_DEVICE[0][2]
+    _ON_DEVICE.clear()                 # free the old copy (device memory) first
+    tensor = torch.from_numpy(np.ascontiguousarray(x)).to(execution.torch_device)
+    _ON_DEVICE[:] = [(x, execution.device, tensor)]
+    return tensor
+
+
 def run_trial(model: bytes, x: np.ndarray, y: np.ndarray, hardware: HardwareConfig,
               times_s: Sequence[float], seed: int, devices: bytes | None = None,
               layers: tuple[str, ...] | None = None,
-              calibration: np.ndarray | None = None) -> list[dict]:
+              calibration: np.ndarray | None = None,
+              execution: Execution = NUMBA_CPU) -> list[dict]:
     """``evaluate_trial`` for one (hardware point, repeat): one dict per inference time.
 
     ``devices``: the study's device models that do not ship with the engine
     (:func:`portable_devices`), registered here first. ``layers``: the layers on analog tiles
     (a layer-sensitivity trial), None = all. ``calibration``: the calibration inputs of
-    adc_range = 'calibrated'.
+    adc_range = 'calibrated'. ``execution``: where the analog pass runs (on a CUDA device
+    deterministically, in image batches sized to its memory: :mod:`mc_engine.analog.cuda`).
     """
     from mc_engine.analog import evaluate_trial
+    from mc_engine.analog.cuda import deterministic_cuda, image_batch_size
 
     _one_thread()
+    if execution.cuda:
+        deterministic_cuda()
     register_devices(devices)
-    return evaluate_trial(_model(model), hardware, x, y, times_s, seed, layers=layers,
-                          calibration=calibration)
+    batch = image_batch_size(execution, int(np.prod(x.shape[1:])), len(x))
+    return evaluate_trial(_model(model), hardware, inputs_on(x, execution), y, times_s, seed,
+                          batch_size=batch, layers=layers, calibration=calibration,
+                          execution=execution)
 
 
 def run_trials(model: bytes, x: np.ndarray, y: np.ndarray, times_s: Sequence[float],
                devices: bytes | None,
                chips: Sequence[tuple[HardwareConfig, int, tuple[str, ...] | None]],
-               calibration: np.ndarray | None = None) -> list[list[dict]]:
+               calibration: np.ndarray | None = None,
+               execution: Execution = NUMBA_CPU) -> list[list[dict]]:
     """:func:`run_trial` for a batch of chips (hardware, seed, layers), one task: the per-task
     costs (scheduling, deserialising, the converted model) are paid once per batch. A chip's
     rows depend only on its own arguments, not on the batch it came in."""
-    return [run_trial(model, x, y, hw, times_s, seed, devices, layers, calibration)
+    return [run_trial(model, x, y, hw, times_s, seed, devices, layers, calibration, execution)
             for hw, seed, layers in chips]
 
 
 def run_ideal(model: bytes, x: np.ndarray, y: np.ndarray) -> dict:
-    """The model's digital, noise-free accuracy on the same test set."""
+    """The model's digital, noise-free accuracy on the same test set (on the worker's CPU,
+    whatever the execution of the trials)."""
     from mc_engine.analog import evaluate_ideal
 
     _one_thread()

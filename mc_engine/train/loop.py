@@ -150,6 +150,10 @@ def train(spec: TrainSpec, out_dir: str | Path = DEFAULT_OUT, *, fresh: bool = F
     _check_free(spec, out_dir, fresh)   # before minutes of loading
     model, train_set, held_out = prepare(spec)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda":   # deterministic cuBLAS GEMMs: read when cuBLAS starts, later
+        from mc_engine.analog.cuda import CUBLAS_WORKSPACE
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     saved_threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     with ExitStack() as stack:
