@@ -2,8 +2,7 @@
 
 The GPU plumbing is exercised with fake GPU resources: workers started with ``--resources
 GPU=1`` and a run that requires the resource (``require_gpu=True``, what a CUDA device sets)
-while its trials run on the CPU. Tests of runs on the torch backend wait for the torch pass
-(skipped while it raises NotImplementedError).
+while its trials run on the CPU.
 """
 
 from __future__ import annotations
@@ -37,26 +36,6 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine 
 
 
 @functools.cache
-def torch_pass_ready() -> bool:
-    """Whether the torch execution of the analog pass runs (a tiny Linear layer, one read)."""
-    from mc_engine.analog import convert
-    from mc_engine.hardware import HardwareConfig
-
-    try:
-        analog = convert(torch.nn.Linear(4, 3), HardwareConfig()).use(TORCH_CPU)
-        analog.program(0)
-        analog.drift(0.0)
-        analog(torch.ones(2, 4))
-    except NotImplementedError:
-        return False
-    return True
-
-
-needs_torch_pass = pytest.mark.skipif("not torch_pass_ready()",
-                                      reason="waits for the torch pass (analog/torch_pass.py "
-                                             "raises NotImplementedError)")
-
-
 def linked_out(tmp_path, cache_dir):
     """An --out folder whose .cache is the session's zoo cache (the CLI has no --cache)."""
     out = tmp_path / "out"
@@ -158,7 +137,7 @@ def _executed(address: str) -> dict[str, tuple[float, int]]:
 
 
 @pytest.mark.parametrize("execution", [NUMBA_CPU,
-                                       pytest.param(TORCH_CPU, marks=needs_torch_pass)],
+                                       TORCH_CPU],
                          ids=str)
 def test_gpu_tasks_run_only_on_workers_with_the_gpu_resource(execution, fake_gpu_cluster,
                                                              warm_cluster, tmp_path, cache_dir):
@@ -276,7 +255,6 @@ def test_the_test_set_is_put_on_the_device_once_per_worker():
     assert inputs_on(x, TORCH_CPU) is not first         # one array at a time is kept
 
 
-@needs_torch_pass
 def test_torch_rows_do_not_depend_on_workers_or_chip_batches(tmp_path, cache_dir, monkeypatch):
     """The torch backend on the CPU: rows bitwise equal across worker counts and chip batch
     sizes (only wall_s differs), recorded as torch on cpu."""
@@ -296,3 +274,9 @@ def test_torch_rows_do_not_depend_on_workers_or_chip_batches(tmp_path, cache_dir
     for other in (one, batched):
         pd.testing.assert_frame_equal(comparable(load_results(other.results_dir)),
                                       comparable(rows))
+    # The Numba run of the same study: on the CPU the two executions draw the same normals and
+    # sum the same GEMMs, so the accuracies are not only statistically but exactly equal.
+    numba = load_results(run_study(study, tmp_path / "numba", workers=2, progress=False,
+                                   cache_dir=cache_dir).results_dir)
+    key = ["point_id", "repeat", "t_inference_s"]
+    assert numba.sort_values(key)["accuracy"].tolist() == rows.sort_values(key)["accuracy"].tolist()

@@ -60,3 +60,22 @@ def cuda_batch_size(total_bytes: int, values_per_image: int, n_images: int) -> i
     factor = max(1, min(MAX_BATCH_FACTOR, int(total_bytes * MEMORY_FRACTION // per_batch)))
     needed = max(1, -(-n_images // BATCH_SIZE))   # batches of BATCH_SIZE the test set fills
     return BATCH_SIZE * min(factor, needed)
+
+
+#: Chips evaluated together in one call (:func:`mc_engine.analog.evaluate.evaluate_chips`) at
+#: most; on a CUDA device also limited by its memory (:func:`chips_per_call`).
+MAX_CHIPS = 64
+
+
+def chips_per_call(execution: Execution, batch: int, values_per_image: int) -> int:
+    """How many chips of a task run in one call: 1 off the torch execution (the Numba
+    execution runs chips one by one), MAX_CHIPS on the CPU, and on a CUDA device as many as
+    fill MEMORY_FRACTION of its memory at the image batch's footprint (the image batch itself
+    does not shrink: it is part of what a trial draws)."""
+    if not execution.torch:
+        return 1
+    if not execution.cuda:
+        return MAX_CHIPS
+    _, total = torch.cuda.mem_get_info(execution.torch_device)
+    per_chip = batch * BYTES_PER_INPUT_VALUE * max(1, values_per_image)
+    return max(1, min(MAX_CHIPS, int(total * MEMORY_FRACTION // per_chip)))

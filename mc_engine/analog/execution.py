@@ -80,20 +80,13 @@ class Execution:
                                  "CUDA device(s) visible", key="--device")
 
     def configure(self) -> None:
-        """Deterministic, full-float32 CUDA arithmetic for this process: no TF32 in GEMMs and
-        convolutions (it would round the analog MVM to 10 mantissa bits), deterministic cuDNN
-        algorithms and cuBLAS workspaces, so that rows on one device type are bitwise
-        reproducible. A no-op off CUDA."""
-        if not self.cuda:
-            return
-        import os
+        """Deterministic, full-float32 CUDA arithmetic for this process
+        (:func:`mc_engine.analog.cuda.deterministic_cuda`: no TF32, which would round the
+        analog MVM to 10 mantissa bits; deterministic cuDNN and cuBLAS). A no-op off CUDA."""
+        if self.cuda:
+            from mc_engine.analog.cuda import deterministic_cuda
 
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-        torch.use_deterministic_algorithms(True, warn_only=True)
+            deterministic_cuda()
 
     def __str__(self) -> str:
         return f"{self.backend} on {self.device}"

@@ -156,10 +156,37 @@ def run_trials(model: bytes, x: np.ndarray, y: np.ndarray, times_s: Sequence[flo
                calibration: np.ndarray | None = None,
                execution: Execution = NUMBA_CPU) -> list[list[dict]]:
     """:func:`run_trial` for a batch of chips (hardware, seed, layers), one task: the per-task
-    costs (scheduling, deserialising, the converted model) are paid once per batch. A chip's
-    rows depend only on its own arguments, not on the batch it came in."""
-    return [run_trial(model, x, y, hw, times_s, seed, devices, layers, calibration, execution)
-            for hw, seed, layers in chips]
+    costs (scheduling, deserialising, the converted model) are paid once per batch, and on the
+    torch execution consecutive chips of one hardware point and layer set are evaluated in one
+    call (:func:`mc_engine.analog.evaluate.evaluate_chips`). A chip's rows depend only on its
+    own arguments, not on the batch it came in."""
+    if not execution.torch:
+        return [run_trial(model, x, y, hw, times_s, seed, devices, layers, calibration,
+                          execution) for hw, seed, layers in chips]
+    from mc_engine.analog import evaluate_chips
+    from mc_engine.analog.cuda import chips_per_call, deterministic_cuda, image_batch_size
+
+    _one_thread()
+    if execution.cuda:
+        deterministic_cuda()
+    register_devices(devices)
+    values = int(np.prod(x.shape[1:]))
+    batch = image_batch_size(execution, values, len(x))
+    per_call = chips_per_call(execution, batch, values)
+    net, images = _model(model), inputs_on(x, execution)
+    rows: list[list[dict]] = []
+    start = 0
+    while start < len(chips):
+        hw, _, layers = chips[start]
+        stop = start + 1
+        while stop < len(chips) and stop - start < per_call and \
+                chips[stop][0] == hw and chips[stop][2] == layers:
+            stop += 1
+        rows += evaluate_chips(net, hw, images, y, times_s, [c[1] for c in chips[start:stop]],
+                               batch_size=batch, layers=layers, calibration=calibration,
+                               execution=execution)
+        start = stop
+    return rows
 
 
 def run_ideal(model: bytes, x: np.ndarray, y: np.ndarray) -> dict:
