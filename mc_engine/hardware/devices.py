@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 #: Names a device parameter cannot take: they are result columns already.
 RESERVED_NAMES = frozenset({"study", "point_id", "repeat", "t_inference_s", "accuracy",
                             "n_correct", "n_samples", "seed", "wall_s", "engine_version",
-                            "device_params", "checkpoint", "layer", "loss", "perplexity",
+                            "device_params", "checkpoint", "layer", "loss", "perplexity", "backend",
+                            "compute_device",
                             # summary and ranking columns, and the read time as printed
                             "t", "n", "mean", "std", "q05", "q50", "q95", "ci95_lo", "ci95_hi",
                             "ci95_clipped", "ideal_accuracy", "drop_from_ideal", "n_first",
