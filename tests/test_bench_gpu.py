@@ -19,7 +19,7 @@ import pytest
 
 from mc_engine.analog import torch_pass
 from mc_engine.analog.execution import Execution
-from mc_engine.bench import gpu
+from mc_engine.bench import gpu, gpu_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,3 +80,34 @@ def test_a_failing_step_is_reported_and_the_others_still_run(tmp_path, monkeypat
     assert result["errors"] == [{"step": "pcm devices", "error": "RuntimeError: out of memory"}]
     assert "ERROR RuntimeError: out of memory" in capsys.readouterr().out
     assert Execution.parse(None, "cuda").backend == "torch"
+
+
+def test_pcm_rows_report_the_compiled_kernels_and_their_failure_as_information(monkeypatch):
+    """The torch.compile rows (full sizes only, a minute of compiling) without compiling: the
+    kernel timer stubbed, the rows built from what it returns, or from its error."""
+    calls = []
+
+    def timer(targets, execution, clock, compiled=False):
+        calls.append(compiled)
+        if compiled and len(calls) > 2:
+            raise RuntimeError("no triton")
+        return {"warm_up_s": 1.0, "program_s": 1e-3, "read_s": 2e-3,
+                **({"differ_from_eager": {"g_prog": 0, "nu": 0, "read": 3}} if compiled else {})}
+
+    monkeypatch.setattr(gpu_rows, "_kernel_seconds", timer)
+    size = dict(gpu_rows.SIZES["quick"], compile_pcm=True)
+    cpu = Execution("torch", "cpu")
+    for attempt in range(2):
+        rows = {r["row"]: r for r in gpu_rows.pcm_rows(size, cpu, gpu_rows.Clock(cpu.torch_device))}
+        assert set(rows) == {f"pcm_{w}{s}" for w in ("programming", "drift")
+                             for s in ("", "_compiled", "_engine")}
+        n = rows["pcm_programming"]["value"] * 1e-3
+        assert n > 1e5 and rows["pcm_drift"]["value"] == n / 2e-3
+        if attempt == 0:
+            assert rows["pcm_drift_compiled"]["value"] == n / 2e-3
+            assert "'read': 3" in rows["pcm_drift_compiled"]["workload"]
+        else:
+            assert rows["pcm_programming_compiled"]["value"] is None
+            assert "failed, RuntimeError: no triton" in rows["pcm_programming_compiled"]["workload"]
+        assert rows["pcm_programming_engine"]["value"] > 0
+    assert calls == [False, True, False, True]
