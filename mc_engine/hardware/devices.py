@@ -6,7 +6,9 @@ This is the documented extension point of the device model (docs/devices.md): su
 ``device`` value in ``HardwareConfig`` and in study files. A study file can also name a class in
 a module beside it, ``device = "my_devices:MyDevice"``, which the study layer imports and
 registers under that name. The engine calls only ``program`` and ``read``, with flat float64
-arrays of conductances in microsiemens.
+arrays of conductances in microsiemens (and, where a model defines it, ``use(execution)``: where
+the analog pass runs, :mod:`mc_engine.analog.execution`; the PCM model then computes on the
+torch device and still hands back numpy arrays).
 
 A model may also declare what it needs from the rest of the hardware point: its own defaults of
 hardware fields (``hardware_defaults``: HERMES's g_max), rules that combine its parameters with
