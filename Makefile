@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench fidelity lint clean hwa
+.PHONY: run test bench bench-gpu fidelity lint clean hwa
 
 # The CPU wheel of torch first (a local file on the project machines), so that the unpinned
 # torch>=2.1 of pyproject.toml is already satisfied and no CUDA build is pulled; where that wheel
@@ -28,6 +28,11 @@ hwa: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m mc_engine.bench
+
+# The GPU check (mc_engine/bench/gpu.py). On the GPU machine, without a venv or network:
+#   pip install --no-deps --no-build-isolation -e . && python -m mc_engine.bench gpu
+bench-gpu: $(STAMP)
+	$(PY) -m mc_engine.bench gpu
 
 fidelity: $(STAMP)
 	$(PY) -m mc_engine.bench fidelity

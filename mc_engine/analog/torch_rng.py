@@ -8,9 +8,10 @@ Draw ``i`` of the stream ``key`` is the same function as in the Numba kernels,
 
 written in int64 tensor operations (multiplication wraps modulo 2^64 as unsigned arithmetic
 does; the logical shifts are arithmetic shifts masked) and float32 operations: the log and cos
-are the same Cephes polynomials as :mod:`mc_engine.kernels.fastmath`, operation for operation,
-so on the CPU the draws are the Numba kernels' bit for bit (tests/test_torch_rng.py), and on a
-GPU they differ at most by the rounding of fused operations. Any torch device.
+are the same Cephes polynomials as :mod:`mc_engine.kernels.fastmath`, operation for operation
+(:mod:`mc_engine.analog.torch_fastmath`), so on the CPU the draws are the Numba kernels' bit for
+bit (tests/test_torch_rng.py), and on a GPU they differ at most by the rounding of fused
+operations. Any torch device.
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ import warnings
 
 import numpy as np
 import torch
+
+from mc_engine.analog.torch_fastmath import correct_sqrt, cos2pi, log
+from mc_engine.analog.torch_fastmath import f32 as _f
+
+__all__ = ["correct_sqrt", "cos2pi", "key_bits", "keys", "log", "mix64", "normal",
+           "normal_rows", "row_counters"]
 
 
 def _signed(u: int) -> int:
@@ -34,11 +41,6 @@ _M2 = _signed(0x94D049BB133111EB)
 _LOW32 = 0xFFFFFFFF
 
 
-def _f(c: float) -> float:
-    """A float32 constant (as the exact Python float the float32 holds)."""
-    return float(np.float32(c))
-
-
 def _srl(z: torch.Tensor, s: int) -> torch.Tensor:
     """Logical right shift of int64 bits."""
     return torch.bitwise_and(torch.bitwise_right_shift(z, s), (1 << (64 - s)) - 1)
@@ -51,74 +53,32 @@ def mix64(z: torch.Tensor) -> torch.Tensor:
     return torch.bitwise_xor(z, _srl(z, 31))
 
 
-_SQRTHF = _f(0.707106781186547524)
-_LOG_P = [_f(c) for c in (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
-                          1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
-                          3.3333331174e-1)]
-
-
-def log(v: torch.Tensor) -> torch.Tensor:
-    """ln(v) of finite float32 v > 0: Cephes logf, :func:`mc_engine.kernels.fastmath.log`."""
-    bits = v.view(torch.int32)
-    e = (torch.bitwise_and(torch.bitwise_right_shift(bits, 23), 0xFF) - 126).to(torch.float32)
-    m = torch.bitwise_or(torch.bitwise_and(bits, 0x007FFFFF), 0x3F000000).view(torch.float32)
-    small = m < _SQRTHF
-    e = torch.where(small, e - 1.0, e)
-    x = torch.where(small, m + m, m) - 1.0
-    z = x * x
-    y = _LOG_P[0] * x + _LOG_P[1]
-    for c in _LOG_P[2:]:
-        y = y * x + c
-    y = y * x * z
-    y = y + _f(-2.12194440e-4) * e
-    y = y - 0.5 * z
-    return x + y + _f(0.693359375) * e
-
-
-_TWO_PI = _f(2.0 * np.pi)
-_COS_P = [_f(1.0 / 479001600.0), -_f(1.0 / 3628800.0), _f(1.0 / 40320.0), -_f(1.0 / 720.0),
-          _f(1.0 / 24.0), -0.5, 1.0]
-
-
-def cos2pi(u: torch.Tensor) -> torch.Tensor:
-    """cos(2 pi u) of float32 u in [0, 1): :func:`mc_engine.kernels.fastmath.cos2pi`."""
-    a = torch.abs(u - 0.5)
-    far = a > 0.25
-    b = torch.where(far, 0.5 - a, a)
-    x = _TWO_PI * b
-    x2 = x * x
-    c = torch.full_like(x2, _COS_P[0])
-    for k in _COS_P[1:]:
-        c = c * x2 + k
-    return torch.where(far, c, -c)
-
-
 _TWO_M24 = _f(2.0 ** -24)
 _LN2_32 = _f(32.0 * 0.6931471805599453)
 
 
+def key_bits(key: int | np.uint64) -> int:
+    """A stream key (a uint64) as the int64 with the same bits, the form :func:`normal` takes
+    in a tensor of per-element keys."""
+    return _signed(int(key))
+
+
 def normal(key: int | np.uint64 | torch.Tensor, counters: torch.Tensor) -> torch.Tensor:
     """Standard normal draws ``counters`` (int64 tensor, values in [0, 2^63)) of the stream
-    ``key`` (a uint64, or an int64 tensor of keys (:func:`keys`) broadcast against the
-    counters: one stream per chip of a chip batch), float32, on the counters' device."""
-    k = key if isinstance(key, torch.Tensor) else _signed(int(key))
-    h = mix64(torch.bitwise_xor(counters * _GAMMA, k))
+    ``key`` (a uint64), float32, on the counters' device and in their shape. ``key`` may also
+    be an int64 tensor of keys (:func:`key_bits`) broadcastable to ``counters``: element k is
+    then draw counters[k] of stream key[k] (many streams in one call)."""
+    bits = key if isinstance(key, torch.Tensor) else key_bits(key)
+    h = mix64(torch.bitwise_xor(counters * _GAMMA, bits))
     v = (_srl(h, 32) + 1).to(torch.float32)
     u2 = torch.bitwise_right_shift(torch.bitwise_and(h, _LOW32), 8).to(torch.float32) * _TWO_M24
     r2 = 2.0 * (_LN2_32 - log(v))
     return correct_sqrt(torch.clamp_min(r2, 0.0)) * cos2pi(u2)
 
 
-def correct_sqrt(x: torch.Tensor) -> torch.Tensor:
-    """The correctly rounded float32 square root (torch's float32 CPU sqrt is not: ~17 % of
-    results differ from IEEE's by one ulp); a float64 root rounded to float32 is exact
-    rounding (53 ≥ 2·24 + 2 bits)."""
-    return torch.sqrt(x.double()).to(torch.float32)
-
-
 def keys(values, device) -> torch.Tensor:
-    """uint64 stream keys as an int64 tensor (the same bits) on ``device``."""
-    return torch.tensor([_signed(int(v)) for v in values], dtype=torch.int64, device=device)
+    """uint64 stream keys as an int64 tensor (the same bits, :func:`key_bits`) on ``device``."""
+    return torch.tensor([key_bits(v) for v in values], dtype=torch.int64, device=device)
 
 
 def row_counters(ids: torch.Tensor, n: int) -> torch.Tensor:

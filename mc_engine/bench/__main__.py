@@ -1,5 +1,7 @@
 """`python -m mc_engine.bench`: the whole suite (table + results/bench/*.json); `... forward`:
-the analog forward alone; `... fidelity`: the aihwkit accuracy cells."""
+the analog forward alone; `... fidelity`: the aihwkit accuracy cells; `... gpu [--device D]
+[--quick]`: the GPU check (on the GPU machine: ``pip install --no-deps --no-build-isolation -e .``
+then ``python -m mc_engine.bench gpu``; mc_engine/bench/gpu.py)."""
 
 from __future__ import annotations
 
@@ -16,12 +18,16 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["fidelity"]:
         from mc_engine.bench import fidelity
         return fidelity.main(args[1:])
+    if args[:1] == ["gpu"]:
+        from mc_engine.bench import gpu
+        return gpu.main(args[1:])
     if args[:1] == ["forward"]:
         from mc_engine.bench import forward
         forward.main()
         return 0
     if args:
-        print("usage: python -m mc_engine.bench [forward | fidelity [--repeats N]]",
+        print("usage: python -m mc_engine.bench [forward | fidelity [--repeats N] | "
+              "gpu [--device D] [--quick]]",
               file=sys.stderr)
         return 2
     from mc_engine.bench import suite

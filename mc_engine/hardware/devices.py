@@ -6,7 +6,9 @@ This is the documented extension point of the device model (docs/devices.md): su
 ``device`` value in ``HardwareConfig`` and in study files. A study file can also name a class in
 a module beside it, ``device = "my_devices:MyDevice"``, which the study layer imports and
 registers under that name. The engine calls only ``program`` and ``read``, with flat float64
-arrays of conductances in microsiemens.
+arrays of conductances in microsiemens (and, where a model defines it, ``use(execution)``: where
+the analog pass runs, :mod:`mc_engine.analog.execution`; the PCM model then computes on the
+torch device and still hands back numpy arrays).
 
 A model may also declare what it needs from the rest of the hardware point: its own defaults of
 hardware fields (``hardware_defaults``: HERMES's g_max), rules that combine its parameters with
@@ -28,6 +30,7 @@ import numpy as np
 from mc_engine.kernels.pcm import pcm_drift_read, pcm_program
 
 if TYPE_CHECKING:
+    from mc_engine.analog.execution import Execution
     from mc_engine.hardware.config import HardwareConfig
     from mc_engine.hardware.tables import DeviceTable
 
@@ -167,23 +170,57 @@ class IdealDevice(DeviceModel):
 
 
 class PCMDevice(DeviceModel):
-    """The PCM statistical model (Nandakumar et al. 2019; Joshi et al. 2020), docs/physics.md."""
+    """The PCM statistical model (Nandakumar et al. 2019; Joshi et al. 2020), docs/physics.md.
+
+    Runs where the analog pass runs (:meth:`use`): the Numba kernels of
+    :mod:`mc_engine.kernels.pcm` by default, their torch port :mod:`mc_engine.analog.torch_pcm`
+    on the device of a torch execution. Both draw from the same key, so the programmed and read
+    conductances do not depend on the execution (bitwise on the CPU)."""
 
     name = "pcm"
+    #: Where program and read run: ``None`` = the Numba kernels; else the torch device.
+    torch_device: Any = None
+
+    def use(self, execution: Execution) -> None:
+        """Program and read on ``execution``: the torch port on its device (conductances go
+        there and come back as the numpy arrays the engine holds), or the Numba kernels."""
+        self.torch_device = execution.torch_device if execution.torch else None
 
     def program(self, g_target, rng):
+        hw = self.hw
+        key = _key(rng)
+        if self.torch_device is not None:
+            from mc_engine.analog import torch_pcm
+
+            g, nu = torch_pcm.program(self._tensor(g_target), key, hw.g_max,
+                                      hw.prog_noise_scale, hw.drift_scale)
+            return _array(g, g_target.dtype), _array(nu, g_target.dtype)
         g_prog = np.empty_like(g_target)
         nu = np.empty_like(g_target)
-        hw = self.hw
-        pcm_program(g_target, _key(rng), hw.g_max, hw.prog_noise_scale, hw.drift_scale,
-                    g_prog, nu)
+        pcm_program(g_target, key, hw.g_max, hw.prog_noise_scale, hw.drift_scale, g_prog, nu)
         return g_prog, nu
 
     def read(self, g, state, t_s, rng):
+        key = _key(rng)
+        if self.torch_device is not None:
+            from mc_engine.analog import torch_pcm
+
+            out = torch_pcm.drift_read(self._tensor(g), self._tensor(state), key, float(t_s),
+                                       self.hw.g_max, self.hw.read_noise_scale)
+            return _array(out, g.dtype)
         out = np.empty_like(g)
-        pcm_drift_read(g, state, _key(rng), float(t_s), self.hw.g_max,
-                       self.hw.read_noise_scale, out)
+        pcm_drift_read(g, state, key, float(t_s), self.hw.g_max, self.hw.read_noise_scale, out)
         return out
+
+    def _tensor(self, a: np.ndarray):
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(a)).to(self.torch_device)
+
+
+def _array(t, dtype: np.dtype) -> np.ndarray:
+    """A torch result as the numpy array (of the input's dtype) the engine holds."""
+    return t.cpu().numpy().astype(dtype, copy=False)
 
 
 def _key(rng: np.random.Generator) -> np.uint64:
