@@ -70,8 +70,8 @@ def run(execution: Execution, quick: bool = False,
     steps = [(f"{big} forward", lambda: forward_row("resnet18", size, execution, clock)),
              (f"{vgg} forward", lambda: forward_row("vgg16", size, execution, clock)),
              ("pcm devices", lambda: pcm_rows(size, execution, clock)),
-             ("digits trials", lambda: [digits_row(size, execution, clock)]),
-             (f"{big} training", lambda: [training_row(size, execution, clock)])]
+             ("digits trials", lambda: digits_row(size, execution, clock)),
+             (f"{big} training", lambda: training_row(size, execution, clock))]
     result = {"when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "machine": machine(), "execution": str(execution), **_device_info(execution),
               "quick": quick, "sizes": size, "rows": [], "errors": [], "steps_s": {}}
@@ -96,7 +96,9 @@ def _value(v: float | None, unit: str) -> str:
         return ""
     if unit == "s":
         return f"{v:.2f} s"
-    return f"{v / 1e9:.3g} G/s" if unit == "devices/s" else f"{v:.3g}/s"
+    if unit == "devices/s":
+        return f"{v / 1e9:.3g} G/s"
+    return f"{v:.3g}/s" if unit.endswith("/s") else f"{v:.3g}"
 
 
 def table(result: dict) -> str:
@@ -106,7 +108,8 @@ def table(result: dict) -> str:
     for r in result["rows"]:
         goal = "" if r["goal"] is None else (
             f"≥ {r['goal'] / 1e9:g} G/s" if r["unit"] == "devices/s"
-            else f"{'≤' if '<=' in r['goal_kind'] else '≥'} {r['goal']:g}×")
+            else "yes" if r["unit"] == "" and r["goal_kind"] else
+            f"{'≤' if '<=' in r['goal_kind'] else '≥'} {r['goal']:g}×")
         met = "" if r["met"] is None else ("pass" if r["met"] else "miss")
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}×"
         lines.append(f"| {r['workload']} | {_value(r['value'], r['unit'])} | "

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mc_engine.analog import convert, evaluate_trial
+from mc_engine.analog import convert
+from mc_engine.analog.cuda import image_batch_size
 from mc_engine.analog.evaluate import _count_correct
 from mc_engine.analog.execution import NUMBA_CPU, Execution
 from mc_engine.hardware import HardwareConfig
@@ -26,11 +27,11 @@ HWA_LEVELS = (0.02, 0.04, 0.06)
 #: Workload sizes: the real check, and the quick one that runs on a CPU in seconds.
 #: The quick check stands the small CIFAR networks of the zoo in for ResNet-18 and VGG-16.
 SIZES = {
-    "full": {"images": 10_000, "batch": 500, "digits_chips": 32, "digits_cpu_chips": 8,
-             "train_images": 50_000, "train_batch": 128, "compile_pcm": True,
+    "full": {"images": 10_000, "batch": None, "digits_chips": 32, "digits_cpu_chips": 8,
+             "train_images": 50_000, "train_batch": 128, "compile_pcm": True, "tile_batches": 40,
              "models": {"resnet18": "resnet18", "vgg16": "vgg16"}},
-    "quick": {"images": 16, "batch": 8, "digits_chips": 1, "digits_cpu_chips": 1,
-              "train_images": 16, "train_batch": 8, "compile_pcm": False,
+    "quick": {"images": 16, "batch": 8, "digits_chips": 2, "digits_cpu_chips": 1,
+              "train_images": 16, "train_batch": 8, "compile_pcm": False, "tile_batches": 1,
               "models": {"resnet18": "resnet20", "vgg16": "vgg8"}},
 }
 
@@ -77,7 +78,8 @@ def forward_row(name: str, size: dict, execution: Execution, clock: Clock) -> li
     role, name = name, size["models"][name]
     model = build(name).eval()
     x, y = _images(size["images"])
-    batch, dev = size["batch"], execution.torch_device
+    dev = execution.torch_device
+    batch = size["batch"] or image_batch_size(execution, int(np.prod(x.shape[1:])), len(x))
     parts = _analog_parts(model, x, y, batch, execution, clock)
     clean = copy.deepcopy(model).to(dev)
     _count_correct(clean, x[:batch], y[:batch], batch, dev)
@@ -85,7 +87,8 @@ def forward_row(name: str, size: dict, execution: Execution, clock: Clock) -> li
     total = sum(parts.values())
     detail = ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in parts.items())
     return [{"row": f"{role}_forward", "model": name, "workload":
-             f"{name}, {len(x)} CIFAR-shaped images, analog (1 chip, 1 time) / clean forward",
+             f"{name}, {len(x)} CIFAR-shaped images in batches of {batch}, analog (1 chip, "
+             "1 time) / clean forward",
              "value": total, "unit": "s", "reference": clean_s, "ratio": total / clean_s,
              "goal": 2.0, "goal_kind": "ratio <=", "met": total / clean_s <= 2.0, **parts},
             {"row": f"{role}_forward_parts", "model": name, "workload": f"  of which {detail}",
@@ -185,31 +188,59 @@ def pcm_rows(size: dict, execution: Execution, clock: Clock) -> list[dict]:
     return rows
 
 
-def digits_row(size: dict, execution: Execution, clock: Clock) -> dict:
-    """Trials/s of the digits CNN over several chips: torch on the device vs Numba on 1 core."""
+def digits_row(size: dict, execution: Execution, clock: Clock) -> list[dict]:
+    """Trials/s of the digits CNN: the device's chips batched in one call (evaluate_chips, what
+    a Dask task of that many chips runs) vs Numba on 1 core, chip after chip; and whether the
+    device's rows are bitwise the same with the chips batched and run alone (reproducibility
+    across chip batch sizes) and how they compare with Numba's."""
+    from mc_engine.analog import evaluate_chips
+    from mc_engine.analog.cuda import image_batch_size
     from mc_engine.data.loader import load_dataset
 
     data = load_dataset({"dataset": "digits"}, Path("."), None)
     model = build("digits_cnn").eval()
     hw = HardwareConfig(max_input_size=64, max_output_size=64)
+    batch = image_batch_size(execution, int(np.prod(data.x.shape[1:])), len(data.y))
+    n_dev, n_cpu = size["digits_chips"], size["digits_cpu_chips"]
 
-    def chips(ex: Execution, n: int, first: int = 1) -> Callable[[], None]:
-        def go():
-            for seed in range(first, first + n):
-                evaluate_trial(model, hw, data.x, data.y, DIGITS_TIMES, seed, execution=ex)
-        return go
+    def run(ex: Execution, seeds: list[int], per_call: int | None = None):
+        per_call = per_call or len(seeds)
+        out = []
+        for k in range(0, len(seeds), per_call):
+            out += evaluate_chips(model, hw, data.x, data.y, DIGITS_TIMES,
+                                  seeds[k:k + per_call], batch_size=batch if ex.torch else 500,
+                                  execution=ex)
+        return out
 
-    chips(NUMBA_CPU, 1, 0)()                                   # warm-up (JIT, conversion)
-    cpu_s = clock.time(chips(NUMBA_CPU, size["digits_cpu_chips"]))
-    chips(execution, 1, 0)()
-    dev_s = clock.time(chips(execution, size["digits_chips"]))
+    run(NUMBA_CPU, [0])                                        # warm-up (JIT, conversion)
+    cpu_s = clock.time(lambda: run(NUMBA_CPU, list(range(1, 1 + n_cpu))))
+    run(execution, list(range(100, 100 + n_dev)))              # warm-up (compile, conversions)
+    seeds = list(range(1, 1 + n_dev))
+    dev_rows: list = []
+    dev_s = clock.time(lambda: dev_rows.extend(run(execution, seeds)))
     per = len(DIGITS_TIMES)
-    dev_rate, cpu_rate = size["digits_chips"] * per / dev_s, size["digits_cpu_chips"] * per / cpu_s
-    return {"row": "digits_trials", "model": "digits_cnn", "workload":
-            f"digits CNN, 64-row tiles, {len(data.y)} images, trials (chip, time)/s, "
-            f"{size['digits_chips']} chips / numba on 1 CPU core", "value": dev_rate,
-            "unit": "trials/s", "reference": cpu_rate, "ratio": dev_rate / cpu_rate,
-            "goal": 20.0, "goal_kind": "ratio >=", "met": dev_rate / cpu_rate >= 20.0}
+    dev_rate, cpu_rate = n_dev * per / dev_s, n_cpu * per / cpu_s
+    few = seeds[:min(4, n_dev)]
+    alone = run(execution, few, per_call=1)
+    same = [[r["n_correct"] for r in rows] for rows in alone] == \
+        [[r["n_correct"] for r in rows] for rows in dev_rows[:len(few)]]
+    numba = run(NUMBA_CPU, few)
+    acc_dev = np.mean([r["accuracy"] for rows in dev_rows[:len(few)] for r in rows])
+    acc_cpu = np.mean([r["accuracy"] for rows in numba for r in rows])
+    return [{"row": "digits_trials", "model": "digits_cnn", "workload":
+             f"digits CNN, 64-row tiles, {len(data.y)} images, trials (chip, time)/s, "
+             f"{n_dev} chips in one call / numba on 1 CPU core", "value": dev_rate,
+             "unit": "trials/s", "reference": cpu_rate, "ratio": dev_rate / cpu_rate,
+             "goal": 20.0, "goal_kind": "ratio >=", "met": dev_rate / cpu_rate >= 20.0},
+            {"row": "digits_chip_batch_bitwise", "model": "digits_cnn", "workload":
+             f"  rows of {len(few)} chips batched = the chips alone, bitwise (1 = yes)",
+             "value": float(same), "unit": "", "reference": None, "ratio": None,
+             "goal": 1.0, "goal_kind": "ratio >=", "met": same},
+            {"row": "digits_vs_numba", "model": "digits_cnn", "workload":
+             f"  mean accuracy of those chips on the device / on numba (image batch {batch} "
+             "vs 500: other MVM draws, same chips)", "value": float(acc_dev), "unit": "",
+             "reference": float(acc_cpu), "ratio": float(acc_dev / acc_cpu), "goal": None,
+             "goal_kind": None, "met": None}]
 
 
 def _epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, dev: torch.device,
@@ -232,32 +263,55 @@ def _epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, dev: 
             float(loss.detach())                # the loop reads the loss every batch
 
 
-def training_row(size: dict, execution: Execution, clock: Clock) -> dict:
-    """One hardware-aware epoch of ResNet-18 against a clean epoch (same loop and batches)."""
+def training_row(size: dict, execution: Execution, clock: Clock) -> list[dict]:
+    """Hardware-aware epochs of ResNet-18 against a clean epoch (same loop and batches): the
+    repository's weight-noise recipe (noisy weights, digital path), and the tile pass in grad
+    mode (aihwkit's standard periphery: 8-bit DAC and ADC, out_noise 0.04, pcm_read weight
+    noise 0.0175, bound ±10, ω = 1 columnwise, through analog/torch_pass.py), the latter timed
+    on its first batches and extrapolated to the epoch."""
     from contextlib import nullcontext
     from functools import partial
 
     from mc_engine.train import NoiseSpec, noisy_forward
-    from mc_engine.train.noisy import NoiseSource
+    from mc_engine.train.noisy import TRAIN_PERIPHERY, NoiseSource
 
     dev, name = execution.torch_device, size["models"]["resnet18"]
     xn, yn = _images(size["train_images"], seed=1)
     x, y = torch.from_numpy(xn), torch.from_numpy(yn)
     batch = size["train_batch"]
-    spec = NoiseSpec(weight_noise=HWA_LEVELS)
+    n_batches = -(-len(y) // batch)
+    periphery = HardwareConfig(**{**TRAIN_PERIPHERY, "dac_bits": 8, "adc_bits": 8,
+                                  "out_noise": 0.04, "out_bound": 10.0, "w_noise": 0.0175,
+                                  "w_noise_type": "pcm_read", "weight_scaling_omega": 1.0,
+                                  "weight_scaling_columnwise": True,
+                                  "bound_management": "none"})
+    specs = {"hwa": (NoiseSpec(weight_noise=HWA_LEVELS), None),
+             "tiles": (NoiseSpec(hardware=periphery, weight_noise=(0.02,)),
+                       size["tile_batches"])}
 
-    def hwa(model):
-        return noisy_forward(model, spec, NoiseSource.from_seed(0, dev))
+    def noisy_with(spec):
+        return lambda model: noisy_forward(model, spec, NoiseSource.from_seed(0, dev))
 
     seconds = {}
-    for label, noisy in (("clean", lambda m: nullcontext(m)), ("hwa", hwa)):
+    model = build(name).to(dev)
+    run = partial(_epoch, model, x, y, batch, dev, lambda m: nullcontext(m))
+    run(limit=2)                                                # warm-up
+    seconds["clean"] = clock.time(run)
+    for label, (spec, limit) in specs.items():
         model = build(name).to(dev)
-        run = partial(_epoch, model, x, y, batch, dev, noisy)
-        run(limit=2)                                            # warm-up
-        seconds[label] = clock.time(run)
-    ratio = seconds["hwa"] / seconds["clean"]
-    return {"row": "resnet18_hwa_epoch", "model": name, "workload":
-            f"{name}, one training epoch of {len(y)} images (batch {batch}), weight noise "
-            f"{list(HWA_LEVELS)} / clean epoch", "value": seconds["hwa"], "unit": "s",
-            "reference": seconds["clean"], "ratio": ratio, "goal": 2.0, "goal_kind": "ratio <=",
-            "met": ratio <= 2.0}
+        run = partial(_epoch, model, x, y, batch, dev, noisy_with(spec))
+        run(limit=2)
+        done = n_batches if limit is None else min(limit, n_batches)
+        seconds[label] = clock.time(partial(run, limit=done)) * n_batches / done
+    rows = []
+    for label, text in (("hwa", f"weight noise {list(HWA_LEVELS)}"),
+                        ("tiles", f"the tile pass in grad mode (8-bit DAC/ADC, noise, ω), "
+                                  f"{min(size['tile_batches'], n_batches)} batches "
+                                  "extrapolated")):
+        ratio = seconds[label] / seconds["clean"]
+        rows.append({"row": f"resnet18_{label}_epoch", "model": name, "workload":
+                     f"{name}, one training epoch of {len(y)} images (batch {batch}), {text} "
+                     "/ clean epoch", "value": seconds[label], "unit": "s",
+                     "reference": seconds["clean"], "ratio": ratio, "goal": 2.0,
+                     "goal_kind": "ratio <=", "met": ratio <= 2.0})
+    return rows
