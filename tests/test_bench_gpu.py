@@ -72,8 +72,8 @@ def test_a_failing_step_is_reported_and_the_others_still_run(tmp_path, monkeypat
 
     monkeypatch.setattr(gpu, "forward_row", lambda name, *a: [row(name)])
     monkeypatch.setattr(gpu, "pcm_rows", broken)
-    monkeypatch.setattr(gpu, "digits_row", lambda *a: row("digits"))
-    monkeypatch.setattr(gpu, "training_row", lambda *a: row("training"))
+    monkeypatch.setattr(gpu, "digits_row", lambda *a: [row("digits")])
+    monkeypatch.setattr(gpu, "training_row", lambda *a: [row("training")])
     assert gpu.main(["--quick", "--device", "cpu", "--out", str(tmp_path)]) == 1
     result = json.loads(next(tmp_path.glob("gpu-*.json")).read_text())
     assert [r["row"] for r in result["rows"]] == ["resnet18", "vgg16", "digits", "training"]
