@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from mc_engine.analog.rows import InputRows
-from mc_engine.analog.torch_pass import ir_drop_term, weight_noise_sigma
+from mc_engine.analog.torch_periphery import ir_drop_term, weight_noise_sigma
 from mc_engine.hardware.config import HardwareConfig
 
 _EMPTY1 = np.zeros(0, np.float32)
@@ -56,13 +56,13 @@ class Periphery:
         output, w_noise·sqrt(Σ_j |W_ij| x~_j²) ('pcm_read', abs_w: groups × inputs × outputs).
         Returned as (per row, per output), the unused one empty, rows × groups flattened; the
         formula is the torch execution's
-        (:func:`mc_engine.analog.torch_pass.weight_noise_sigma`)."""
+        (:func:`mc_engine.analog.torch_periphery.weight_noise_sigma`)."""
         sigma = weight_noise_sigma(self, x3, abs_w).numpy()
         return (sigma, _EMPTY2) if abs_w is None else (_EMPTY1, sigma)
 
     def ir_drop(self, y: np.ndarray, x: torch.Tensor, w_t: torch.Tensor, abs_w_t: torch.Tensor,
                 f: torch.Tensor, n_rows: int) -> None:
-        """Subtract aihwkit's IR drop (:func:`mc_engine.analog.torch_pass.ir_drop_term`) from
+        """Subtract aihwkit's IR drop (:func:`mc_engine.analog.torch_periphery.ir_drop_term`) from
         the MVM ``y`` (rows × columns, in place) of inputs ``x`` (rows × in) on the array
         ``w_t`` (in × columns); ``f``: the row weighting of the rows of ``x``."""
         y -= ir_drop_term(self.hw, x, w_t, abs_w_t, f, n_rows).numpy()

@@ -30,16 +30,8 @@ from torch import nn
 
 from mc_engine.analog import torch_pass
 from mc_engine.analog.noise import KIND_INP, KIND_OUT, KIND_W
-from mc_engine.analog.torch_pass import (
-    _abs_max_dac,
-    _const_alpha,
-    arrays,
-    ir_drop_term,
-    passes,
-    quantize,
-    tile_forward,
-    weight_noise_sigma,
-)
+from mc_engine.analog.torch_pass import _abs_max_dac, _const_alpha, passes, tile_forward
+from mc_engine.analog.torch_periphery import arrays, ir_drop_term, quantize, weight_noise_sigma
 from mc_engine.analog.torch_rng import keys, normal_rows
 
 

@@ -21,125 +21,22 @@ one step apart.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mc_engine.analog.noise import GROUPED, KIND_INP, KIND_OUT, KIND_W, MVMNoise
-from mc_engine.analog.torch_rng import correct_sqrt, normal_rows
-
-
-@dataclass
-class DeviceArrays:
-    """A tile's arrays on the execution's device: the array matrix (in × columns), |matrix|
-    for 'pcm_read' noise or IR drop, IR drop's row weighting, and the digital factor
-    comp/k (rebuilt when the drift compensation changes)."""
-
-    wt: torch.Tensor
-    abs_noise: torch.Tensor | None = None
-    abs_wt: torch.Tensor | None = None
-    ir_f: torch.Tensor | None = None
-    post: torch.Tensor | None = None
-    post_of: object = None
-
-
-def arrays(tile, device: torch.device) -> DeviceArrays:
-    """The device copy of ``tile``'s arrays (made once per set of weights). A tile without
-    drift compensation (``comp`` None: training's tiles) brings its arrays with it."""
-    a = tile.device_arrays
-    if tile.comp is None:
-        return a
-    if a is None:
-        hw = tile.per.hw
-        a = DeviceArrays(wt=tile.w_analog_t.to(device))
-        if hw.ir_drop > 0 or (hw.w_noise > 0 and hw.w_noise_type == "pcm_read"):
-            a.abs_wt = tile._abs_array().to(device)
-        if hw.w_noise > 0 and hw.w_noise_type == "pcm_read":
-            a.abs_noise = tile._abs_w()[0].to(device)
-        if hw.ir_drop > 0:
-            a.ir_f = tile.ir_rows().to(device)
-        tile.device_arrays = a
-    if a.post_of is not tile.comp:
-        a.post = torch.from_numpy(tile.comp / tile.k).to(a.wt.device)
-        a.post_of = tile.comp
-    return a
-
-
-class RoundSTE(torch.autograd.Function):
-    """rint(v/step)·step (half to even) forward; the identity backward (straight through)."""
-
-    @staticmethod
-    def forward(ctx, v: torch.Tensor, step: float) -> torch.Tensor:
-        return torch.round(v / step) * step
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return grad, None
-
-
-def _round(v: torch.Tensor, step: float) -> torch.Tensor:
-    """rint(v/step)·step; in grad mode the gradient passes straight through."""
-    return RoundSTE.apply(v, step) if v.requires_grad else torch.round(v / step) * step
-
-
-def quantize(v: torch.Tensor, step: float, bound: float) -> torch.Tensor:
-    """The DAC/ADC quantizer: rint(v/step)·step (half to even; step 0 = no rounding), clipped
-    at ±bound; in grad mode rounding passes the gradient straight through."""
-    if step > 0:
-        v = _round(v, step)
-    return v.clamp(-bound, bound) if math.isfinite(bound) else v
-
-
-def _normal(noise, words: tuple[int, ...], ids: torch.Tensor, n: int) -> torch.Tensor:
-    """Standard normals for the (len(ids) × n) elements of rows ``ids`` of the stream ``words``
-    of ``noise``: counter-based for the engine's MVMNoise (the Numba kernels' draws), from the
-    noise object itself otherwise (training's generator)."""
-    if isinstance(noise, MVMNoise):
-        return normal_rows(int(noise.stream(*words)), ids, n)
-    return noise.normal_rows(words, ids, n)
-
-
-def weight_noise_sigma(per, x3: torch.Tensor, abs_w: torch.Tensor | None) -> torch.Tensor:
-    """Sigma of the short-term weight noise for DAC outputs x3 (rows × groups × inputs):
-    w_noise·‖x~‖₂ per (row, group) ('additive_constant', abs_w None: rows·groups), or
-    w_noise·sqrt(Σ_j |W_ij| x~_j²) per output ('pcm_read', abs_w groups × in × out:
-    rows·groups × out). The one formula of both executions (Periphery.weight_noise)."""
-    sq = x3 * x3
-    w = float(per.w_noise)
-    if abs_w is None:
-        return w * correct_sqrt(sq.sum(-1)).reshape(-1)
-    sigma = correct_sqrt(torch.einsum("mgi,gio->mgo", sq, abs_w))
-    return w * sigma.reshape(-1, abs_w.shape[-1])
-
-
-def ir_drop_term(hw, x: torch.Tensor, w_t: torch.Tensor, abs_w_t: torch.Tensor,
-                 f: torch.Tensor, n_rows: int) -> torch.Tensor:
-    """aihwkit's IR drop of the read of inputs ``x`` (rows × in) on ``w_t`` (in × columns):
-    s·c·((x·f)·Wᵀ), a = (n/G)·|x|·|W|ᵀ, c = a·(a·(0.05·a − 0.2) + 0.5). The one formula of
-    both executions (Periphery.ir_drop subtracts it)."""
-    a = (x.abs() @ abs_w_t) * float(np.float32(n_rows / hw.ir_drop_g_ratio))
-    c = a * (a * (a * float(np.float32(0.05)) - float(np.float32(0.2))) + 0.5)
-    return c * ((x * f) @ w_t) * float(np.float32(hw.ir_drop))
-
-
-def _adc(per, y: torch.Tensor, sigma_w: torch.Tensor | None, noise: MVMNoise | None,
-         ids: torch.Tensor, step: float, bound: float, group: tuple[int, ...] = ()
-         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weight noise, output noise and the ADC of one conversion (adc_rows' order): (clipped
-    outputs, which rows saturated). ``sigma_w``: per row (rows) or per element, or None."""
-    n = y.shape[1]
-    if sigma_w is not None:
-        z = _normal(noise, (KIND_W, *group), ids, n)
-        sigma_w = sigma_w.detach()
-        y = y + (sigma_w[:, None] if sigma_w.dim() == 1 else sigma_w) * z
-    if noise is not None and per.out_noise > 0:
-        y = y + float(per.out_noise) * _normal(noise, (KIND_OUT, *group), ids, n)
-    if step > 0:
-        y = _round(y, step)
-    over = (y > bound) | (y < -bound)
-    return y.clamp(-bound, bound), over.any(1)
+from mc_engine.analog.noise import GROUPED, KIND_INP, MVMNoise
+from mc_engine.analog.torch_periphery import (
+    DeviceArrays,
+    _adc,
+    _normal,
+    arrays,
+    ir_drop_term,
+    quantize,
+    weight_noise_sigma,
+)
+from mc_engine.analog.torch_readout import convert, row_sums
 
 
 # ---- one tile ----
@@ -233,107 +130,6 @@ def _readout_pass(tile, a: DeviceArrays, xq, noise, scale, ids, last, post):
         y = y + float(np.float32(layout.rescale * layout.correction)) * (
             row_sums(xq) / scale[:, None])
     return y, sat
-
-
-def bit_serial_cycles(xq: torch.Tensor, m_bits: int, k_bits: int, cycles: int) -> torch.Tensor:
-    """kernels.periphery.bit_serial_cycles: cycles × rows × in, LSB first."""
-    mag = torch.round(xq.abs() * float(2 ** m_bits - 1)).to(torch.int32)
-    top = float(np.float32(1.0) / np.float32(2 ** k_bits - 1))
-    sign = torch.where(xq > 0, top, torch.where(xq < 0, -top, 0.0)).to(torch.float32)
-    mask = (1 << k_bits) - 1
-    return torch.stack([sign * torch.bitwise_and(torch.bitwise_right_shift(mag, j * k_bits),
-                                                 mask).to(torch.float32)
-                        for j in range(cycles)])
-
-
-def convert(tile, a: DeviceArrays, xq: torch.Tensor, noise: MVMNoise | None, ids: torch.Tensor
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """readout.convert in torch: digitised, recombined outputs of DAC outputs ``xq`` and which
-    rows saturated in any conversion."""
-    per, readout, layout, adc = tile.per, tile.readout, tile.mapping.layout, tile.adc
-    hw = per.hw
-    m, n_in = xq.shape
-    cycles = bit_serial_cycles(xq, readout.m, readout.k, readout.cycles) if readout.k \
-        else xq[None]
-    k_cycles = cycles.shape[0]
-    n_conv = k_cycles * m
-    conv_ids = (ids[None, :] + (torch.arange(k_cycles, device=ids.device,
-                                             dtype=torch.int64) << 40)[:, None]).reshape(-1)
-    x_all = cycles.reshape(n_conv, n_in)
-    lines = x_all
-    if per.inp_noise > 0 and noise is not None:
-        lines = x_all + float(per.inp_noise) * _normal(noise, (KIND_INP,), conv_ids, n_in)
-    step, bound = (float(per.step_out), float(per.bound)) if adc is None else (0.0, math.inf)
-    saturated = torch.zeros(n_conv, dtype=torch.bool, device=xq.device)
-    groups = readout.row_groups(n_in)
-    part = None
-    for gi, (j0, j1) in enumerate(groups):
-        x_in, x_line = x_all[:, j0:j1], lines[:, j0:j1]
-        if len(groups) > 1:
-            x_line = x_line.contiguous()
-        y = x_line @ a.wt[j0:j1]
-        if hw.ir_drop > 0:
-            y = y - ir_drop_term(hw, x_line, a.wt[j0:j1], a.abs_wt[j0:j1], a.ir_f[j0:j1],
-                                 a.wt.shape[0])
-        sigma = None
-        if per.w_noise > 0 and noise is not None:
-            sigma = weight_noise_sigma(per, x_line[:, None], None if a.abs_noise is None
-                                       else a.abs_noise[None, j0:j1])
-            if sigma.dim() == 1 and layout.w_noise_gain != 1:
-                sigma = sigma * float(np.float32(layout.w_noise_gain))
-        y, sat = _adc(per, y, sigma, noise, conv_ids, step, bound, (gi,))
-        if adc is not None:
-            if adc.recording:
-                adc.record(gi, y.cpu().numpy())
-            else:
-                y, over = calibrated_adc(adc, gi, y)
-                sat = sat | over
-        saturated |= sat
-        y = _recombine(layout, y, x_in)
-        part = y if part is None else part + y
-    part = part.reshape(k_cycles, m, layout.n_out)
-    if readout.k:
-        acc = torch.zeros_like(part[0])
-        for y_cycle in part:                     # acc <- (acc + y_j)/2^k, LSB first
-            acc = (acc + y_cycle) / float(2 ** readout.k)
-    else:
-        acc = part[0]
-    gain = float(np.float32(layout.rescale * readout.serial_gain))
-    return (acc * gain if gain != 1 else acc), saturated.reshape(-1, m).any(0)
-
-
-def calibrated_adc(adc, row_group: int, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """CalibratedADC.convert in torch: (digitised y, rows beyond a range)."""
-    lo_np, step_np = adc._cols[row_group]
-    lo = torch.from_numpy(lo_np).to(y.device)
-    step = torch.from_numpy(step_np).to(y.device)
-    top = float(adc.top)
-    k = torch.where(step > 0, torch.round((y - lo) / torch.where(step > 0, step, 1.0)),
-                    torch.zeros_like(y))
-    sat = ((k > top) | (k < 0)).any(1)
-    return lo + k.clamp(0.0, top) * step, sat
-
-
-def row_sums(x: torch.Tensor) -> torch.Tensor:
-    """readout.row_sums in torch: row sums in float64, rounded once to float32."""
-    return x.sum(1, keepdim=True, dtype=torch.float64).to(torch.float32)
-
-
-def _recombine(layout, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Dummy column or digital offset subtracted, slices shift-and-added."""
-    n_out = layout.n_out
-    base = len(layout.coefs) * n_out
-    out = None
-    for i, coef in enumerate(layout.coefs):
-        y_i = y[:, i * n_out:(i + 1) * n_out]
-        if layout.dummy:
-            y_i = y_i - y[:, base + i:base + i + 1]
-        if coef != 1:
-            y_i = float(np.float32(coef)) * y_i
-        out = y_i if out is None else out + y_i
-    if layout.offset:
-        out = out - float(np.float32(layout.offset)) * row_sums(x)
-    return out
 
 
 # ---- one matrix, one layer ----

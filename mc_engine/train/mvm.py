@@ -23,7 +23,7 @@ from mc_engine.analog.mapping import Layout
 from mc_engine.analog.periphery import Periphery
 from mc_engine.analog.readout import Readout
 from mc_engine.analog.tile import split_sizes
-from mc_engine.analog.torch_pass import DeviceArrays, quantize  # noqa: F401  (re-export)
+from mc_engine.analog.torch_periphery import DeviceArrays, quantize  # noqa: F401  (re-export)
 from mc_engine.train.arrays import TileArrays
 
 if TYPE_CHECKING:
