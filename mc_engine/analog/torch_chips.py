@@ -31,7 +31,13 @@ from torch import nn
 from mc_engine.analog import torch_pass
 from mc_engine.analog.noise import KIND_INP, KIND_OUT, KIND_W
 from mc_engine.analog.torch_pass import _abs_max_dac, _const_alpha, passes, tile_forward
-from mc_engine.analog.torch_periphery import arrays, ir_drop_term, quantize, weight_noise_sigma
+from mc_engine.analog.torch_periphery import (
+    arrays,
+    epilogue,
+    ir_drop_term,
+    quantize,
+    weight_noise_sigma,
+)
 from mc_engine.analog.torch_rng import keys, normal_rows
 
 
@@ -95,21 +101,19 @@ def _batched_pass(tiles: list, xs: torch.Tensor, alpha: torch.Tensor, noises: li
     if hw.ir_drop > 0:
         y = y - ir_drop_term(hw, xq, wt, torch.stack([a.abs_wt for a in arr]),
                              arr[0].ir_f, wt.shape[1])
-    n_out = wt.shape[2]
+    sigma = key_w = key_out = None
     if per.w_noise > 0:
         abs_w = torch.stack([a.abs_noise for a in arr]) if a_pcm(hw) else None
         sigma = weight_noise_sigma(per, xq.transpose(0, 1), abs_w)  # rows × chips (× out)
         sigma = sigma.view(n, n_chips, -1).transpose(0, 1)
-        y = y + sigma * normal_rows(_stream_keys(noises, tile0, 0, KIND_W, dev), ids, n_out)
+        key_w = _stream_keys(noises, tile0, 0, KIND_W, dev)
     if per.out_noise > 0:
-        y = y + float(per.out_noise) * normal_rows(
-            _stream_keys(noises, tile0, 0, KIND_OUT, dev), ids, n_out)
-    step, bound = float(per.step_out), float(per.bound)
-    if step > 0:
-        y = torch.round(y / step) * step
-    sat = ((y > bound) | (y < -bound)).any(2) & live
+        key_out = _stream_keys(noises, tile0, 0, KIND_OUT, dev)
+    y, sat = epilogue(y, sigma, key_w, key_out, ids, float(per.out_noise), float(per.step_out),
+                      float(per.bound))
+    sat = sat & live
     post = torch.stack([a.post for a in arr])                         # C × out
-    out = (y.clamp(-bound, bound) / inv_alpha[..., None]) * post[:, None, :]
+    out = (y / inv_alpha[..., None]) * post[:, None, :]
     out = out.masked_fill(~live[..., None], 0.0)
     if hw.bound_management == "none" or 1.0 > per.r_last or not bool(sat.any()):
         return out

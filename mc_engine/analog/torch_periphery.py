@@ -8,13 +8,21 @@ uses the rest is :mod:`mc_engine.analog.torch_pass`.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from mc_engine.analog.noise import KIND_OUT, KIND_W, MVMNoise
-from mc_engine.analog.torch_rng import correct_sqrt, normal_rows
+from mc_engine.analog.torch_rng import (
+    compile_wanted,
+    correct_sqrt,
+    key_bits,
+    normal,
+    normal_rows,
+    row_counters,
+)
 
 
 @dataclass
@@ -117,12 +125,70 @@ def _adc(per, y: torch.Tensor, sigma_w: torch.Tensor | None, noise: MVMNoise | N
     outputs, which rows saturated). ``sigma_w``: per row (rows) or per element, or None."""
     n = y.shape[1]
     if sigma_w is not None:
-        z = _normal(noise, (KIND_W, *group), ids, n)
         sigma_w = sigma_w.detach()
-        y = y + (sigma_w[:, None] if sigma_w.dim() == 1 else sigma_w) * z
-    if noise is not None and per.out_noise > 0:
+        sigma_w = sigma_w[:, None] if sigma_w.dim() == 1 else sigma_w
+    out_noise = noise is not None and per.out_noise > 0
+    if not y.requires_grad and (isinstance(noise, MVMNoise) or noise is None):
+        key_w = _key(noise, (KIND_W, *group), y.device) if sigma_w is not None else None
+        key_out = _key(noise, (KIND_OUT, *group), y.device) if out_noise else None
+        return epilogue(y, sigma_w, key_w, key_out, ids, float(per.out_noise), step, bound)
+    if sigma_w is not None:
+        y = y + sigma_w * _normal(noise, (KIND_W, *group), ids, n)
+    if out_noise:
         y = y + float(per.out_noise) * _normal(noise, (KIND_OUT, *group), ids, n)
     if step > 0:
         y = _round(y, step)
     over = (y > bound) | (y < -bound)
     return y.clamp(-bound, bound), over.any(1)
+
+
+def _key(noise: MVMNoise, words: tuple[int, ...], device) -> torch.Tensor:
+    return torch.tensor(key_bits(noise.stream(*words)), dtype=torch.int64, device=device)
+
+
+def _epilogue(y: torch.Tensor, sigma: torch.Tensor | None, key_w: torch.Tensor | None,
+              key_out: torch.Tensor | None, ids: torch.Tensor, out_noise: torch.Tensor,
+              step: torch.Tensor, bound: torch.Tensor, quantized: bool
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ADC epilogue (kernels.periphery.adc_rows) on y (… × rows × n): weight noise of
+    ``sigma`` (broadcast to y) from stream ``key_w``, output noise from ``key_out`` (None:
+    off), rounding to ``step``, clipping at ±``bound``; (outputs, which rows saturated). The
+    keys may carry leading dimensions (one stream per chip)."""
+    n = y.shape[-1]
+    if key_w is not None:
+        y = y + sigma * normal(key_w, row_counters(ids, n))
+    if key_out is not None:
+        y = y + out_noise * normal(key_out, row_counters(ids, n))
+    if quantized:
+        y = torch.round(y / step) * step
+    over = (y > bound) | (y < -bound)
+    return torch.minimum(torch.maximum(y, -bound), bound), over.any(-1)
+
+
+_FAST: dict[str, object] = {}
+
+
+def epilogue(y: torch.Tensor, sigma: torch.Tensor | None, key_w: torch.Tensor | None,
+             key_out: torch.Tensor | None, ids: torch.Tensor, out_noise: float, step: float,
+             bound: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_epilogue`, compiled into one fused kernel where the generator is
+    (:func:`mc_engine.analog.torch_rng.compile_wanted`: on CUDA by default), the same
+    operations eagerly elsewhere or if compilation fails."""
+    dev = y.device
+    args = (y, sigma, key_w, key_out, ids,
+            torch.tensor(out_noise, dtype=torch.float32, device=dev),
+            torch.tensor(step if step > 0 else 1.0, dtype=torch.float32, device=dev),
+            torch.tensor(bound, dtype=torch.float32, device=dev), step > 0)
+    kind = dev.type
+    if kind not in _FAST:
+        _FAST[kind] = torch.compile(_epilogue, dynamic=True) if compile_wanted(dev) else None
+    fast = _FAST[kind]
+    if fast is not None:
+        try:
+            return fast(*args)
+        except Exception as err:             # no compiler, an unsupported backend: eager
+            _FAST[kind] = None
+            warnings.warn(f"torch.compile of the ADC epilogue failed on {kind} "
+                          f"({type(err).__name__}: {str(err)[:200]}); running it eagerly",
+                          stacklevel=2)
+    return _epilogue(*args)

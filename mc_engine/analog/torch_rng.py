@@ -104,10 +104,17 @@ def _fast(device: torch.device):
     process, so it is the default on CUDA only."""
     kind = device.type
     if kind not in _FAST:
-        mode = os.environ.get(COMPILE_ENV, "auto")
-        on = mode == "1" or (mode == "auto" and kind == "cuda")
-        _FAST[kind] = torch.compile(_normal_rows, dynamic=True) if on else None
+        _FAST[kind] = torch.compile(_normal_rows, dynamic=True) if compile_wanted(device) \
+            else None
     return _FAST[kind]
+
+
+def compile_wanted(device: torch.device) -> bool:
+    """Whether the torch execution compiles its elementwise work (the generator, the ADC
+    epilogue) on ``device``: ``MC_ENGINE_COMPILE`` '1' everywhere, '0' never, 'auto' (the
+    default) on CUDA."""
+    mode = os.environ.get(COMPILE_ENV, "auto")
+    return mode == "1" or (mode == "auto" and device.type == "cuda")
 
 
 def normal_rows(key: int | np.uint64 | torch.Tensor, ids: torch.Tensor, n: int) -> torch.Tensor:
