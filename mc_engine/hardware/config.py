@@ -400,11 +400,13 @@ def _shown_default(f: dataclasses.Field) -> str:
 
 def from_dict(values: dict[str, Any], table: DeviceTable | None = None) -> HardwareConfig:
     """Build a config from a flat mapping (``to_dict``'s form: the device's own parameters under
-    their names), rejecting unknown keys with the list of known ones. ``table``: the parsed
+    their names; ``"preset"``: start from a named preset, :mod:`mc_engine.hardware.presets`),
+    rejecting unknown keys with the list of known ones. ``table``: the parsed
     ``device_table``, when the caller has it (else it is looked up by name)."""
     from mc_engine.hardware.devices import DEVICES
+    from mc_engine.hardware.presets import resolve_preset
 
-    values = dict(values)
+    values = resolve_preset(values)
     device = values.get("device", _DEFAULTS["device"])
     if "device" in values:  # a bad device first, not its parameters as unknown keys
         device = _check(_FIELDS["device"], device)
