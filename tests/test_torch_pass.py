@@ -19,6 +19,7 @@ from mc_engine.analog.evaluate import evaluate_trial
 from mc_engine.analog.execution import Execution
 from mc_engine.errors import UserInputError
 from mc_engine.hardware import HardwareConfig
+from mc_engine.hardware.presets import presets
 
 TORCH_CPU = Execution("torch", "cpu")
 
@@ -51,6 +52,9 @@ CASES = {
     "calibrated_ranges_split": dict(noise_management="calibrated", input_range_std=1.5,
                                     max_input_size=20, max_output_size=6, w_noise=0.02,
                                     bound_management="none"),
+    "preset_hwa": dict(presets()["aihwkit_standard_hwa"]),
+    "preset_hwa_calibrated": {**presets()["aihwkit_standard_hwa"],
+                              "noise_management": "calibrated"},
     "calibrated_ranges_adc": dict(noise_management="calibrated", weight_bits=8,
                                   adc_range="calibrated", bound_management="none"),
 }
