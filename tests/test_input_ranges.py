@@ -148,6 +148,12 @@ def test_missing_calibration_inputs_and_missing_learned_ranges_are_clear_errors(
     model[0].input_range = torch.tensor([-1.0])
     with pytest.raises(UserInputError, match="finite and > 0"):
         convert(model, HardwareConfig(noise_management="learned"))
+    with pytest.raises(UserInputError, match="finite and > 0") as err:   # a bare layer
+        convert(model[0], HardwareConfig(noise_management="learned"))
+    assert err.value.key == "input_range"
+    model[0].input_range = torch.tensor([1.5])
+    bare = convert(model[0], HardwareConfig(noise_management="learned"))
+    assert next(bare.analog_layers()).input_ranges().tolist() == [[1.5]]
 
 
 STUDY = """

@@ -302,6 +302,7 @@ def convert(model: nn.Module, hw: HardwareConfig | None = None,
     # is one layer: converted once, at its first name, and that one analog layer (one matrix,
     # read afresh at each call) put under every name it has.
     done: dict[int, nn.Module] = {}
+    bare: nn.Module | None = None
 
     def replace(parent: nn.Module, prefix: str) -> None:
         nonlocal index
@@ -316,8 +317,9 @@ def convert(model: nn.Module, hw: HardwareConfig | None = None,
             if isinstance(child, (nn.Linear, nn.Conv2d)):
                 _check_finite(child, name)
                 if layers is None or name in layers:  # the index counts digital ones too
-                    new = AnalogLinear(child, hw, index, name) \
-                        if isinstance(child, nn.Linear) else AnalogConv2d(child, hw, index, name)
+                    own = "" if parent is bare else name    # a bare layer's state_dict keys
+                    new = AnalogLinear(child, hw, index, own) \
+                        if isinstance(child, nn.Linear) else AnalogConv2d(child, hw, index, own)
                     setattr(parent, child_name, new)
                     done[id(child)] = new
                 index += 1
@@ -331,7 +333,7 @@ def convert(model: nn.Module, hw: HardwareConfig | None = None,
             replace(child, name + ".")
 
     if isinstance(module, (nn.Linear, nn.Conv2d)):
-        holder = nn.Sequential(module)
+        holder = bare = nn.Sequential(module)
         replace(holder, "")
         module = holder
     else:
