@@ -239,6 +239,9 @@ def _validate(args: argparse.Namespace) -> int:
     print(f"{study.source}: ok: {len(study.points)} hardware points{layers} x {repeats} = "
           f"{trials}, each at {len(study.inference_times_s)} inference "
           f"times ({times}) on {len(dataset)} samples of {dataset.name}, {execution}")
+    if study.preset:    # the point the preset and the keys beside it resolve to
+        print(f"[hardware] preset {study.preset!r} resolves to: "
+              + ", ".join(f"{k} = {v!r}" for k, v in study.hardware.items()))
     return EXIT_OK
 
 

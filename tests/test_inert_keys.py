@@ -31,6 +31,8 @@ def study(hardware=None, sweep=None):
     ({"offset": "digital", "pair_drift": "independent"}, "pair_drift"),
     ({"weight_bits": 8, "slice_recombination": "analog"}, "slice_recombination"),
     ({"calibration_samples": 64}, "calibration_samples"),
+    ({"input_range_std": 2.0}, "input_range_std"),
+    ({"noise_management": "learned", "input_range_std": 2.0}, "input_range_std"),
     ({"device": "ideal", "prog_noise_scale": 2.0}, "prog_noise_scale"),
     ({"device": "state_independent", "drift_scale": 2.0}, "drift_scale"),
 ])
@@ -48,6 +50,8 @@ def test_the_same_keys_act_in_the_right_combination():
                      {"device": "state_independent", "sigma_prog": 0.05},
                      {"weight_bits": 8, "cell_bits": 2, "slice_recombination": "analog"},
                      {"adc_range": "calibrated", "bound_management": "none",
+                      "calibration_samples": 64},
+                     {"noise_management": "calibrated", "input_range_std": 2.0,
                       "calibration_samples": 64}):
         assert not inert_keys(HardwareConfig(**hardware))
         study(hardware)

@@ -25,6 +25,8 @@ CASES = {
                               max_output_size=6, ir_drop=0.5),
     "constant_nm": dict(noise_management="constant", nm_constant=2.0, out_bound=4.0),
     "slices_fallback": dict(weight_bits=8, cell_bits=2, offset="digital"),
+    "calibrated_ranges_split": dict(noise_management="calibrated", max_input_size=20,
+                                    max_output_size=6, out_bound=3.0),
 }
 
 
@@ -35,9 +37,10 @@ def test_a_chip_in_a_batch_is_the_chip_alone(name):
     seeds = [11, 12, 13]
     alone = []
     for seed in seeds:
-        chip = convert(model, hw).use(TORCH_CPU).program(seed).drift(600.0)
+        chip = convert(model, hw).use(TORCH_CPU).program(seed, x.numpy()).drift(600.0)
         alone.append(chip(x).numpy())
-    chips = [convert(model, hw).use(TORCH_CPU).program(s).drift(600.0) for s in seeds]
+    chips = [convert(model, hw).use(TORCH_CPU).program(s, x.numpy()).drift(600.0)
+             for s in seeds]
     batched = ChipBatch(chips)(x).numpy()
     assert batched.shape == (3, *alone[0].shape)
     for k in range(3):

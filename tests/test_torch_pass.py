@@ -19,6 +19,7 @@ from mc_engine.analog.evaluate import evaluate_trial
 from mc_engine.analog.execution import Execution
 from mc_engine.errors import UserInputError
 from mc_engine.hardware import HardwareConfig
+from mc_engine.hardware.presets import presets
 
 TORCH_CPU = Execution("torch", "cpu")
 
@@ -47,6 +48,15 @@ CASES = {
     "ir_drop": dict(ir_drop=1.0),
     "ir_drop_slices": dict(ir_drop=1.0, weight_bits=8, cell_bits=4),
     "tight_bound": dict(out_bound=2.0, adc_bits=6),
+    "calibrated_ranges": dict(noise_management="calibrated", inp_noise=0.02),
+    "calibrated_ranges_split": dict(noise_management="calibrated", input_range_std=1.5,
+                                    max_input_size=20, max_output_size=6, w_noise=0.02,
+                                    bound_management="none"),
+    "preset_hwa": dict(presets()["aihwkit_standard_hwa"]),
+    "preset_hwa_calibrated": {**presets()["aihwkit_standard_hwa"],
+                              "noise_management": "calibrated"},
+    "calibrated_ranges_adc": dict(noise_management="calibrated", weight_bits=8,
+                                  adc_range="calibrated", bound_management="none"),
 }
 
 

@@ -14,6 +14,8 @@ from mc_engine.analog import torch_chips, torch_pass
 from mc_engine.analog.checks import DIGITAL_WITH_PARAMS, check_materialised, check_weights
 from mc_engine.analog.execution import NUMBA_CPU, Execution
 from mc_engine.analog.grouped import grouped_forward
+from mc_engine.analog.input_ranges import calibrate as calibrate_ranges
+from mc_engine.analog.input_ranges import learned_ranges, same_inputs
 from mc_engine.analog.rows import PatchRows
 from mc_engine.analog.tile import AnalogMatrix
 from mc_engine.errors import UserInputError
@@ -30,6 +32,8 @@ class AnalogLayer(nn.Module):
     matrices: list[AnalogMatrix]
     bias: torch.Tensor | None
     execution: Execution = NUMBA_CPU
+    #: The layer's qualified name in the model (its first, for a module under several).
+    name: str = ""
     #: While a chip batch runs (:class:`mc_engine.analog.torch_chips.ChipBatch`): this layer of
     #: every chip of the batch, this one first.
     batch: list[AnalogLayer] | None = None
@@ -50,6 +54,18 @@ class AnalogLayer(nn.Module):
         for m in self.matrices:
             m.take_reference()
 
+    def set_input_ranges(self, ranges: np.ndarray) -> None:
+        """Static input ranges, groups × input chunks (noise_management 'calibrated',
+        'learned')."""
+        for m, r in zip(self.matrices, ranges):
+            m.set_input_ranges(r)
+
+    def input_ranges(self) -> np.ndarray | None:
+        """The static input ranges (groups × input chunks), None when not set."""
+        if self.matrices[0].input_ranges is None:
+            return None
+        return np.stack([m.input_ranges for m in self.matrices])
+
     def calibrating(self, on: bool) -> None:
         for m in self.matrices:
             m.calibrating(on)
@@ -62,11 +78,14 @@ class AnalogLayer(nn.Module):
 class AnalogLinear(AnalogLayer):
     """nn.Linear on analog tiles."""
 
-    def __init__(self, layer: nn.Linear, hw: HardwareConfig, index: int):
+    def __init__(self, layer: nn.Linear, hw: HardwareConfig, index: int, name: str = ""):
         super().__init__()
+        self.name = name
         self.in_features, self.out_features = layer.in_features, layer.out_features
         self.matrices = [AnalogMatrix(_as_numpy(layer.weight), hw, index)]
         self.bias = None if layer.bias is None else layer.bias.detach().clone()
+        if hw.noise_management == "learned":
+            self.set_input_ranges(learned_ranges(layer, name, hw))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -99,6 +118,9 @@ class AnalogConv2d(AnalogLayer):
         self.matrices = [AnalogMatrix(w[g * per_group:(g + 1) * per_group].reshape(per_group, -1),
                                       hw, index, g, w_max) for g in range(layer.groups)]
         self.bias = None if layer.bias is None else layer.bias.detach().clone()
+        self.name = name
+        if hw.noise_management == "learned":
+            self.set_input_ranges(learned_ranges(layer, name, hw))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
@@ -147,10 +169,14 @@ CALIBRATION_BATCH = 256
 class AnalogModel(nn.Module):
     """A converted model: call it like the original; program() once, drift(t) before reading."""
 
-    def __init__(self, module: nn.Module, hw: HardwareConfig):
+    def __init__(self, module: nn.Module, hw: HardwareConfig, digital: nn.Module | None = None):
         super().__init__()
         self.module = module
         self.hw = hw
+        # noise_management = 'calibrated': the digital model the ranges are calibrated on (a
+        # plain list: not a submodule, stays on the CPU) and the inputs they were taken from.
+        self._digital = [digital]
+        self._ranges_of: list = [None]
 
     execution: Execution = NUMBA_CPU
 
@@ -173,12 +199,16 @@ class AnalogModel(nn.Module):
                 calibration: np.ndarray | torch.Tensor | None = None) -> AnalogModel:
         """Program every device (programming noise, drift exponents) from ``seed``.
 
-        With ``adc_range = 'calibrated'`` the ADC ranges are then calibrated on the inputs
-        ``calibration`` (the first ``calibration_samples`` are used) through the programmed,
-        noise-free arrays, before the drift-compensation reference is taken.
+        With ``noise_management = 'calibrated'`` the tiles' input ranges are first calibrated
+        on the inputs ``calibration`` (the first ``calibration_samples``) through the digital
+        model (once: :meth:`calibrate_input_ranges`). With ``adc_range = 'calibrated'`` the ADC
+        ranges are then calibrated on the same inputs through the programmed, noise-free
+        arrays, before the drift-compensation reference is taken.
         """
         calibrated = self.hw.adc_range == "calibrated"
         layers = list(self.analog_layers())
+        if self.hw.noise_management == "calibrated":
+            self.calibrate_input_ranges(calibration)
         for layer in layers:
             layer.program(seed, reference=not calibrated)
         if calibrated:
@@ -202,6 +232,32 @@ class AnalogModel(nn.Module):
             for layer in layers:
                 layer.take_reference()
         return self
+
+    def calibrate_input_ranges(self, calibration: np.ndarray | torch.Tensor | None) -> None:
+        """noise_management = 'calibrated': every tile's input range from the inputs
+        ``calibration`` through the digital model (mc_engine.analog.input_ranges.calibrate);
+        kept while the same inputs come again (the ranges do not depend on the chip)."""
+        if calibration is None or len(calibration) == 0:
+            raise UserInputError("noise_management = 'calibrated' calibrates the input ranges "
+                                 "on inputs from the training split: none were given "
+                                 "(program(seed, calibration=x_train))",
+                                 key="noise_management")
+        if same_inputs(self._ranges_of[0], calibration):
+            return
+        layers = list(self.analog_layers())
+        for layer, r in zip(layers, calibrate_ranges(self._digital[0], layers, calibration,
+                                                     self.hw)):
+            layer.set_input_ranges(r)
+        self._ranges_of[0] = calibration
+
+    def adopt_input_ranges(self, other: AnalogModel) -> None:
+        """Take the input ranges of ``other``, a conversion of the same model and hardware
+        (chips of one batch share them: they depend on the model and data only)."""
+        for mine, theirs in zip(self.analog_layers(), other.analog_layers()):
+            ranges = theirs.input_ranges()
+            if ranges is not None:
+                mine.set_input_ranges(ranges)
+        self._ranges_of[0] = other._ranges_of[0]
 
     def drift(self, t_s: float) -> AnalogModel:
         """Drift every device to ``t_s`` seconds after programming, with fresh read noise."""
@@ -246,6 +302,7 @@ def convert(model: nn.Module, hw: HardwareConfig | None = None,
     # is one layer: converted once, at its first name, and that one analog layer (one matrix,
     # read afresh at each call) put under every name it has.
     done: dict[int, nn.Module] = {}
+    bare: nn.Module | None = None
 
     def replace(parent: nn.Module, prefix: str) -> None:
         nonlocal index
@@ -260,8 +317,9 @@ def convert(model: nn.Module, hw: HardwareConfig | None = None,
             if isinstance(child, (nn.Linear, nn.Conv2d)):
                 _check_finite(child, name)
                 if layers is None or name in layers:  # the index counts digital ones too
-                    new = AnalogLinear(child, hw, index) if isinstance(child, nn.Linear) \
-                        else AnalogConv2d(child, hw, index, name)
+                    own = "" if parent is bare else name    # a bare layer's state_dict keys
+                    new = AnalogLinear(child, hw, index, own) \
+                        if isinstance(child, nn.Linear) else AnalogConv2d(child, hw, index, own)
                     setattr(parent, child_name, new)
                     done[id(child)] = new
                 index += 1
@@ -275,7 +333,7 @@ def convert(model: nn.Module, hw: HardwareConfig | None = None,
             replace(child, name + ".")
 
     if isinstance(module, (nn.Linear, nn.Conv2d)):
-        holder = nn.Sequential(module)
+        holder = bare = nn.Sequential(module)
         replace(holder, "")
         module = holder
     else:
@@ -283,7 +341,8 @@ def convert(model: nn.Module, hw: HardwareConfig | None = None,
     if index == 0:
         raise UserInputError("the model has no Linear or Conv2d layer to put on analog tiles",
                              key="model")
-    return AnalogModel(module, hw)
+    digital = copy.deepcopy(model).eval() if hw.noise_management == "calibrated" else None
+    return AnalogModel(module, hw, digital)
 
 
 def analog_layer_names(model: nn.Module) -> list[str]:

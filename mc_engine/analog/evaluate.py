@@ -92,6 +92,8 @@ def evaluate_chips(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.nd
     start = time.perf_counter()
     chips = _converted_chips(model, hw, layers, execution, len(seeds))
     for chip, seed in zip(chips, seeds):
+        if hw.noise_management == "calibrated" and chip is not chips[0]:
+            chip.adopt_input_ranges(chips[0])         # once for the batch: not chip-dependent
         chip.program(seed, calibration)
     batch = ChipBatch(chips)
     device = execution.torch_device

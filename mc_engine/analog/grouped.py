@@ -9,6 +9,7 @@ from mc_engine.analog.noise import GROUPED, KIND_INP, KIND_OUT, KIND_W
 from mc_engine.analog.periphery import _EMPTY1, _EMPTY2
 from mc_engine.analog.rows import PatchRows
 from mc_engine.analog.tile import AnalogMatrix
+from mc_engine.analog.torch_pass import static_alpha
 from mc_engine.kernels.periphery import adc_rows, add_normal_rows
 
 
@@ -39,7 +40,7 @@ def grouped_forward(matrices: list[AnalogMatrix], source: PatchRows) -> np.ndarr
         if hw.noise_management == "abs_max":
             alpha = block.group_abs_max(n_groups)
         else:
-            alpha = per.alpha(block, 0, 1)[:, None].repeat(n_groups, axis=1)
+            alpha = np.repeat(group_alpha(matrices)[None], m, axis=0)
         alpha = per.wake_zero_rows(alpha, per.inp_noise)
         active = alpha > 0
         scale = np.float32(1.0) / np.where(active, alpha, np.float32(1.0))
@@ -65,3 +66,8 @@ def grouped_forward(matrices: list[AnalogMatrix], source: PatchRows) -> np.ndarr
             tiles[g].forward(block, g * width, alpha_g, noise, part, post[g], r=2.0, row0=r0)
             out3[retry[:, g], g] = part[retry[:, g]]
     return y_all
+
+
+def group_alpha(matrices: list) -> np.ndarray:
+    """The static alpha of each group's single tile (noise management other than abs_max)."""
+    return np.array([static_alpha(m.hw, m.chunk_range(0)) for m in matrices], np.float32)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from mc_engine.analog.rows import InputRows
-from mc_engine.analog.torch_periphery import ir_drop_term, weight_noise_sigma
+from mc_engine.analog.torch_periphery import ir_drop_term, static_alpha, weight_noise_sigma
 from mc_engine.hardware.config import HardwareConfig
 
 _EMPTY1 = np.zeros(0, np.float32)
@@ -34,13 +34,12 @@ class Periphery:
         dac_step = 2.0 * hw.inp_res
         self.r_last = min(0.25 / dac_step if dac_step > 0 else math.inf, 1000.0)
 
-    def alpha(self, source: InputRows, c0: int, c1: int) -> np.ndarray:
-        """Noise-management scale of every input row (0 marks a row whose output is 0)."""
-        mode = self.hw.noise_management
-        if mode == "abs_max":
+    def alpha(self, source: InputRows, c0: int, c1: int, r: float | None = None) -> np.ndarray:
+        """Noise-management scale of every input row (0 marks a row whose output is 0); ``r``:
+        the tile's static input range (noise_management 'calibrated' or 'learned')."""
+        if self.hw.noise_management == "abs_max":
             return source.abs_max(c0, c1)
-        value = 1.0 if mode == "none" else self.hw.nm_constant
-        return np.full(source.n_rows, value, np.float32)
+        return np.full(source.n_rows, static_alpha(self.hw, r), np.float32)
 
     @staticmethod
     def wake_zero_rows(alpha: np.ndarray, inp_noise: float) -> np.ndarray:
@@ -66,3 +65,4 @@ class Periphery:
         the MVM ``y`` (rows × columns, in place) of inputs ``x`` (rows × in) on the array
         ``w_t`` (in × columns); ``f``: the row weighting of the rows of ``x``."""
         y -= ir_drop_term(self.hw, x, w_t, abs_w_t, f, n_rows).numpy()
+

@@ -93,6 +93,7 @@ class Tile:
         self.state: np.ndarray | None = None
         self.faults = NO_FAULTS
         self.noise_id = 0                    # set by the AnalogMatrix: the tile's noise streams
+        self.in_range: np.float32 | None = None   # static input range (AnalogMatrix sets it)
         self._probing = False
 
     # ---- weights in the array ----
@@ -314,7 +315,7 @@ class Tile:
         out = np.empty((n_in, n_out), np.float32)
         self._probing = True           # the level of what the array reads, no digital terms
         try:
-            self.forward(eye, 0, self.per.alpha(eye, 0, n_in), noise, out,
+            self.forward(eye, 0, self.per.alpha(eye, 0, n_in, self.in_range), noise, out,
                          np.ones(n_out, np.float32))
         finally:
             self._probing = False
@@ -353,6 +354,8 @@ class AnalogMatrix:
         self.seed: int | Sequence[int] = 0
         self.execution = NUMBA_CPU
         self._calibrating = False
+        #: Static input range of each input chunk (noise_management 'calibrated', 'learned').
+        self.input_ranges: np.ndarray | None = None
         self.noise = NoiseKeys(stream_key(self._seed_seq(STAGE_MVM, 0, 0)))
 
     def use(self, execution: Execution) -> None:
@@ -362,6 +365,19 @@ class AnalogMatrix:
             tile.device_arrays = None
             if hasattr(tile.device, "use"):   # a device model that can run on the execution
                 tile.device.use(execution)
+
+    def set_input_ranges(self, ranges: np.ndarray) -> None:
+        """The static input range of every input chunk (float32, one per chunk); the tiles of a
+        chunk see the same inputs and share it."""
+        ranges = np.ascontiguousarray(ranges, np.float32).reshape(len(self.in_chunks))
+        self.input_ranges = ranges
+        for r, row in zip(ranges, self.tiles):
+            for tile in row:
+                tile.in_range = r
+
+    def chunk_range(self, chunk: int) -> np.float32 | None:
+        """The static input range of input chunk ``chunk``, None when none was set."""
+        return None if self.input_ranges is None else self.input_ranges[chunk]
 
     def _seed_seq(self, stage: int, tile: int, t_key: int) -> np.random.SeedSequence:
         return np.random.SeedSequence(self.seed, spawn_key=(*self.key, stage, tile, t_key))
@@ -435,14 +451,14 @@ class AnalogMatrix:
         single = len(self.in_chunks) == 1 and len(self.out_chunks) == 1
         for r0, block in source.blocks(self.in_features):
             m = block.n_rows
-            for (i0, i1), row in zip(self.in_chunks, self.tiles):
+            for ci, ((i0, i1), row) in enumerate(zip(self.in_chunks, self.tiles)):
                 c0, c1 = col_offset + i0, col_offset + i1
                 first = None
                 if fused:
                     alpha, scale, xq = block.dac_abs_max(c0, c1, per.step_in, per.inp_noise > 0)
                     first = (scale, xq)
                 else:
-                    alpha = per.alpha(block, c0, c1)
+                    alpha = per.alpha(block, c0, c1, self.chunk_range(ci))
                 for (o0, o1), tile in zip(self.out_chunks, row):
                     post = tile.comp / tile.k
                     if single:

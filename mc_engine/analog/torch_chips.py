@@ -154,7 +154,8 @@ def matrix_forward(mats: list, x: torch.Tensor, col_offset: int = 0) -> torch.Te
             alpha, scale = alpha.view(n_chips, n), scale.view(n_chips, n)
             first = (scale, xq.view(n_chips, n, -1))
         else:
-            alpha = _const_alpha(per, n_chips * n, x.device).view(n_chips, n)
+            alpha = _const_alpha(per, n_chips * n, x.device,
+                                 torch_pass.chunk_range(m0, ci)).view(n_chips, n)
         for oi, (o0, o1) in enumerate(m0.out_chunks):
             tiles = [m.tiles[ci][oi] for m in mats]
             if _fused(tiles[0]):

@@ -34,6 +34,7 @@ from mc_engine.analog.torch_periphery import (
     arrays,
     ir_drop_term,
     quantize,
+    static_alpha,
     weight_noise_sigma,
 )
 from mc_engine.analog.torch_readout import convert, row_sums
@@ -144,10 +145,15 @@ def _abs_max_dac(per, x: torch.Tensor, wake: bool):
     return alpha, scale, quantize(x * scale[:, None], float(per.step_in), 1.0)
 
 
-def _const_alpha(per, n: int, device) -> torch.Tensor:
-    mode = per.hw.noise_management
-    value = 1.0 if mode == "none" else per.hw.nm_constant
-    return torch.full((n,), float(np.float32(value)), device=device)
+def chunk_range(matrix, chunk: int):
+    """AnalogMatrix.chunk_range, None for a matrix without static ranges (training's)."""
+    ranges = getattr(matrix, "input_ranges", None)
+    return None if ranges is None else ranges[chunk]
+
+
+def _const_alpha(per, n: int, device, r=None) -> torch.Tensor:
+    """The static alpha (periphery.static_alpha) of ``n`` rows; ``r``: the tile's range."""
+    return torch.full((n,), float(static_alpha(per.hw, r)), device=device)
 
 
 def matrix_forward(matrix, x: torch.Tensor, col_offset: int = 0) -> torch.Tensor:
@@ -158,14 +164,14 @@ def matrix_forward(matrix, x: torch.Tensor, col_offset: int = 0) -> torch.Tensor
     noise = None if matrix._calibrating else matrix.noise.call()
     fused = matrix.hw.noise_management == "abs_max"
     y = x.new_zeros((x.shape[0], matrix.out_features))
-    for (i0, i1), row in zip(matrix.in_chunks, matrix.tiles):
+    for ci, ((i0, i1), row) in enumerate(zip(matrix.in_chunks, matrix.tiles)):
         xs = x[:, col_offset + i0:col_offset + i1]
         first = None
         if fused:
             alpha, scale, xq = _abs_max_dac(per, xs, per.inp_noise > 0)
             first = (scale, xq)
         else:
-            alpha = _const_alpha(per, xs.shape[0], x.device)
+            alpha = _const_alpha(per, xs.shape[0], x.device, chunk_range(matrix, ci))
         for (o0, o1), tile in zip(matrix.out_chunks, row):
             post = arrays(tile, x.device).post
             y[:, o0:o1] += tile_forward(tile, xs, alpha, noise, post, first=first)
@@ -195,7 +201,8 @@ def grouped_forward(matrices, x: torch.Tensor) -> torch.Tensor:
     if hw.noise_management == "abs_max":
         alpha = x3.detach().abs().amax(2)
     else:
-        alpha = _const_alpha(per, m, dev)[:, None].repeat(1, n_groups)
+        alpha = torch.tensor([float(static_alpha(hw, chunk_range(mat, 0))) for mat in matrices],
+                             device=dev)[None].repeat(m, 1)
     if per.inp_noise > 0:
         alpha = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
     active = alpha > 0

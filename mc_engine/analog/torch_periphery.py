@@ -23,6 +23,7 @@ from mc_engine.analog.torch_rng import (
     normal_rows,
     row_counters,
 )
+from mc_engine.errors import UserInputError
 
 
 @dataclass
@@ -106,6 +107,23 @@ def weight_noise_sigma(per, x3: torch.Tensor, abs_w: torch.Tensor | None) -> tor
         return w * correct_sqrt(sq.sum(-1)).reshape(-1)
     sigma = correct_sqrt(torch.einsum("mgi,gio->mgo", sq, abs_w))
     return w * sigma.reshape(-1, abs_w.shape[-1])
+
+
+def static_alpha(hw, r: float | None) -> np.float32:
+    """The alpha of every input vector under a static noise management: 1 ('none'),
+    nm_constant ('constant') or the tile's input range ``r`` ('calibrated', 'learned'; None
+    when its ranges were never set). The one rule of both executions."""
+    mode = hw.noise_management
+    if mode == "none":
+        return np.float32(1.0)
+    if mode == "constant":
+        return np.float32(hw.nm_constant)
+    if r is None:
+        how = "program(seed, calibration=x_train) first" if mode == "calibrated" else \
+            "convert a model that carries them (<layer>.input_range)"
+        raise UserInputError(f"noise_management = {mode!r} needs each tile's input range: "
+                             f"{how}", key="noise_management")
+    return np.float32(r)
 
 
 def ir_drop_term(hw, x: torch.Tensor, w_t: torch.Tensor, abs_w_t: torch.Tensor,

@@ -109,8 +109,13 @@ def inert_keys(hw: HardwareConfig) -> dict[str, str]:
         ("slice_recombination", hw.n_slices == 1,
          "slice_recombination combines bit slices, and this mapping has one slice (set "
          "cell_bits)"),
-        ("calibration_samples", hw.adc_range != "calibrated",
-         "calibration_samples sizes the calibration of adc_range = 'calibrated'"),
+        ("input_range_std", hw.noise_management != "calibrated",
+         f"input_range_std sets the input ranges of noise_management = 'calibrated', not "
+         f"{hw.noise_management!r}"),
+        ("calibration_samples", hw.adc_range != "calibrated" and
+         hw.noise_management != "calibrated",
+         "calibration_samples sizes the calibration of adc_range = 'calibrated' and of "
+         "noise_management = 'calibrated'"),
     ]
     for key in ("prog_noise_scale", "read_noise_scale", "drift_scale"):
         rules.append((key, hw.device in ("ideal", "state_independent"),

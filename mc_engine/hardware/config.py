@@ -81,12 +81,25 @@ class HardwareConfig:
                                                         "conductance to g_max (aihwkit's "
                                                         "ir_drop_g_ratio; 1/(0.35 Ohm x 5 uS)).",
                                     lo=0.0, lo_open=True)
-    noise_management: str = _param("abs_max", "Input scaling before the DAC: 'abs_max' "
-                                              "(alpha = max|x| per input vector), 'none' "
-                                              "(alpha = 1, inputs clip at +-1) or 'constant'.",
-                                   choices=("abs_max", "none", "constant"))
+    noise_management: str = _param("abs_max", "Input scaling before the DAC, x~ = "
+                                              "DAC(clip(x, -alpha, alpha)/alpha), outputs "
+                                              "times alpha: 'abs_max' (alpha = max|x| per "
+                                              "input vector), 'none' (alpha = 1), 'constant' "
+                                              "(alpha = nm_constant), 'calibrated' (a static "
+                                              "range per tile: input_range_std x the std of "
+                                              "the tile's inputs over the first "
+                                              "calibration_samples of the training split "
+                                              "through the digital model) or 'learned' (the "
+                                              "ranges stored in the checkpoint, "
+                                              "<layer>.input_range).",
+                                   choices=("abs_max", "none", "constant", "calibrated",
+                                            "learned"))
     nm_constant: float = _param(1.0, "alpha used by noise_management = 'constant' (input units).",
                                 lo=0.0, lo_open=True)
+    input_range_std: float = _param(3.0, "noise_management = 'calibrated': each tile's input "
+                                         "range in standard deviations of its calibration "
+                                         "inputs (aihwkit's init_std_alpha).",
+                                    lo=0.0, lo_open=True)
     bound_management: str = _param("iterative", "ADC saturation handling: 'iterative' (retry the "
                                                 "vector with inputs halved, r = 2, 4, ...) or "
                                                 "'none' (outputs just clip).",
@@ -139,7 +152,9 @@ class HardwareConfig:
                                      "programmed, noise-free array at t = 0; 2^adc_bits levels "
                                      "from lo to hi).", choices=("fixed", "calibrated"))
     calibration_samples: int = _param(256, "Training-split samples used to calibrate ADC ranges "
-                                           "(adc_range = 'calibrated').", lo=1, hi=1_000_000)
+                                           "(adc_range = 'calibrated') and input ranges "
+                                           "(noise_management = 'calibrated').", lo=1,
+                                      hi=1_000_000)
     g_converter: str = _param(None, "aihwkit's conductance converter, on the weight-unit path: "
                                     "'single_pair' (a pair per weight), 'single_device' (one "
                                     "device, [w_min, w_max] of the tile onto [g_min, g_max]), "
@@ -385,11 +400,13 @@ def _shown_default(f: dataclasses.Field) -> str:
 
 def from_dict(values: dict[str, Any], table: DeviceTable | None = None) -> HardwareConfig:
     """Build a config from a flat mapping (``to_dict``'s form: the device's own parameters under
-    their names), rejecting unknown keys with the list of known ones. ``table``: the parsed
+    their names; ``"preset"``: start from a named preset, :mod:`mc_engine.hardware.presets`),
+    rejecting unknown keys with the list of known ones. ``table``: the parsed
     ``device_table``, when the caller has it (else it is looked up by name)."""
     from mc_engine.hardware.devices import DEVICES
+    from mc_engine.hardware.presets import resolve_preset
 
-    values = dict(values)
+    values = resolve_preset(values)
     device = values.get("device", _DEFAULTS["device"])
     if "device" in values:  # a bad device first, not its parameters as unknown keys
         device = _check(_FIELDS["device"], device)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from mc_engine.analog import convert
+from mc_engine.analog.input_ranges import check_learned
 from mc_engine.data import Dataset, load_dataset
 from mc_engine.data.factory import one_line
 from mc_engine.errors import UserInputError
@@ -77,6 +78,7 @@ def load_inputs(study: Study, cache_dir: Path) -> Inputs:
     models = {label: _checked_model(study, label, dataset, cache_dir)
               for label in study.checkpoint_labels or (None,)}
     model = next(iter(models.values()))
+    check_learned_ranges(study, models)
     prints = fingerprint(model, dataset, calibration)
     if study.checkpoints:
         per = {label: fingerprint(m, dataset, calibration)["model"]
@@ -99,17 +101,44 @@ def load_inputs(study: Study, cache_dir: Path) -> Inputs:
 
 def calibration_inputs(study: Study) -> np.ndarray | None:
     """The first ``calibration_samples`` (the most any point asks for) of the training split
-    of ``[data]``, when a hardware point has ``adc_range = 'calibrated'``; else None."""
-    wanted = [p.calibration_samples for p in study.points if p.adc_range == "calibrated"]
-    if not wanted:
+    of ``[data]``, when a hardware point has ``adc_range = 'calibrated'`` or
+    ``noise_management = 'calibrated'``; else None."""
+    users = [p for p in study.points
+             if p.adc_range == "calibrated" or p.noise_management == "calibrated"]
+    if not users:
         return None
+    key = "adc_range" if users[0].adc_range == "calibrated" else "noise_management"
     try:
         train = load_dataset(study.data, study.base_dir, study.source, split="train")
     except UserInputError as exc:
-        raise UserInputError(f"adc_range = 'calibrated' calibrates the ADC ranges on the "
-                             f"training split of [data], which cannot be loaded: {exc}",
-                             source=study.source, key="hardware.adc_range") from None
-    return np.ascontiguousarray(train.x[:max(wanted)])
+        raise UserInputError(f"{key} = 'calibrated' calibrates its ranges on the training "
+                             f"split of [data], which cannot be loaded: {exc}",
+                             source=study.source, key=f"hardware.{key}") from None
+    return np.ascontiguousarray(train.x[:max(p.calibration_samples for p in users)])
+
+
+def check_learned_ranges(study: Study, models: Mapping[str | None, nn.Module]) -> None:
+    """Every model of a point with noise_management = 'learned' carries input ranges that fit
+    the point's tiles (one clear error before any worker starts)."""
+    seen = set()
+    for hw in study.points:
+        if hw.noise_management != "learned" or hw.max_input_size in seen:
+            continue
+        seen.add(hw.max_input_size)
+        for label, model in models.items():
+            try:
+                check_learned(model, hw)
+            except UserInputError as exc:
+                message = str(exc)
+                if exc.key and message.startswith(f"{exc.key}: "):
+                    message = message[len(exc.key) + 2:]
+                where = "" if label is None else f"checkpoint {label!r}: "
+                if exc.key == "noise_management":
+                    key = "hardware.noise_management"
+                else:       # the state_dict entry at fault
+                    key, where = "model.checkpoint", f"{where}{exc.key}: "
+                raise UserInputError(f"{where}{message}", source=study.source,
+                                     key=key) from None
 
 
 def fingerprint_mismatch(old: Mapping[str, Any], new: Mapping[str, Any]

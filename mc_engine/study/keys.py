@@ -26,7 +26,7 @@ POINT_ID_LENGTH = 12
 LATER_FIELDS: dict[str, Any] = {"adc_range": "fixed", "calibration_samples": 256,
                                 "g_converter": "single_pair", "dual_pair_f": 3.0,
                                 "n_pair_f": "", "device_table": "", "ir_drop": 0.0,
-                                "ir_drop_g_ratio": 1.0 / (0.35 * 5e-6)}
+                                "ir_drop_g_ratio": 1.0 / (0.35 * 5e-6), "input_range_std": 3.0}
 
 
 def point_id(hardware: HardwareConfig | Mapping[str, Any], checkpoint: str | None = None,

@@ -23,6 +23,7 @@ from mc_engine.hardware.devices import (
     DEVICES,
     DeviceModel,
 )
+from mc_engine.hardware.presets import PRESET_KEY, resolve_preset
 from mc_engine.study import toml_writer
 from mc_engine.study.keys import point_id, trial_seed
 from mc_engine.study.sweep import (
@@ -119,6 +120,9 @@ class Study:
     max_repeats: int | None = None
     #: The checkpoint file of each point (the checkpoint axis, as written), or () without one.
     checkpoints: tuple[str, ...] = ()
+    #: The ``[hardware] preset`` the base point started from ("" for none); ``hardware`` holds
+    #: the resolved base point (the preset's values, then the keys given beside it).
+    preset: str = ""
 
     @property
     def point_ids(self) -> list[str]:
@@ -322,7 +326,8 @@ def parse_study(doc: Mapping[str, Any], *, source: str = "<study>",
         raise fail("study.mode", f"expected one of {', '.join(map(repr, MODES))}, got {mode!r}")
     target_ci, max_repeats = _adaptive(study, repeats, fail)
 
-    base = tables["hardware"]
+    preset = tables["hardware"].get(PRESET_KEY, "")
+    base = _resolved_base(tables["hardware"], tables["sweep"], fail)
     folder = Path(base_dir) if base_dir is not None else Path()
     load_devices(base, tables["sweep"], folder, source)
     load_tables(base, tables["sweep"], folder, source)
@@ -340,7 +345,21 @@ def parse_study(doc: Mapping[str, Any], *, source: str = "<study>",
                  model=tables["model"], data=tables["data"], hardware=base, sweep=sweep,
                  zips=zips, points=points, description=description, fingerprint=fingerprint,
                  source=source, base_dir=folder, mode=mode, target_ci=target_ci,
-                 max_repeats=max_repeats, checkpoints=checkpoints)
+                 max_repeats=max_repeats, checkpoints=checkpoints, preset=preset)
+
+
+def _resolved_base(hardware: dict[str, Any], sweep: dict[str, Any], fail: Fail) -> dict[str, Any]:
+    """[hardware] with its preset resolved (mc_engine.hardware.presets); a preset is a base
+    point, so a sweep cannot name one."""
+    zips = sweep.get("zip", [])
+    if PRESET_KEY in sweep or (isinstance(zips, list) and any(
+            isinstance(z, dict) and PRESET_KEY in z for z in zips)):
+        raise fail(f"sweep.{PRESET_KEY}", "a preset is a base point: give it in [hardware] "
+                                          "and sweep the keys it sets")
+    try:
+        return resolve_preset(hardware)
+    except UserInputError as err:
+        raise fail(f"hardware.{PRESET_KEY}", str(err)[len(PRESET_KEY) + 2:]) from None
 
 
 def check_times(points: Iterable[HardwareConfig], times: tuple[float, ...], fail: Fail) -> None:

@@ -224,6 +224,10 @@ def _noise_table(table: dict[str, Any], base_dir: Path, source: str, fail: Fail)
         if err.key and message.startswith(f"{err.key}: "):
             message = message[len(err.key) + 2:]
         raise fail(f"noise.{err.key}", message) from None
+    if hardware.noise_management in ("calibrated", "learned"):
+        raise fail("noise.noise_management", f"{hardware.noise_management!r} is a static input "
+                                             f"range of inference (studies); training "
+                                             f"accepts 'abs_max', 'none' or 'constant'")
     try:
         return NoiseSpec(hardware=hardware, weight_noise=levels, clip_std=clip,
                          program=hardware.device != "ideal")

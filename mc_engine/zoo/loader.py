@@ -137,6 +137,7 @@ def load_checkpoint(model: nn.Module, path: Path, fail: Fail) -> None:
                                                  for v in state.values()):
         raise fail("checkpoint", f"{path} does not hold a state_dict (names to tensors); "
                                  "save one with torch.save(model.state_dict(), path)")
+    _add_input_ranges(model, state)
     expected = model.state_dict()
     problems = []
     missing = [k for k in expected if k not in state]
@@ -153,6 +154,22 @@ def load_checkpoint(model: nn.Module, path: Path, fail: Fail) -> None:
         model.load_state_dict(state)
     except Exception as exc:  # e.g. a dtype torch cannot copy
         raise fail("checkpoint", f"{path} does not fit the model ({one_line(exc)})") from exc
+
+
+def _add_input_ranges(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Give every Linear/Conv2d whose ``<layer>.input_range`` the checkpoint holds (the static
+    input ranges of noise_management = 'learned', mc_engine/analog/input_ranges.py) a buffer
+    of that name, so that it loads with the weights and is fingerprinted with them."""
+    for key, value in state.items():
+        owner, _, leaf = key.rpartition(".")
+        if leaf != "input_range":
+            continue
+        try:
+            module = model.get_submodule(owner)
+        except AttributeError:
+            continue
+        if isinstance(module, (nn.Linear, nn.Conv2d)) and "input_range" not in module._buffers:
+            module.register_buffer("input_range", torch.empty_like(value, dtype=torch.float32))
 
 
 def _some(names: list[str], shown: int = 4) -> str:
