@@ -126,6 +126,18 @@ def test_a_digits_training_learns_ranges_a_learned_study_runs_with(tmp_path):
     df = load_results(tmp_path / "res" / "s")
     assert len(df) == 1 and (df.noise_management == "learned").all()
     assert math.isfinite(float(df.accuracy.iloc[0]))
+    # Fine-tuning from it starts from its ranges (no init from data: they count as done).
+    tuned = load_train(write_train(tmp_path, "t", epochs=1, extra='init = "ck/r.pt"',
+                                   noise=noise.replace("init_from_data = 0", "decay = 0")
+                                   .replace("decay = 0.01\n", "")))
+    assert tuned.noise.ranges.init_from_data == 100 and tuned.noise.ranges.decay == 0
+    after = torch.load(train(tuned, tmp_path / "ck", progress=False).checkpoint,
+                       weights_only=True)
+    assert tuple(after["0.input_range"].shape) == (2,)
+    add_ranges(model, spec.noise.hardware, tuned.noise.ranges)
+    assert isinstance(model[0].input_range, nn.Parameter)
+    assert torch.equal(model[0].input_range.detach(), state["0.input_range"])
+    assert model[0].input_range_inits.tolist() == [100, 100]
 
 
 @pytest.mark.parametrize("noise, key, match", [
