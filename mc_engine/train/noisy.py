@@ -19,6 +19,9 @@ the Monte Carlo engine's analog tiles will, in torch, so that gradients flow thr
   outputs are the Monte Carlo engine's; tile outputs summed digitally. Rounding passes the
   gradient straight through. Without a periphery option the layer is a plain torch layer on the
   weights its tiles hold (to float32 rounding of the engine's).
+- learned input ranges (``noise.input_range = 'learn'``, :mod:`mc_engine.train.ranges`): each
+  layer's rows clipped to its per-chunk ranges with aihwkit's gradient, then the pass with
+  alpha = r (noise_management 'learned').
 
 The engine itself never runs here: drift, read noise and drift compensation are inference-time
 effects and are left to the study; read-out schemes the forward does not mirror are rejected by
