@@ -244,6 +244,9 @@ def conv_forward(layer, x: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tenso
     n = x.shape[0]
     ho, wo = out_hw
     rows = patch_rows(layer, x)
+    clip = getattr(layer, "clip_rows", None)     # training's learned ranges (mc_engine/train)
+    if clip is not None:
+        rows = clip(rows)
     mats = layer.matrices
     if len(mats) > 1 and mats[0].hw.ir_drop == 0 and all(
             m.n_tiles == 1 and m.tiles[0][0].readout is None for m in mats):

@@ -52,6 +52,7 @@ from mc_engine.study.inputs import check_model_fits, fingerprint
 from mc_engine.train.augment import crop_flip
 from mc_engine.train.guards import batches, check_out_folder, check_single_batches
 from mc_engine.train.noisy import NoiseSource, clip_weights, noisy_forward
+from mc_engine.train.ranges import add_ranges
 from mc_engine.train.spec import TrainSpec
 from mc_engine.zoo import load_model
 from mc_engine.zoo.loader import load_checkpoint
@@ -215,6 +216,9 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
     order_seq, augment_seq = np.random.SeedSequence(spec.seed).spawn(2)
     order_rng, augment_rng = np.random.default_rng(order_seq), np.random.default_rng(augment_seq)
     src = NoiseSource.from_seed(spec.seed, dev)
+    if spec.noise.ranges is not None:   # parameters of the model: before the optimizer
+        add_ranges(model, spec.noise.hardware, spec.noise.ranges,
+                   lambda message: UserInputError(message, source=spec.source, key="train.init"))
     opt, scheduler = _optimizer(spec, model)
     loss_fn = nn.CrossEntropyLoss()
     x_all, y_all = torch.from_numpy(train_set.x), torch.from_numpy(train_set.y)

@@ -19,6 +19,9 @@ the Monte Carlo engine's analog tiles will, in torch, so that gradients flow thr
   outputs are the Monte Carlo engine's; tile outputs summed digitally. Rounding passes the
   gradient straight through. Without a periphery option the layer is a plain torch layer on the
   weights its tiles hold (to float32 rounding of the engine's).
+- learned input ranges (``noise.input_range = 'learn'``, :mod:`mc_engine.train.ranges`): each
+  layer's rows clipped to its per-chunk ranges with aihwkit's gradient, then the pass with
+  alpha = r (noise_management 'learned').
 
 The engine itself never runs here: drift, read noise and drift compensation are inference-time
 effects and are left to the study; read-out schemes the forward does not mirror are rejected by
@@ -45,6 +48,13 @@ from mc_engine.errors import UserInputError
 from mc_engine.hardware import HardwareConfig
 from mc_engine.train.arrays import TileArrays, tile_arrays, tile_weights
 from mc_engine.train.mvm import matrices
+from mc_engine.train.ranges import (
+    RangeLearning,
+    clip_rows,
+    column_ranges,
+    init_from_data,
+    matrix_ranges,
+)
 
 #: The periphery of training: everything off unless a [noise] key switches it on.
 TRAIN_PERIPHERY = {"dac_bits": 0, "adc_bits": 0, "out_noise": 0.0, "out_bound": math.inf,
@@ -63,11 +73,18 @@ class NoiseSpec:
     weight_noise: tuple[float, ...] = ()
     clip_std: float = 0.0
     program: bool = False
+    #: Learned input ranges (noise.input_range = 'learn'; the hardware's noise_management is
+    #: then 'learned'), None = off.
+    ranges: RangeLearning | None = None
 
     def __post_init__(self) -> None:
         for key, ok, message in _mirrored(self.hardware):
             if not ok:
                 raise UserInputError(message, key=key)
+        if self.ranges is not None and not self.periphery:
+            raise UserInputError("learned input ranges act in the DAC/ADC path: switch a "
+                                 "periphery option on (dac_bits, adc_bits, inp_noise, "
+                                 "out_noise, w_noise or a finite out_bound)", key="input_range")
 
     @property
     def weight_bits(self) -> int:
@@ -151,14 +168,31 @@ def _draws(layer: nn.Module, spec: NoiseSpec, per: Periphery | None, src: NoiseS
     return [tile_arrays(w3, spec.hardware, level, spec.program, src) for level in _levels(spec)]
 
 
+def _ranges(layer: nn.Module, spec: NoiseSpec, rows, cols: torch.Tensor) -> np.ndarray:
+    """Init the layer's ranges from this batch's rows while due (training mode; ``rows``
+    is called for them only then), and return them as the pass's alphas (groups × chunks)."""
+    learn = spec.ranges
+    if layer.training and bool((layer.input_range_inits <
+                                learn.init_from_data).any()):
+        init_from_data(layer, rows().detach(), cols.to(layer.weight.device), learn)
+    return matrix_ranges(layer)
+
+
 def _linear(layer: nn.Linear, spec: NoiseSpec, per: Periphery | None, src: NoiseSource,
-            x: torch.Tensor) -> torch.Tensor:
+            x: torch.Tensor, cols: torch.Tensor | None = None) -> torch.Tensor:
     parts = []
+    ranges = None
+    if cols is not None:
+        flat = x.reshape(-1, x.shape[-1])
+        ranges = _ranges(layer, spec, lambda: flat, cols)
+        x = clip_rows(layer, flat, cols, spec.ranges).reshape(x.shape)
     for xk, draw in zip(torch.tensor_split(x, spec.levels), _draws(layer, spec, per, src, 1)):
         if per is None:
             parts.append(F.linear(xk, draw))
             continue
         mats = matrices(draw, 1, layer.out_features, layer.in_features, per, src)
+        if ranges is not None:
+            mats[0].input_ranges = ranges[0]
         flat = xk.reshape(-1, xk.shape[-1])
         parts.append(torch_pass.matrix_forward(mats[0], flat).reshape(*xk.shape[:-1],
                                                                        layer.out_features))
@@ -167,18 +201,26 @@ def _linear(layer: nn.Linear, spec: NoiseSpec, per: Periphery | None, src: Noise
 
 
 def _conv(layer: nn.Conv2d, spec: NoiseSpec, per: Periphery | None, src: NoiseSource,
-          x: torch.Tensor) -> torch.Tensor:
+          x: torch.Tensor, cols: torch.Tensor | None = None) -> torch.Tensor:
     parts = []
+    learned = None
+    if cols is not None:
+        from mc_engine.analog.convert import _conv_padding
+
+        geometry = SimpleNamespace(kernel_size=layer.kernel_size, stride=layer.stride,
+                                   dilation=layer.dilation, padding=_conv_padding(layer, ""))
+        ranges = _ranges(layer, spec, lambda: torch_pass.patch_rows(geometry, x), cols)
+        learned = (ranges, partial(clip_rows, layer, cols=cols, learn=spec.ranges))
     for xk, draw in zip(torch.tensor_split(x, spec.levels),
                         _draws(layer, spec, per, src, layer.groups)):
         parts.append(layer._conv_forward(xk, draw, None) if per is None
-                     else _analog_conv(layer, xk, draw, per, src))
+                     else _analog_conv(layer, xk, draw, per, src, learned))
     y = parts[0] if len(parts) == 1 else torch.cat(parts)
     return y if layer.bias is None else y + layer.bias.view(1, -1, 1, 1)
 
 
 def _analog_conv(layer: nn.Conv2d, x: torch.Tensor, tiles: list[TileArrays], per: Periphery,
-                 src: NoiseSource) -> torch.Tensor:
+                 src: NoiseSource, learned=None) -> torch.Tensor:
     """Conv2d as the engine computes it (the torch execution's convolution: im2col rows, each
     group on tiles of its own, grouped layers in one batched pass)."""
     from mc_engine.analog.convert import _conv_padding
@@ -195,6 +237,10 @@ def _analog_conv(layer: nn.Conv2d, x: torch.Tensor, tiles: list[TileArrays], per
                            out_channels=layer.out_channels,
                            matrices=matrices(tiles, groups, layer.out_channels // groups, n_in,
                                              per, src))
+    if learned is not None:
+        ranges, view.clip_rows = learned
+        for g, m in enumerate(view.matrices):
+            m.input_ranges = ranges[g]
     return torch_pass.conv_forward(view, x, (ho, wo))
 
 
@@ -209,7 +255,9 @@ def noisy_forward(model: nn.Module, spec: NoiseSpec, src: NoiseSource) -> Iterat
     layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     for m in layers:
         fn = _linear if isinstance(m, nn.Linear) else _conv
-        m.forward = partial(fn, m, spec, per, src)
+        cols = column_ranges(m, spec.hardware).to(m.weight.device) \
+            if spec.ranges is not None else None
+        m.forward = partial(fn, m, spec, per, src, cols=cols)
     try:
         yield model
     finally:

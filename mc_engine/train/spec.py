@@ -22,6 +22,7 @@ from mc_engine.errors import Fail, UserInputError, check_int
 from mc_engine.hardware import HardwareConfig, from_dict
 from mc_engine.study.spec import split_tables
 from mc_engine.train.noisy import TRAIN_PERIPHERY, NoiseSpec
+from mc_engine.train.ranges import RangeLearning
 
 TABLES = ("train", "model", "data", "noise")
 TRAIN_KEYS = ("name", "seed", "epochs", "batch_size", "optimizer", "lr", "momentum",
@@ -34,7 +35,10 @@ HARDWARE_NOISE_KEYS = ("max_input_size", "max_output_size", "weight_scaling_omeg
                        "out_noise", "w_noise", "w_noise_type", "noise_management", "nm_constant",
                        "bound_management", "device", "g_max", "on_off_ratio", "prog_noise_scale",
                        "sigma_prog")
-NOISE_KEYS = ("weight_noise", "clip_std", *HARDWARE_NOISE_KEYS)
+#: [noise] keys of learned input ranges (mc_engine/train/ranges.py, aihwkit's
+#: InputRangeParameter): act only with input_range = 'learn'.
+RANGE_KEYS = ("init_from_data", "init_std_alpha", "decay", "input_min_percentage")
+NOISE_KEYS = ("weight_noise", "clip_std", *HARDWARE_NOISE_KEYS, "input_range", *RANGE_KEYS)
 #: [noise] keys of the programming noise: they act only with a device.
 DEVICE_NOISE_KEYS = ("g_max", "on_off_ratio", "prog_noise_scale", "sigma_prog")
 OPTIMIZERS = ("adam", "sgd")
@@ -209,7 +213,10 @@ def _noise_table(table: dict[str, Any], base_dir: Path, source: str, fail: Fail)
         raise fail("noise.adc_bits", "an ADC needs a finite range, and noise.out_bound is inf "
                                      f"(no ADC): remove one of them, or give out_bound (default "
                                      f"{ADC_BOUND:g} with adc_bits)")
+    ranges = _range_learning(table, fail)
     values = {**TRAIN_PERIPHERY, **{k: v for k, v in table.items() if k in HARDWARE_NOISE_KEYS}}
+    if ranges is not None:
+        values["noise_management"] = "learned"
     if table.get("adc_bits") and "out_bound" not in table:
         values["out_bound"] = ADC_BOUND
     device = values["device"]
@@ -224,12 +231,43 @@ def _noise_table(table: dict[str, Any], base_dir: Path, source: str, fail: Fail)
         if err.key and message.startswith(f"{err.key}: "):
             message = message[len(err.key) + 2:]
         raise fail(f"noise.{err.key}", message) from None
-    if hardware.noise_management in ("calibrated", "learned"):
+    if ranges is None and hardware.noise_management in ("calibrated", "learned"):
+        how = "trained ranges: noise.input_range = 'learn' (they are saved as 'learned')" \
+            if hardware.noise_management == "learned" else "'calibrated' is for studies"
         raise fail("noise.noise_management", f"{hardware.noise_management!r} is a static input "
-                                             f"range of inference (studies); training "
-                                             f"accepts 'abs_max', 'none' or 'constant'")
+                                             f"range of inference; training accepts 'abs_max', "
+                                             f"'none' or 'constant', or {how}")
     try:
         return NoiseSpec(hardware=hardware, weight_noise=levels, clip_std=clip,
-                         program=hardware.device != "ideal")
+                         program=hardware.device != "ideal", ranges=ranges)
     except UserInputError as err:
         raise fail(f"noise.{err.key}", str(err)[len(err.key) + 2:]) from None
+
+
+def _range_learning(table: dict[str, Any], fail: Fail) -> RangeLearning | None:
+    """The learned input ranges of noise.input_range = 'learn' (None without the key)."""
+    if "input_range" not in table:
+        for key in RANGE_KEYS:
+            if key in table:
+                raise fail(f"noise.{key}", "a parameter of learned input ranges: used only with "
+                                           "noise.input_range = 'learn'; remove it, or add that")
+        return None
+    if table["input_range"] != "learn":
+        raise fail("noise.input_range", f"expected 'learn' (per-tile input ranges trained "
+                                        f"with the weights), got {table['input_range']!r}")
+    if "noise_management" in table:
+        raise fail("noise.noise_management", "learned input ranges (noise.input_range = "
+                                             "'learn') are the noise management: remove "
+                                             "noise_management")
+    out: dict[str, Any] = {}
+    if "init_from_data" in table:
+        out["init_from_data"] = check_int(table["init_from_data"], "noise.init_from_data",
+                                          fail, lo=0, hi=1 << 30)
+    for key in ("init_std_alpha", "decay", "input_min_percentage"):
+        if key in table:
+            out[key] = _number(table[key], f"noise.{key}", fail,
+                               positive=key == "init_std_alpha")
+    if out.get("input_min_percentage", 0.0) > 1:
+        raise fail("noise.input_min_percentage", f"a fraction of the inputs, in [0, 1], got "
+                                                 f"{out['input_min_percentage']!r}")
+    return RangeLearning(**out)
