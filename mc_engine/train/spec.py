@@ -14,6 +14,8 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +180,34 @@ def _number(value: Any, key: str, fail: Fail, *, positive: bool = False) -> floa
     return float(value)
 
 
+@cache
+def noise_presets() -> dict[str, dict[str, Any]]:
+    """Every ``[noise] preset`` by name (``presets.toml`` beside this module), its [noise]
+    values (``description`` left out)."""
+    text = resources.files("mc_engine.train").joinpath("presets.toml").read_text("utf-8")
+    return {name: {k: v for k, v in t.items() if k != "description"}
+            for name, t in tomllib.loads(text).items()}
+
+
+def _resolve_preset(table: dict[str, Any], fail: Fail) -> dict[str, Any]:
+    """``table`` with its ``preset`` replaced by the preset's [noise] values, the keys given
+    beside it taking precedence."""
+    if "preset" not in table:
+        return table
+    rest = {k: v for k, v in table.items() if k != "preset"}
+    name, known = table["preset"], noise_presets()
+    if not isinstance(name, str) or name not in known:
+        raise fail("noise.preset", f"unknown preset {name!r}; presets: {', '.join(sorted(known))}")
+    values = {**known[name], **rest}
+    if "noise_management" in rest:          # a static range instead of the learned ones
+        for key in ("input_range", *RANGE_KEYS):
+            if key not in rest:
+                values.pop(key, None)
+    return values
+
+
 def _noise_table(table: dict[str, Any], base_dir: Path, source: str, fail: Fail) -> NoiseSpec:
+    table = _resolve_preset(table, fail)
     for key in table:
         if key in NOISE_KEYS:
             continue
