@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mc_engine.analog import torch_chips, torch_pass
+from mc_engine.analog import direct_conv, torch_chips, torch_pass
 from mc_engine.analog.checks import DIGITAL_WITH_PARAMS, check_materialised, check_weights
 from mc_engine.analog.execution import NUMBA_CPU, Execution
 from mc_engine.analog.grouped import grouped_forward
@@ -127,6 +127,11 @@ class AnalogConv2d(AnalogLayer):
         (kh, kw), (ph, pw) = self.kernel_size, self.padding
         ho = (h + 2 * ph - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
         wo = (w + 2 * pw - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+        if direct_conv.eligible(self) and not self.batch:    # static alpha: no im2col
+            y = direct_conv.forward(self, x, (ho, wo), numba=not self.execution.torch)
+            if self.bias is not None:
+                y = y + self.bias.view(1, -1, 1, 1)
+            return y
         if self.execution.torch:
             y = torch_chips.conv_forward(self.batch, x, (ho, wo)) if self.batch else \
                 torch_pass.conv_forward(self, x, (ho, wo))

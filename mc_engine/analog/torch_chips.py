@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mc_engine.analog import torch_pass
+from mc_engine.analog import direct_conv, torch_pass
 from mc_engine.analog.noise import KIND_INP, KIND_OUT, KIND_W
 from mc_engine.analog.torch_pass import _abs_max_dac, _const_alpha, passes, tile_forward
 from mc_engine.analog.torch_periphery import (
@@ -206,6 +206,10 @@ def conv_forward(layers: list, x: torch.Tensor, out_hw: tuple[int, int]) -> torc
     n = x.shape[0] // c
     lay0 = layers[0]
     ho, wo = out_hw
+    if direct_conv.eligible(lay0):          # static alpha: each chip its direct convolution
+        parts = [direct_conv.forward(lay, x[k * n:(k + 1) * n], out_hw, numba=False)
+                 for k, lay in enumerate(layers)]
+        return torch.cat(parts)
     rows = torch_pass.patch_rows(lay0, x).view(c, n * ho * wo, -1)
     mats0 = lay0.matrices
     if len(mats0) > 1 and mats0[0].hw.ir_drop == 0 and all(

@@ -131,9 +131,21 @@ def ir_drop_term(hw, x: torch.Tensor, w_t: torch.Tensor, abs_w_t: torch.Tensor,
     """aihwkit's IR drop of the read of inputs ``x`` (rows × in) on ``w_t`` (in × columns):
     s·c·((x·f)·Wᵀ), a = (n/G)·|x|·|W|ᵀ, c = a·(a·(0.05·a − 0.2) + 0.5). The one formula of
     both executions (Periphery.ir_drop subtracts it)."""
-    a = (x.abs() @ abs_w_t) * float(np.float32(n_rows / hw.ir_drop_g_ratio))
+    return ir_drop_term_maps(hw, x.abs() @ abs_w_t, (x * f) @ w_t, n_rows)
+
+
+def ir_drop_term_maps(hw, abs_sums: torch.Tensor, weighted: torch.Tensor, n_rows: int
+                      ) -> torch.Tensor:
+    """IR drop from its two sums, however computed (a GEMM of rows, or the direct
+    convolution): ``abs_sums`` = |x|·|W|ᵀ, ``weighted`` = (x·f)·Wᵀ, ``n_rows`` the tile's rows."""
+    a = abs_sums * float(np.float32(n_rows / hw.ir_drop_g_ratio))
     c = a * (a * (a * float(np.float32(0.05)) - float(np.float32(0.2))) + 0.5)
-    return c * ((x * f) @ w_t) * float(np.float32(hw.ir_drop))
+    return c * weighted * float(np.float32(hw.ir_drop))
+
+
+def key_tensor(noise: MVMNoise, kind: int, device) -> torch.Tensor:
+    """The key of stream ``kind`` of ``noise`` as an int64 tensor on ``device``."""
+    return _key(noise, (kind,), device)
 
 
 def _adc(per, y: torch.Tensor, sigma_w: torch.Tensor | None, noise: MVMNoise | None,
