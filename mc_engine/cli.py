@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mc_engine import check_environment
+from mc_engine import __version__, check_environment
 from mc_engine.errors import UserInputError
 from mc_engine.signals import STOP, Terminated, stop_signals
 
@@ -49,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = _warning
             return args.handler(args)
+    except BrokenPipeError:        # `mc-engine summary ... | head`: the reader left, quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     except UserInputError as err:
         _error(str(err))
         return EXIT_INPUT
@@ -96,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
                                       "analog in-memory-computing hardware.")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of unexpected errors")
+    parser.add_argument("--version", action="version", version=f"mc-engine {__version__}")
     parser.set_defaults(handler=None)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
@@ -236,7 +241,10 @@ def _validate(args: argparse.Namespace) -> int:
                   f"half-width is at most {study.target_ci:g})"
         trials = f"{study.n_trials} to {study.n_trials // study.repeats * study.max_repeats} " \
                  f"trials"
-    print(f"{study.source}: ok: {len(study.points)} hardware points{layers} x {repeats} = "
+    n_ckpt, n_hw = len(study.checkpoint_labels), len(set(study.points))
+    points = f"{n_hw} hardware point{'s' if n_hw != 1 else ''}" + \
+        (f" x {n_ckpt} checkpoints ({len(study.points)} combinations)" if n_ckpt else "")
+    print(f"{study.source}: ok: {points}{layers} x {repeats} = "
           f"{trials}, each at {len(study.inference_times_s)} inference "
           f"times ({times}) on {len(dataset)} samples of {dataset.name}, {execution}")
     if study.preset:    # the point the preset and the keys beside it resolve to
@@ -245,10 +253,31 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _studies(folder: Path) -> list[Path]:
+    """The study results folders directly inside ``folder`` when it holds several studies
+    rather than one (no part files of its own), sorted; [] otherwise."""
+    folder = Path(folder)
+    try:
+        if not folder.is_dir() or any(folder.glob("part-*.parquet")):
+            return []
+        found = sorted(sub for sub in folder.iterdir()
+                       if sub.is_dir() and any(sub.glob("part-*.parquet")))
+    except OSError:                 # a path the OS refuses: load_results says why, by name
+        return []
+    return found if len(found) > 1 else []
+
+
 def _summary(args: argparse.Namespace) -> int:
     from mc_engine.results import load_results
 
-    print(_summary_table(load_results(args.results)))
+    studies = _studies(args.results)
+    if not studies:
+        print(_summary_table(load_results(args.results)))
+        return EXIT_OK
+    print(f"{args.results}: {len(studies)} studies, each on its own:")
+    for folder in studies:              # never merged: each study's table under its name
+        print(f"\n== {folder.name} ({folder}) ==")
+        print(_summary_table(load_results(folder)))
     return EXIT_OK
 
 
@@ -256,6 +285,17 @@ def _report(args: argparse.Namespace) -> int:
     from mc_engine.fileio import check_path_fits, check_writable_folder
     from mc_engine.results import load_results, plot, report
 
+    studies = _studies(args.results)
+    if studies:
+        if args.out is not None:
+            raise UserInputError(f"{args.results} holds {len(studies)} studies "
+                                 f"({', '.join(s.name for s in studies)}): --out names one "
+                                 f"file, so give one study's folder (e.g. {studies[0]}), or "
+                                 "leave --out out for one report in each study's folder",
+                                 source="--out")
+        for folder in studies:          # one report per study, in its own folder
+            print(report(load_results(folder), folder / "report.html"))
+        return EXIT_OK
     df = load_results(args.results)
     out = args.out if args.out is not None else Path(args.results) / "report.html"
     suffix = out.suffix.lower()

@@ -53,3 +53,11 @@ def short_repr(value: object) -> str:
     if isinstance(value, int) and value.bit_length() > 64:
         return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
     return repr(value)
+
+
+def did_you_mean(key: str, choices) -> str:
+    """" (did you mean 'x'?)" for the allowed name closest to a mistyped ``key``, or ""."""
+    import difflib
+
+    close = difflib.get_close_matches(str(key), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -16,7 +16,7 @@ from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
-from mc_engine.errors import UserInputError
+from mc_engine.errors import UserInputError, did_you_mean
 
 
 def table_checker(spec: object, table: str, keys: tuple[str, ...], example: str,
@@ -32,7 +32,8 @@ def table_checker(spec: object, table: str, keys: tuple[str, ...], example: str,
         raise fail("", f"expected a table such as [{table}] {example}, got {spec!r}")
     unknown = sorted(set(spec) - set(keys))
     if unknown:
-        raise fail(unknown[0], f"unknown key; allowed: {', '.join(keys)}")
+        raise fail(unknown[0], f"unknown key{did_you_mean(unknown[0], keys)}; allowed: "
+                               f"{', '.join(keys)}")
     return fail
 
 

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mc_engine.errors import UserInputError
+from mc_engine.errors import UserInputError, did_you_mean
 from mc_engine.hardware.device_fields import (
     CONVERTERS,
     DEVICE_DEFAULTS,
@@ -417,8 +417,9 @@ def from_dict(values: dict[str, Any], table: DeviceTable | None = None) -> Hardw
     if unknown:
         own = f"; parameters of device {device!r}: {', '.join(sorted(declared))}" \
             if declared else ""
-        raise UserInputError(f"unknown hardware parameter; known: {', '.join(sorted(known))}"
-                             f"{own}", key=unknown[0])
+        hint = did_you_mean(unknown[0], known | set(declared))
+        raise UserInputError(f"unknown hardware parameter{hint}; known: "
+                             f"{', '.join(sorted(known))}{own}", key=unknown[0])
     return HardwareConfig(**values, device_params=params, table=table)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mc_engine.errors import Fail, UserInputError, check_int, short_repr
+from mc_engine.errors import Fail, UserInputError, check_int, did_you_mean, short_repr
 from mc_engine.hardware import HardwareConfig, from_dict
 from mc_engine.hardware.device_fields import DEVICE_DEFAULTS
 from mc_engine.hardware.devices import (
@@ -275,7 +275,8 @@ def split_tables(doc: Mapping[str, Any], names: tuple[str, ...], required: tuple
     absent); an unknown top-level key, a non-table or a missing required table fails."""
     for key, value in doc.items():
         if key not in names:
-            raise fail(key, f"unknown {'table' if isinstance(value, dict) else 'key'}; "
+            raise fail(key, f"unknown {'table' if isinstance(value, dict) else 'key'}"
+                            f"{did_you_mean(key, names)}; "
                             f"allowed tables: {', '.join(names)}")
     tables: dict[str, dict[str, Any]] = {}
     for name in names:
@@ -300,7 +301,8 @@ def parse_study(doc: Mapping[str, Any], *, source: str = "<study>",
     study = tables["study"]
     for key in study:
         if key not in STUDY_KEYS:
-            raise fail(f"study.{key}", f"unknown key; allowed: {', '.join(STUDY_KEYS)}")
+            raise fail(f"study.{key}", f"unknown key{did_you_mean(key, STUDY_KEYS)}; allowed: "
+                                       f"{', '.join(STUDY_KEYS)}")
     for key in ("name", "seed", "repeats", "inference_times"):
         if key not in study:
             raise fail(f"study.{key}", "missing (required)")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mc_engine.data.factory import resolve_path
-from mc_engine.errors import Fail, UserInputError, check_int
+from mc_engine.errors import Fail, UserInputError, check_int, did_you_mean
 from mc_engine.hardware import HardwareConfig, from_dict
 from mc_engine.study.spec import split_tables
 from mc_engine.train.noisy import TRAIN_PERIPHERY, NoiseSpec
@@ -117,7 +117,8 @@ def parse_train(doc: Mapping[str, Any], *, source: str = "<train>",
 def _train_table(table: dict[str, Any], base_dir: Path, fail: Fail) -> dict[str, Any]:
     for key in table:
         if key not in TRAIN_KEYS:
-            raise fail(f"train.{key}", f"unknown key; allowed: {', '.join(TRAIN_KEYS)}")
+            raise fail(f"train.{key}", f"unknown key{did_you_mean(key, TRAIN_KEYS)}; allowed: "
+                                       f"{', '.join(TRAIN_KEYS)}")
     if "name" not in table:
         raise fail("train.name", "missing (required): it names the checkpoint <out>/<name>.pt")
     out: dict[str, Any] = {}
@@ -216,7 +217,8 @@ def _noise_table(table: dict[str, Any], base_dir: Path, source: str, fail: Fail)
                                        "mirror (inference-time effects and read-out schemes "
                                        "are left to the study); the [noise] keys: "
                                        f"{', '.join(NOISE_KEYS)}")
-        raise fail(f"noise.{key}", f"unknown key; allowed: {', '.join(NOISE_KEYS)}")
+        raise fail(f"noise.{key}", f"unknown key{did_you_mean(key, NOISE_KEYS)}; allowed: "
+                                   f"{', '.join(NOISE_KEYS)}")
     levels = table.get("weight_noise", [])
     if not isinstance(levels, list):
         levels = [levels]
