@@ -196,7 +196,8 @@ class Clash(DeviceModel):
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ("tau = 1.0\n", r"study.toml: hardware.tau: unknown hardware parameter \(did you mean 'tau_s'\?\); known: .*; "
+    ("tau = 1.0\n", r"study.toml: hardware.tau: unknown hardware parameter "
+                    r"\(did you mean 'tau_s'\?\); known: .*; "
                     r"parameters of device 'retention_device:Retention': beta, g_rest_frac"),
     ("g_rest_frac = 1.5\n", r"study.toml: hardware.g_rest_frac: expected a finite number >= 0 "
                             r"and <= 1, got 1.5 \(a parameter of device 'retention_device:"),

@@ -108,7 +108,8 @@ def test_cifar_templates_train_and_validate_on_a_tiny_cifar_folder(tmp_path, cap
                      str(out / "checkpoints")]) == 0, capsys.readouterr().err
     for study in ("cifar10_resnet18_hwa", "cifar10_vgg16_adc"):
         assert main(["validate", str(studies / f"{study}.toml"), "--out", str(out)]) == 0
-    assert "1 hardware point x 2 checkpoints (2 combinations) x 20 repeats" in capsys.readouterr().out
+    assert "1 hardware point x 2 checkpoints (2 combinations) x 20 repeats" in \
+        capsys.readouterr().out
 
 
 # --- tile splitting (docs/physics.md) ----------------------------------
