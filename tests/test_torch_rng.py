@@ -42,10 +42,11 @@ def test_compiled_generator_is_the_eager_one(monkeypatch):
     """The fused kernel (torch.compile, the default on CUDA) draws the same bits as the eager
     ops on the CPU, for one key and for a chip batch's keys (C × 1 × 1)."""
     monkeypatch.setenv(torch_rng.COMPILE_ENV, "1")
-    monkeypatch.setattr(torch_rng, "_FAST", {})
+    monkeypatch.setattr(torch_rng.GENERATOR, "compiled", {})
     ids = torch.arange(3, 300)
     chip_keys = torch_rng.keys([1, 2**63, int(derive(5, 1))], "cpu")[:, None, None]
     for key in (torch_rng.keys([2**64 - 5], "cpu")[0], chip_keys):
         got = torch_rng.normal_rows(key, ids, 17)
-        assert torch_rng._FAST["cpu"] is not None, "compilation failed and fell back"
+        assert torch_rng.GENERATOR.compiled["cpu"] is not None, \
+            "compilation failed and fell back"
         assert torch.equal(got, torch_rng._normal_rows(key, ids, 17))

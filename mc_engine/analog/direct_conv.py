@@ -149,6 +149,17 @@ class _Patches:
         return self._rows
 
 
+def _kernel_sigma(sigma: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
+    """The weight-noise sigma as adc_rows takes it: (per row, per element), the unused one
+    empty."""
+    from mc_engine.analog.periphery import _EMPTY1, _EMPTY2
+
+    if sigma is None:
+        return _EMPTY1, _EMPTY2
+    wn = np.ascontiguousarray(sigma.numpy())
+    return (wn, _EMPTY2) if wn.ndim == 1 else (_EMPTY1, wn)
+
+
 def _tile(tile, y, sigma, alpha_g, scale, noise, last, patches, g, out, block, numba) -> None:
     """The epilogue of one tile's outputs (rows × its columns) with its own keys, then its
     saturated rows retried from patches as the tile retries them."""
@@ -158,16 +169,12 @@ def _tile(tile, y, sigma, alpha_g, scale, noise, last, patches, g, out, block, n
     post = arrays(tile, y.device).post
     inv = torch.full((m,), float(scale), device=y.device)
     if numba:
-        from mc_engine.analog.periphery import _EMPTY1, _EMPTY2
         from mc_engine.kernels.periphery import adc_rows
 
         yn = y.numpy()
         res = np.empty_like(yn)
         sat = np.empty(m, np.bool_)
-        wn_row, wn_full = _EMPTY1, _EMPTY2
-        if sigma is not None:
-            wn = np.ascontiguousarray(sigma.numpy())
-            wn_row, wn_full = (wn, _EMPTY2) if wn.ndim == 1 else (_EMPTY1, wn)
+        wn_row, wn_full = _kernel_sigma(sigma)
         rows = np.arange(m)
         adc_rows(yn, per.out_noise, pass_noise.stream(KIND_OUT), wn_row, wn_full,
                  pass_noise.stream(KIND_W), rows, per.step_out, per.bound, inv.numpy(), rows,
@@ -219,16 +226,12 @@ def _grouped(layer, y, sigma, scales, noise, last, patches, out) -> None:
     s2 = None if sigma is None else (sigma.reshape(-1) if sigma.shape[1] == n_groups
                                      else sigma.reshape(m * n_groups, n_out))
     if numba:
-        from mc_engine.analog.periphery import _EMPTY1, _EMPTY2
         from mc_engine.kernels.periphery import adc_rows
 
         yn = y2.numpy()
         res = np.empty_like(yn)
         sat = np.empty(m * n_groups, np.bool_)
-        wn_row, wn_full = _EMPTY1, _EMPTY2
-        if s2 is not None:
-            wn = np.ascontiguousarray(s2.numpy())
-            wn_row, wn_full = (wn, _EMPTY2) if wn.ndim == 1 else (_EMPTY1, wn)
+        wn_row, wn_full = _kernel_sigma(s2)
         ids = np.arange(m * n_groups)
         adc_rows(yn, per.out_noise, first.stream(KIND_OUT), wn_row, wn_full,
                  first.stream(KIND_W), ids, per.step_out, per.bound, inv.numpy(), ids, last,

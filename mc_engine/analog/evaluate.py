@@ -20,20 +20,36 @@ BATCH_SIZE = 500
 _CONVERTED: list[tuple[nn.Module, HardwareConfig, object, frozenset[str] | None, Execution]] = []
 
 
-def _count_correct(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray,
-                   batch_size: int, device: torch.device | None = None) -> int:
-    """Correct predictions of ``model`` on (x, y), in batches; ``device``: where the model
-    runs (the images are moved there batch by batch unless ``x`` already is a tensor there)."""
-    correct = 0
+def _correct_counts(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray,
+                    batch_size: int, device: torch.device | None = None,
+                    class_dim: int = 1) -> np.ndarray:
+    """Correct predictions of ``model`` on (x, y), in batches: one count, or one per leading
+    output dimension (a chip batch's C × images × classes: ``class_dim`` 2); ``device``: where
+    the model runs (the images are moved there batch by batch unless ``x`` already is a tensor
+    there)."""
+    correct = np.int64(0)
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size]
             xb = xb if isinstance(xb, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(xb))
             if device is not None:
                 xb = xb.to(device, non_blocking=True)
-            pred = model(xb).argmax(dim=1).cpu().numpy()
-            correct += int((pred == y[start:start + batch_size]).sum())
+            pred = model(xb).argmax(dim=class_dim).cpu().numpy()
+            hits = pred == np.asarray(y[start:start + batch_size])
+            correct = correct + (hits.sum() if class_dim == 1 else hits.sum(axis=-1))
     return correct
+
+
+def _count_correct(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray,
+                   batch_size: int, device: torch.device | None = None) -> int:
+    """Correct predictions of ``model`` on (x, y) (:func:`_correct_counts` of one model)."""
+    return int(_correct_counts(model, x, y, batch_size, device))
+
+
+def _row(t: float, n_correct: int, n_samples: int, wall_s: float) -> dict:
+    """One result row of a trial at read time ``t``."""
+    return {"t_inference_s": t, "n_correct": n_correct, "n_samples": n_samples,
+            "accuracy": n_correct / n_samples, "wall_s": wall_s}
 
 
 def evaluate_ideal(model: nn.Module, x: np.ndarray, y: np.ndarray,
@@ -66,8 +82,7 @@ def evaluate_trial(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.nd
         analog.drift(t)
         n_correct = _count_correct(analog, x, y, batch_size, device)
         now = time.perf_counter()
-        rows.append({"t_inference_s": t, "n_correct": n_correct, "n_samples": len(y),
-                     "accuracy": n_correct / len(y), "wall_s": now - start})
+        rows.append(_row(t, n_correct, len(y), now - start))
         start = now
     return rows
 
@@ -101,19 +116,10 @@ def evaluate_chips(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.nd
     for t in sorted(float(t) for t in times_s):
         for chip in chips:
             chip.drift(t)
-        correct = np.zeros(len(chips), np.int64)
-        with torch.no_grad():
-            for s0 in range(0, len(x), batch_size):
-                xb = x[s0:s0 + batch_size]
-                xb = xb if isinstance(xb, torch.Tensor) else \
-                    torch.from_numpy(np.ascontiguousarray(xb))
-                pred = batch(xb.to(device)).argmax(dim=2).cpu().numpy()
-                correct += (pred == np.asarray(y[s0:s0 + batch_size])[None]).sum(axis=1)
+        correct = _correct_counts(batch, x, y, batch_size, device, class_dim=2)
         now = time.perf_counter()
         for k, n_correct in enumerate(correct.tolist()):
-            rows[k].append({"t_inference_s": t, "n_correct": n_correct, "n_samples": len(y),
-                            "accuracy": n_correct / len(y),
-                            "wall_s": (now - start) / len(chips)})
+            rows[k].append(_row(t, n_correct, len(y), (now - start) / len(chips)))
         start = now
     return rows
 

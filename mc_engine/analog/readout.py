@@ -21,6 +21,7 @@ from mc_engine.analog.adc_range import CalibratedADC
 from mc_engine.analog.mapping import Layout
 from mc_engine.analog.noise import KIND_INP, KIND_OUT, KIND_W, MVMNoise, stream
 from mc_engine.analog.periphery import _EMPTY1, _EMPTY2
+from mc_engine.analog.torch_readout import recombine
 from mc_engine.hardware.config import HardwareConfig
 from mc_engine.kernels.periphery import adc_rows, add_normal_rows, bit_serial_cycles
 
@@ -110,7 +111,7 @@ def convert(readout: Readout, layout: Layout, w_t: torch.Tensor, abs_w_t: torch.
             else:
                 adc.convert(gi, y, sat)
         saturated |= sat
-        y = _recombine(layout, y, x_in)
+        y = recombine(layout, torch.from_numpy(y), torch.from_numpy(x_in)).numpy()
         part = y if part is None else part + y
     part = part.reshape(cycles.shape[0], m, n_out)
     if readout.k:
@@ -121,27 +122,3 @@ def convert(readout: Readout, layout: Layout, w_t: torch.Tensor, abs_w_t: torch.
         acc = part[0]
     gain = np.float32(layout.rescale * readout.serial_gain)
     return (acc * gain if gain != 1 else acc), saturated.reshape(-1, m).any(axis=0)
-
-
-def _recombine(layout: Layout, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Dummy column or digital offset subtracted, slices shift-and-added (conductance units)."""
-    n_out, n_slices = layout.n_out, len(layout.coefs)
-    base = n_slices * n_out
-    out = None
-    for i, coef in enumerate(layout.coefs):
-        y_i = y[:, i * n_out:(i + 1) * n_out]
-        if layout.dummy:
-            y_i = y_i - y[:, base + i:base + i + 1]
-        if coef != 1:
-            y_i = np.float32(coef) * y_i
-        out = y_i if out is None else out + y_i
-    if layout.offset:
-        out = out - np.float32(layout.offset) * row_sums(x)
-    return out
-
-
-def row_sums(x: np.ndarray) -> np.ndarray:
-    """Σ_j x_ij of every row (rows × 1, float32): summed in float64 and rounded once, which is
-    exact for DAC outputs (multiples of the DAC step within ±1), so every execution (numpy,
-    torch, any reduction order) gets the same number."""
-    return x.sum(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)

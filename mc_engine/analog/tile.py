@@ -20,8 +20,9 @@ from mc_engine.analog.execution import NUMBA_CPU, Execution
 from mc_engine.analog.mapping import make_mapping
 from mc_engine.analog.noise import KIND_INP, KIND_OUT, KIND_W, MVMNoise, NoiseKeys, stream
 from mc_engine.analog.periphery import _EMPTY1, _EMPTY2, Periphery
-from mc_engine.analog.readout import Readout, convert, row_sums
+from mc_engine.analog.readout import Readout, convert
 from mc_engine.analog.rows import DenseRows, InputRows, ProbeRows
+from mc_engine.analog.torch_readout import row_sums
 from mc_engine.hardware import device_calls
 from mc_engine.hardware.config import HardwareConfig
 from mc_engine.hardware.devices import DEVICES, DeviceModel
@@ -264,7 +265,7 @@ class Tile:
         layout = self.mapping.layout
         if layout.correction and not self._probing:   # exact, digital: not drift-compensated
             y += np.float32(layout.rescale * layout.correction) * (
-                row_sums(xq[keep]) / scale[keep, None])
+                row_sums(torch.from_numpy(xq[keep])).numpy() / scale[keep, None])
         out[rows[keep]] = y
         return sat
 

@@ -8,7 +8,6 @@ uses the rest is :mod:`mc_engine.analog.torch_pass`.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +15,7 @@ import torch
 
 from mc_engine.analog.noise import KIND_OUT, KIND_W, MVMNoise
 from mc_engine.analog.torch_rng import (
-    compile_wanted,
+    Fused,
     correct_sqrt,
     key_bits,
     normal,
@@ -195,7 +194,7 @@ def _epilogue(y: torch.Tensor, sigma: torch.Tensor | None, key_w: torch.Tensor |
     return torch.minimum(torch.maximum(y, -bound), bound), over.any(-1)
 
 
-_FAST: dict[str, object] = {}
+_EPILOGUE = Fused(_epilogue, "the ADC epilogue")
 
 
 def epilogue(y: torch.Tensor, sigma: torch.Tensor | None, key_w: torch.Tensor | None,
@@ -209,16 +208,4 @@ def epilogue(y: torch.Tensor, sigma: torch.Tensor | None, key_w: torch.Tensor | 
             torch.tensor(out_noise, dtype=torch.float32, device=dev),
             torch.tensor(step if step > 0 else 1.0, dtype=torch.float32, device=dev),
             torch.tensor(bound, dtype=torch.float32, device=dev), step > 0)
-    kind = dev.type
-    if kind not in _FAST:
-        _FAST[kind] = torch.compile(_epilogue, dynamic=True) if compile_wanted(dev) else None
-    fast = _FAST[kind]
-    if fast is not None:
-        try:
-            return fast(*args)
-        except Exception as err:             # no compiler, an unsupported backend: eager
-            _FAST[kind] = None
-            warnings.warn(f"torch.compile of the ADC epilogue failed on {kind} "
-                          f"({type(err).__name__}: {str(err)[:200]}); running it eagerly",
-                          stacklevel=2)
-    return _epilogue(*args)
+    return _EPILOGUE(dev, *args)

@@ -73,7 +73,7 @@ def convert(tile, a: DeviceArrays, xq: torch.Tensor, noise: MVMNoise | None, ids
                 y, over = calibrated_adc(adc, gi, y)
                 sat = sat | over
         saturated |= sat
-        y = _recombine(layout, y, x_in)
+        y = recombine(layout, y, x_in)
         part = y if part is None else part + y
     part = part.reshape(k_cycles, m, layout.n_out)
     if readout.k:
@@ -99,12 +99,15 @@ def calibrated_adc(adc, row_group: int, y: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 def row_sums(x: torch.Tensor) -> torch.Tensor:
-    """readout.row_sums in torch: row sums in float64, rounded once to float32."""
+    """Σ_j x_ij of every row (rows × 1, float32): summed in float64 and rounded once, which is
+    exact for DAC outputs (multiples of the DAC step within ±1), so every reduction order (a
+    CPU's, a GPU's) gets the same number. Both executions' offset and correction terms."""
     return x.sum(1, keepdim=True, dtype=torch.float64).to(torch.float32)
 
 
-def _recombine(layout, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Dummy column or digital offset subtracted, slices shift-and-added."""
+def recombine(layout, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Dummy column or digital offset subtracted, slices shift-and-added (conductance units):
+    the digital recombination of both executions (readout.convert calls it too)."""
     n_out = layout.n_out
     base = len(layout.coefs) * n_out
     out = None

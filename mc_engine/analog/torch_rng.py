@@ -94,19 +94,6 @@ def _normal_rows(key: torch.Tensor, ids: torch.Tensor, n: int) -> torch.Tensor:
 
 #: MC_ENGINE_COMPILE: 'auto' (the default: compile on CUDA), '1' (everywhere), '0' (never).
 COMPILE_ENV = "MC_ENGINE_COMPILE"
-_FAST: dict[str, object] = {}
-
-
-def _fast(device: torch.device):
-    """The generator compiled into one fused kernel (torch.compile) for ``device``'s type, or
-    None. Eager, a draw costs ~40 elementwise passes over its tensor; compiled, one (on this
-    machine's CPU 40x faster, the same bits). Compilation takes tens of seconds once per
-    process, so it is the default on CUDA only."""
-    kind = device.type
-    if kind not in _FAST:
-        _FAST[kind] = torch.compile(_normal_rows, dynamic=True) if compile_wanted(device) \
-            else None
-    return _FAST[kind]
 
 
 def compile_wanted(device: torch.device) -> bool:
@@ -117,19 +104,44 @@ def compile_wanted(device: torch.device) -> bool:
     return mode == "1" or (mode == "auto" and device.type == "cuda")
 
 
+class Fused:
+    """``fn`` compiled into one fused kernel (torch.compile) per device type where
+    :func:`compile_wanted`, called eagerly elsewhere or once compilation has failed there (one
+    warning naming ``what``). Eager, elementwise work costs one pass over its tensors per
+    operation (the generator ~40); compiled, one. Compilation takes tens of seconds once per
+    process, so it is the default on CUDA only."""
+
+    def __init__(self, fn, what: str):
+        self.fn, self.what = fn, what
+        #: device type -> the compiled function, or None (eager)
+        self.compiled: dict[str, object] = {}
+
+    def __call__(self, device: torch.device, *args):
+        kind = device.type
+        if kind not in self.compiled:
+            self.compiled[kind] = torch.compile(self.fn, dynamic=True) \
+                if compile_wanted(device) else None
+        fast = self.compiled[kind]
+        if fast is not None:
+            try:
+                return fast(*args)
+            except Exception as err:         # no compiler, an unsupported backend: eager
+                self.compiled[kind] = None
+                warnings.warn(f"torch.compile of {self.what} failed on {kind} "
+                              f"({type(err).__name__}: {str(err)[:200]}); running it eagerly "
+                              f"(slower; set {COMPILE_ENV}=0 to skip the attempt)", stacklevel=3)
+        return self.fn(*args)
+
+
+#: The generator of :func:`normal_rows` (on this machine's CPU, compiled: 40x faster, the
+#: same bits).
+GENERATOR = Fused(_normal_rows, "the noise generator")
+
+
 def normal_rows(key: int | np.uint64 | torch.Tensor, ids: torch.Tensor, n: int) -> torch.Tensor:
     """Draws for a (len(ids) × n) block of rows ``ids`` (float32, on ids' device): counters
     ids[k]·n + j (:func:`row_counters`). ``key``: one stream, or a tensor of keys
     (:func:`keys`) broadcast in front (C × 1 × 1: one stream per chip)."""
     key_t = key if isinstance(key, torch.Tensor) else \
         torch.tensor(_signed(int(key)), dtype=torch.int64, device=ids.device)
-    fast = _fast(ids.device)
-    if fast is not None:
-        try:
-            return fast(key_t, ids, n)
-        except Exception as err:             # no compiler, an unsupported backend: eager
-            _FAST[ids.device.type] = None
-            warnings.warn(f"torch.compile of the noise generator failed on {ids.device.type} "
-                          f"({type(err).__name__}: {str(err)[:200]}); running it eagerly "
-                          f"(slower; set {COMPILE_ENV}=0 to skip the attempt)", stacklevel=2)
-    return _normal_rows(key_t, ids, n)
+    return GENERATOR(ids.device, key_t, ids, n)
