@@ -9,8 +9,9 @@ from torch import nn
 
 import mc_engine
 from mc_engine import HardwareConfig, UserInputError
+from mc_engine.analog.matrix import AnalogMatrix
 from mc_engine.analog.rows import PatchRows
-from mc_engine.analog.tile import AnalogMatrix, split_sizes
+from mc_engine.analog.tile import split_sizes
 from tests.conftest import AIHWKIT, linear_with
 
 QUIET = dict(device="ideal", out_noise=0.0, drift_compensation="none")

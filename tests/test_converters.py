@@ -13,7 +13,7 @@ from torch import nn
 from mc_engine import HardwareConfig, UserInputError, convert
 from mc_engine.analog.converters import PairsOfSignificance, SingleDevice
 from mc_engine.analog.mapping import WeightUnitPairs, make_mapping
-from mc_engine.analog.tile import AnalogMatrix
+from mc_engine.analog.matrix import AnalogMatrix
 from mc_engine.study import parse_study
 
 RNG = np.random.default_rng(0)

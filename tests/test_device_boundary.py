@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mc_engine import HardwareConfig, UserInputError
-from mc_engine.analog.tile import AnalogMatrix
+from mc_engine.analog.matrix import AnalogMatrix
 from mc_engine.cli import main
 from mc_engine.hardware.devices import DEVICES, DeviceModel, register_device
 

@@ -18,7 +18,7 @@ import pytest
 from scipy.special import erf
 
 from mc_engine import HardwareConfig
-from mc_engine.analog.tile import AnalogMatrix
+from mc_engine.analog.matrix import AnalogMatrix
 
 YEAR = 3.15e7
 #: A PCM tile that only drifts: no programming or read noise, no quantizers, no clipping.

@@ -9,7 +9,7 @@ import torch
 
 from mc_engine import HardwareConfig, convert
 from mc_engine.analog.execution import Execution
-from mc_engine.analog.tile import AnalogMatrix
+from mc_engine.analog.matrix import AnalogMatrix
 from tests.conftest import AIHWKIT, linear_with
 from tests.test_mapping import NO_QUANT, analog_out
 

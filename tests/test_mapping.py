@@ -13,7 +13,7 @@ from torch import nn
 
 from mc_engine import HardwareConfig, UserInputError, convert
 from mc_engine.analog.mapping import slice_digits
-from mc_engine.analog.tile import AnalogMatrix
+from mc_engine.analog.matrix import AnalogMatrix
 
 CROSSSIM = Path(__file__).parent / "data" / "crosssim"
 # Every noise source and the device physics off: what is left is the mapping and the periphery.

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mc_engine import HardwareConfig, UserInputError, convert
-from mc_engine.analog.tile import AnalogMatrix
+from mc_engine.analog.matrix import AnalogMatrix
 from mc_engine.hardware.variation import Faults
 from tests.test_mapping import EXACT, NO_QUANT, _linear, analog_out, quantized
 

@@ -22,7 +22,8 @@ from torch import nn
 
 import mc_engine
 from mc_engine import HardwareConfig
-from mc_engine.analog.tile import AnalogMatrix, Tile
+from mc_engine.analog.matrix import AnalogMatrix
+from mc_engine.analog.tile import Tile
 
 #: No quantizers, no clipping, an exact device: the only randomness is the MVM noise, and the
 #: noise-free output of the same matrix is its exact reference.

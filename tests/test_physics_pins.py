@@ -14,7 +14,7 @@ import torch
 
 import mc_engine
 from mc_engine import HardwareConfig
-from mc_engine.analog.tile import AnalogMatrix
+from mc_engine.analog.matrix import AnalogMatrix
 from tests.conftest import linear_with
 
 QUIET = dict(device="ideal", out_noise=0.0, drift_compensation="none", dac_bits=0, adc_bits=0,

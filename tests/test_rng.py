@@ -15,7 +15,7 @@ from numba import njit
 
 from mc_engine.analog import mapping as _mapping  # noqa: F401  (import order of the package)
 from mc_engine.analog import rows as rows_module
-from mc_engine.analog.tile import AnalogMatrix
+from mc_engine.analog.matrix import AnalogMatrix
 from mc_engine.hardware import HardwareConfig
 from mc_engine.kernels.fastmath import cos2pi, exp, log
 from mc_engine.kernels.rng import derive, fill_normal, normal

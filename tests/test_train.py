@@ -14,7 +14,7 @@ from torch import nn
 
 from mc_engine import HardwareConfig, convert
 from mc_engine.analog import direct_conv
-from mc_engine.analog.tile import AnalogMatrix
+from mc_engine.analog.matrix import AnalogMatrix
 from mc_engine.cli import main
 from mc_engine.data import digits_split
 from mc_engine.train import NoiseSpec, noisy_forward, parse_train, train

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from mc_engine import HardwareConfig, convert
-from mc_engine.analog.tile import AnalogMatrix
+from mc_engine.analog.matrix import AnalogMatrix
 from mc_engine.data import digits_split
 from mc_engine.errors import UserInputError
 from mc_engine.train import NoiseSpec, noisy_forward, parse_train

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from mc_engine import HardwareConfig, convert
-from mc_engine.analog.tile import AnalogMatrix
+from mc_engine.analog.matrix import AnalogMatrix
 from mc_engine.hardware.devices import DEVICES, DeviceModel, register_device
 from tests.conftest import AIHWKIT
 

@@ -16,8 +16,8 @@ from mc_engine.analog.execution import NUMBA_CPU, Execution
 from mc_engine.analog.grouped import grouped_forward
 from mc_engine.analog.input_ranges import calibrate as calibrate_ranges
 from mc_engine.analog.input_ranges import learned_ranges, same_inputs
+from mc_engine.analog.matrix import AnalogMatrix
 from mc_engine.analog.rows import PatchRows
-from mc_engine.analog.tile import AnalogMatrix
 from mc_engine.errors import UserInputError
 from mc_engine.hardware.config import HardwareConfig
 

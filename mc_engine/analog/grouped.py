@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from mc_engine.analog.matrix import AnalogMatrix
 from mc_engine.analog.noise import GROUPED, KIND_INP, KIND_OUT, KIND_W
 from mc_engine.analog.periphery import _EMPTY1, _EMPTY2
 from mc_engine.analog.rows import PatchRows
-from mc_engine.analog.tile import AnalogMatrix
 from mc_engine.analog.torch_pass import static_alpha
 from mc_engine.kernels.periphery import adc_rows, add_normal_rows
 

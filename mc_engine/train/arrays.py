@@ -1,5 +1,5 @@
 """What the arrays of a layer hold in one training batch: the tiles, scales and units of the
-Monte Carlo engine's :class:`mc_engine.analog.tile.AnalogMatrix` (docs/physics.md).
+Monte Carlo engine's :class:`mc_engine.analog.matrix.AnalogMatrix` (docs/physics.md).
 
 A layer's (groups × out × in) weights are split like the engine's, at ``max_input_size`` inputs
 and ``max_output_size`` outputs into near-equal chunks (:func:`mc_engine.analog.tile.split_sizes`),
