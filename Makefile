@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-gpu fidelity lint clean hwa
+.PHONY: run test system-deps bench bench-gpu fidelity lint clean hwa
 
 # The CPU wheel of torch first (a local file on the project machines), so that the unpinned
 # torch>=2.1 of pyproject.toml is already satisfied and no CUDA build is pulled; where that wheel
@@ -17,8 +17,21 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/mc-engine run studies/quickstart.toml
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(PY) -m pytest -q
+
+# Debian packages listed in .ci/system-packages (a browser for the report test, SLURM for the
+# cluster-recipe test). Installed only where we are root with apt-get and they are missing.
+system-deps:
+	@pkgs=$$(grep -v '^\s*#' .ci/system-packages | tr '\n' ' '); \
+	if [ -n "$${pkgs// /}" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=$$(for p in $$pkgs; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages: $$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null) \
+	      || echo "warning: could not install $$missing; the tests that need them are skipped"; \
+	  fi; \
+	fi
 
 # Plain vs hardware-aware training of the digits MLP, compared on the same simulated chips.
 hwa: $(STAMP)
