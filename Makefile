@@ -23,8 +23,8 @@ test: $(STAMP) system-deps
 # Debian packages listed in .ci/system-packages (a browser for the report test, SLURM for the
 # cluster-recipe test). Installed only where we are root with apt-get and they are missing.
 system-deps:
-	@pkgs=$$(grep -v '^\s*#' .ci/system-packages | tr '\n' ' '); \
-	if [ -n "$${pkgs// /}" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	@pkgs=$$(grep -v '^\s*#' .ci/system-packages | xargs); \
+	if [ -n "$$pkgs" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  missing=$$(for p in $$pkgs; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing Debian packages: $$missing"; \
