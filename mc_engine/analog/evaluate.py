@@ -1,7 +1,12 @@
-"""One Monte Carlo trial: program a converted model once, then read it at each inference time."""
+"""One Monte Carlo trial: program a converted model once, then read it at each inference time.
+
+Every row holds the accuracy and the loss (mean cross-entropy, natural log) over the test set;
+for a language model (targets N × T: the next token at every position) they are over all
+predicted tokens, and the row adds the perplexity exp(loss) (the README's "Metrics")."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Collection, Sequence
 
@@ -20,43 +25,70 @@ BATCH_SIZE = 500
 _CONVERTED: list[tuple[nn.Module, HardwareConfig, object, frozenset[str] | None, Execution]] = []
 
 
-def _correct_counts(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray,
-                    batch_size: int, device: torch.device | None = None,
-                    class_dim: int = 1) -> np.ndarray:
-    """Correct predictions of ``model`` on (x, y), in batches: one count, or one per leading
-    output dimension (a chip batch's C × images × classes: ``class_dim`` 2); ``device``: where
-    the model runs (the images are moved there batch by batch unless ``x`` already is a tensor
-    there)."""
+def _scores(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray, batch_size: int,
+            device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Correct predictions and summed cross-entropy of ``model`` on (x, y), in batches.
+
+    The class scores are the output's last axis; ``y`` holds one class per prediction (N, or
+    N × T for a language model's next tokens). An output with one more leading axis than that
+    (a chip batch: C × N × ... × classes) gives one count and one loss per chip. ``device``:
+    where the model runs (the inputs are moved there batch by batch unless ``x`` already is a
+    tensor there). The losses (natural log, float64) are summed exactly (``math.fsum``), so they
+    depend neither on the batch size nor on how chips are batched.
+    """
     correct = np.int64(0)
+    losses: list[np.ndarray] = []
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size]
             xb = xb if isinstance(xb, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(xb))
             if device is not None:
                 xb = xb.to(device, non_blocking=True)
-            pred = model(xb).argmax(dim=class_dim).cpu().numpy()
-            hits = pred == np.asarray(y[start:start + batch_size])
-            correct = correct + (hits.sum() if class_dim == 1 else hits.sum(axis=-1))
-    return correct
+            out = model(xb)
+            yb = np.asarray(y[start:start + batch_size])
+            axes = tuple(range(out.ndim - 1 - yb.ndim, out.ndim - 1))   # one sum per chip
+            hits = out.argmax(dim=-1).cpu().numpy() == yb
+            correct = correct + hits.sum(axis=axes)
+            target = torch.from_numpy(yb).to(out.device).expand(out.shape[:-1])
+            logp = torch.log_softmax(out.double(), dim=-1)
+            nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            losses.append(nll.cpu().numpy().reshape(*nll.shape[:len(nll.shape) - len(axes)], -1))
+    per_chip = np.concatenate(losses, axis=-1)
+    loss = np.array([math.fsum(row) for row in per_chip.reshape(-1, per_chip.shape[-1])])
+    return correct, loss.reshape(per_chip.shape[:-1])
 
 
-def _count_correct(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray,
-                   batch_size: int, device: torch.device | None = None) -> int:
-    """Correct predictions of ``model`` on (x, y) (:func:`_correct_counts` of one model)."""
-    return int(_correct_counts(model, x, y, batch_size, device))
+def _score(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray, batch_size: int,
+           device: torch.device | None = None) -> tuple[int, float]:
+    """Correct predictions and summed loss of one model (:func:`_scores`)."""
+    correct, loss = _scores(model, x, y, batch_size, device)
+    return int(correct), float(loss)
 
 
-def _row(t: float, n_correct: int, n_samples: int, wall_s: float) -> dict:
+def _metrics(n_correct: int, loss_sum: float, y: np.ndarray) -> dict:
+    """accuracy, loss (mean cross-entropy per prediction) and, for targets with a time axis
+    (the language-model task: one prediction per token), perplexity = exp(loss)."""
+    n = int(y.size)
+    row = {"n_correct": n_correct, "n_samples": n, "accuracy": n_correct / n,
+           "loss": loss_sum / n}
+    if y.ndim > 1:
+        try:
+            row["perplexity"] = math.exp(row["loss"])
+        except OverflowError:     # a loss beyond 709 nats: no float perplexity
+            row["perplexity"] = math.inf
+    return row
+
+
+def _row(t: float, n_correct: int, loss_sum: float, y: np.ndarray, wall_s: float) -> dict:
     """One result row of a trial at read time ``t``."""
-    return {"t_inference_s": t, "n_correct": n_correct, "n_samples": n_samples,
-            "accuracy": n_correct / n_samples, "wall_s": wall_s}
+    return {"t_inference_s": t, **_metrics(n_correct, loss_sum, y), "wall_s": wall_s}
 
 
 def evaluate_ideal(model: nn.Module, x: np.ndarray, y: np.ndarray,
                    batch_size: int = BATCH_SIZE) -> dict:
-    """Digital fp32 accuracy of ``model`` on (x, y): the noise-free reference of a study."""
-    n_correct = _count_correct(model.eval(), x, y, batch_size)
-    return {"n_correct": n_correct, "n_samples": len(y), "accuracy": n_correct / len(y)}
+    """Digital fp32 accuracy and loss (and perplexity, for a language model) of ``model`` on
+    (x, y): the noise-free reference of a study."""
+    return _metrics(*_score(model.eval(), x, y, batch_size), y)
 
 
 def evaluate_trial(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.ndarray,
@@ -80,9 +112,9 @@ def evaluate_trial(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.nd
     rows = []
     for t in sorted(float(t) for t in times_s):
         analog.drift(t)
-        n_correct = _count_correct(analog, x, y, batch_size, device)
+        n_correct, loss = _score(analog, x, y, batch_size, device)
         now = time.perf_counter()
-        rows.append(_row(t, n_correct, len(y), now - start))
+        rows.append(_row(t, n_correct, loss, y, now - start))
         start = now
     return rows
 
@@ -116,10 +148,10 @@ def evaluate_chips(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.nd
     for t in sorted(float(t) for t in times_s):
         for chip in chips:
             chip.drift(t)
-        correct = _correct_counts(batch, x, y, batch_size, device, class_dim=2)
+        correct, loss = _scores(batch, x, y, batch_size, device)
         now = time.perf_counter()
-        for k, n_correct in enumerate(correct.tolist()):
-            rows[k].append(_row(t, n_correct, len(y), (now - start) / len(chips)))
+        for k, (n_correct, loss_sum) in enumerate(zip(correct.tolist(), loss.tolist())):
+            rows[k].append(_row(t, n_correct, loss_sum, y, (now - start) / len(chips)))
         start = now
     return rows
 

@@ -20,6 +20,7 @@ from mc_engine.fileio import check_path_fits, check_utf8_path
 from mc_engine.results.conform import (
     fill_execution_defaults,
     fill_hardware_defaults,
+    fill_metric_defaults,
     read_part,
 )
 from mc_engine.results.intervals import stein_interval
@@ -74,8 +75,8 @@ def load_results(path: str | Path) -> pd.DataFrame:
                              "'mc-engine run')", source=str(path))
     _check_one_study_per_folder(files)
     tables = [read_part(f) for f in files]
-    table = fill_execution_defaults(fill_hardware_defaults(
-        pa.concat_tables(tables, promote_options="default")))
+    table = fill_metric_defaults(fill_execution_defaults(fill_hardware_defaults(
+        pa.concat_tables(tables, promote_options="default"))))
     kept = finite_rows(table)
     rerun: set[tuple] = set()   # trials with a non-finite row: run again whole by a later run
     if kept.num_rows < table.num_rows:
@@ -169,8 +170,8 @@ def _readable(files: list[Path]) -> list[Path]:
 
 
 def load_ideal(path: str | Path) -> pd.DataFrame:
-    """The ideal (digital, noise-free) accuracy per study: from ideal.parquet, a study's results
-    folder or a folder of such folders."""
+    """The ideal (digital, noise-free) accuracy (and loss, perplexity: NaN where not measured)
+    per study: from ideal.parquet, a study's results folder or a folder of such folders."""
     path = Path(path)
     if path.is_file():
         files = [path]
@@ -179,7 +180,8 @@ def load_ideal(path: str | Path) -> pd.DataFrame:
                  if f.is_file()]
     if not files:
         raise UserInputError(f"no {IDEAL_FILE} here", source=str(path))
-    return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+    return pd.concat([fill_metric_defaults(pq.read_table(f)).to_pandas() for f in files],
+                     ignore_index=True)
 
 
 def swept_columns(df: pd.DataFrame) -> list[str]:

@@ -10,7 +10,8 @@ field existed (``LATER_FIELDS`` of :mod:`mc_engine.study.keys`, which keeps thei
 else the field's default (a new field defaults to the behaviour before it).
 :func:`fill_execution_defaults` does the same for where a trial ran (``backend``,
 ``compute_device``): a file written before those columns holds trials of the Numba kernels on
-the CPU.
+the CPU; :func:`fill_metric_defaults` gives the rows of a file written before the ``loss`` and
+``perplexity`` columns NaN there (the metrics were not measured).
 """
 
 from __future__ import annotations
@@ -102,6 +103,22 @@ def fill_execution_defaults(table: pa.Table) -> pa.Table:
             i = table.schema.get_field_index(name)
             table = table.set_column(i, pa.field(name, pa.string()),
                                      pc.fill_null(table.column(i), default))
+    return table
+
+
+def fill_metric_defaults(table: pa.Table) -> pa.Table:
+    """``table`` with every metric column of ``METRIC_FIELDS`` (``loss``, ``perplexity``): a
+    file written before them (or a classifier's ``perplexity``) reads as NaN there."""
+    from mc_engine.results.schema import METRIC_FIELDS
+
+    for name, kind in METRIC_FIELDS:
+        if name not in table.column_names:
+            table = table.append_column(pa.field(name, kind),
+                                        pa.array([float("nan")] * table.num_rows, kind))
+        elif table.column(name).null_count:
+            i = table.schema.get_field_index(name)
+            table = table.set_column(i, pa.field(name, kind),
+                                     pc.fill_null(table.column(i), float("nan")))
     return table
 
 

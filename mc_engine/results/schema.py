@@ -11,6 +11,11 @@ its trial ran (an execution, not a physics parameter: it is in no point id or se
 (``numba`` or ``torch``) and ``compute_device`` (``cpu``, ``cuda``, ``cuda:N``, as given to the
 run; the hardware column ``device`` is the device model). Part files written before these
 columns read as ``numba`` on ``cpu`` (:mod:`mc_engine.results.conform`).
+
+The metrics of a row (the README's "Metrics"): ``accuracy`` (correct predictions over
+``n_samples`` predictions: images, or a language model's predicted tokens), ``loss`` (the mean
+cross-entropy per prediction, natural log) and ``perplexity`` (exp(loss), language models only;
+null for classification). Files written before ``loss`` and ``perplexity`` read as NaN there.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ TRIAL_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     ("repeat", pa.int64()),
     ("t_inference_s", pa.float64()),
     ("accuracy", pa.float64()),
+    ("loss", pa.float64()),
+    ("perplexity", pa.float64()),
     ("n_correct", pa.int64()),
     ("n_samples", pa.int64()),
     ("seed", pa.int64()),
@@ -41,9 +48,15 @@ TRIAL_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
 #: on the CPU only).
 EXECUTION_DEFAULTS = {"backend": "numba", "compute_device": "cpu"}
 
+#: The metric columns added after the first result files: a file without them reads as NaN
+#: there (:func:`mc_engine.results.conform.fill_metric_defaults`).
+METRIC_FIELDS: tuple[tuple[str, pa.DataType], ...] = (("loss", pa.float64()),
+                                                     ("perplexity", pa.float64()))
 IDEAL_SCHEMA = pa.schema([("study", pa.string()), ("n_correct", pa.int64()),
                           ("n_samples", pa.int64()), ("accuracy", pa.float64()),
-                          ("engine_version", pa.string())])
+                          *METRIC_FIELDS, ("engine_version", pa.string())])
+#: The columns an ideal.parquet must have (one written before the metric columns has these).
+IDEAL_COLUMNS = ("study", "n_correct", "n_samples", "accuracy", "engine_version")
 CHECKPOINT_FIELD = ("checkpoint", pa.string())
 
 
@@ -85,7 +98,8 @@ def trial_rows(study: str, point_id: str, hardware: HardwareConfig, repeat: int,
                evaluations: Sequence[Mapping[str, Any]], engine_version: str,
                checkpoint: str | None = None, layer: str | None = None, *,
                backend: str = "numba", compute_device: str = "cpu") -> list[dict]:
-    """One result row per inference time of a trial, from ``evaluate_trial``'s dicts; a
+    """One result row per inference time of a trial, from ``evaluate_trial``'s dicts (a metric
+    that one lacks, ``perplexity`` of a classifier, is null); a
     ``checkpoint`` (checkpoint axis) or ``layer`` (layer-sensitivity trials) is carried in a
     column of that name; ``backend`` and ``compute_device``: where the trial ran."""
     fixed = {"study": study, "point_id": point_id, **hardware.to_dict(), "repeat": repeat}
@@ -94,7 +108,9 @@ def trial_rows(study: str, point_id: str, hardware: HardwareConfig, repeat: int,
     if layer is not None:
         fixed["layer"] = layer
     return [{**fixed, "t_inference_s": float(e["t_inference_s"]),
-             "accuracy": float(e["accuracy"]), "n_correct": int(e["n_correct"]),
+             "accuracy": float(e["accuracy"]), **{m: float(e[m]) if e.get(m) is not None else None
+                                                   for m, _ in METRIC_FIELDS},
+             "n_correct": int(e["n_correct"]),
              "n_samples": int(e["n_samples"]), "seed": seed, "wall_s": float(e["wall_s"]),
              "engine_version": engine_version, "backend": backend,
              "compute_device": compute_device} for e in evaluations]

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from mc_engine.errors import UserInputError
 from mc_engine.fileio import TEMP_SUFFIX, atomic_write, file_lock
 from mc_engine.results.conform import read_part
-from mc_engine.results.schema import IDEAL_SCHEMA, ideal_schema, rows_to_table
+from mc_engine.results.schema import IDEAL_COLUMNS, ideal_schema, rows_to_table
 
 LOCK_FILE = ".lock"
 STUDY_FILE = "study.toml"
@@ -163,7 +163,7 @@ class ResultStore:
         moved = []
         for path in [*self.parts(), self.ideal_file]:
             problem = unreadable(path, RESULT_COLUMNS if path != self.ideal_file else
-                                 IDEAL_SCHEMA.names)
+                                 IDEAL_COLUMNS)
             if path.is_file() and problem:
                 target = path.with_name(path.name + CORRUPT_SUFFIX)
                 n = 1
@@ -271,6 +271,7 @@ class ResultStore:
     def write_ideal(self, row: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:
         """Write ideal.parquet: one row, or one per checkpoint (rows with a checkpoint key)."""
         rows = [dict(row)] if isinstance(row, Mapping) else [dict(r) for r in row]
+        rows = [{"loss": None, "perplexity": None, **r} for r in rows]   # a classifier's: none
         table = pa.Table.from_pylist(rows, schema=ideal_schema("checkpoint" in rows[0]))
         atomic_write(self.ideal_file, lambda temp: pq.write_table(table, temp))
 
