@@ -23,37 +23,49 @@ from mc_engine.data.factory import (
     resolve_path,
     table_checker,
 )
+from mc_engine.data.pydocs import DEFAULT_SEQ_LEN, pydocs_tokens, python_version
+from mc_engine.data.sequences import TASKS, check_tokens, shifted
 from mc_engine.errors import Fail, UserInputError, check_int
 
-DATASETS = ("digits", "cifar10", "cifar100", "npz")
+DATASETS = ("digits", "cifar10", "cifar100", "npz", "pydocs")
+#: Datasets of token sequences (the language-model task).
+TOKEN_DATASETS = ("npz", "pydocs")
+#: Longest pydocs window accepted (characters).
+MAX_SEQ_LEN = 4096
 #: Largest input magnitude accepted. The analog forward squares and sums inputs in float32
 #: (noise management, pcm_read weight noise), which overflows near 1e19; real test inputs
 #: (normalised features, raw 8- or 16-bit pixels) are many decades below this bound.
 MAX_ABS_INPUT = 1e9
 #: Largest class index accepted (a model needs this many outputs + 1).
 MAX_LABEL = 1_000_000
-_KEYS = ("dataset", "factory", "path", "limit")
+_KEYS = ("dataset", "factory", "path", "limit", "task", "seq_len")
 
 
 @dataclass(eq=False)
 class Dataset:
-    """A labelled test set: float32 inputs (N×…) and int64 class labels (N)."""
+    """A labelled test set: float32 inputs (N×…) and int64 class labels (N); for the
+    language-model task int64 token inputs (N × T) and their next tokens (N × T)."""
 
     name: str
     x: np.ndarray
     y: np.ndarray
+    task: str = "classification"
+    #: What else made the data, when not only the arrays (pydocs: "python 3.11", the
+    #: standard library its text comes from); part of the data fingerprint.
+    version: str | None = None
 
     def __len__(self) -> int:
         return len(self.y)
 
 
 def load_dataset(spec: dict[str, Any], base_dir: Path, source: str | None,
-                 split: str = "test") -> Dataset:
+                 split: str = "test", cache_dir: Path | None = None) -> Dataset:
     """The test set described by a study's ``[data]`` table (digits when the table is empty).
 
     ``split = "train"`` gives the training split instead (``mc-engine train``): digits' train
     half, CIFAR's ``data_batch_*``, an npz file's x_train/y_train, or what a factory returns
-    when called as ``factory(split="train")``.
+    when called as ``factory(split="train")``. ``task = "language_model"`` loads token
+    sequences (:func:`_token_dataset`); ``cache_dir``: where the pydocs corpus is cached.
     """
     fail = table_checker(spec, "data", _KEYS, "dataset = 'digits'", source)
     if "dataset" in spec and "factory" in spec:
@@ -61,6 +73,18 @@ def load_dataset(spec: dict[str, Any], base_dir: Path, source: str | None,
     limit = spec.get("limit")
     if limit is not None:
         check_int(limit, "limit", fail)
+    pydocs = spec.get("dataset") == "pydocs"
+    task = spec.get("task", "language_model" if pydocs else "classification")
+    if task not in TASKS:
+        raise fail("task", f"expected one of {', '.join(TASKS)}, got {task!r}")
+    if "seq_len" in spec and not pydocs:
+        raise fail("seq_len", "only used with dataset = 'pydocs' (other token data come in "
+                              "sequences of their own length)")
+    if task == "language_model":
+        return _token_dataset(spec, base_dir, source, split, cache_dir, fail)
+    if pydocs:
+        raise fail("task", "dataset = 'pydocs' is a text corpus for language models: give "
+                           "task = 'language_model' (or leave task out)")
 
     if "factory" in spec:
         if "path" in spec:
@@ -81,6 +105,47 @@ def load_dataset(spec: dict[str, Any], base_dir: Path, source: str | None,
     if limit is not None and limit < len(y):
         x, y = x[:limit].copy(), y[:limit].copy()  # copies: do not keep the full set alive
     return Dataset(name=name, x=x, y=y)
+
+
+def _token_dataset(spec: dict[str, Any], base_dir: Path, source: str | None, split: str,
+                   cache_dir: Path | None, fail: Fail) -> Dataset:
+    """Token sequences N × T of the language-model task, from pydocs, an npz file's
+    ``x_<split>`` (int64 tokens; no y: the targets are the inputs shifted by one) or a factory
+    returning the token array; inputs the first T − 1 tokens, targets the last T − 1."""
+    name, version = spec.get("dataset", spec.get("factory")), None
+    if "factory" in spec:
+        if "path" in spec:
+            raise fail("path", "not used with factory (the factory loads its own data)")
+        ref = spec["factory"]
+        fn = import_factory(ref, base_dir, source, "data.factory")
+        kwargs = {"split": "train"} if split == "train" else {}
+        tokens = check_tokens(call_factory(fn, ref, source, "data.factory", **kwargs), fail,
+                              "factory", f"what {ref!r} returns (task = 'language_model': one "
+                                         f"token array)")
+    elif name == "pydocs":
+        if "path" in spec:
+            raise fail("path", "not used with dataset = 'pydocs' (it is embedded)")
+        seq_len = check_int(spec.get("seq_len", DEFAULT_SEQ_LEN), "seq_len", fail, lo=1,
+                            hi=MAX_SEQ_LEN, hint="(characters a model reads)")
+        tokens = pydocs_tokens(split, seq_len, cache_dir)
+        version = f"python {python_version()}"
+    elif name == "npz":
+        if not isinstance(spec.get("path"), str):
+            raise fail("path", f"expected the path of an .npz file, got {spec.get('path')!r}")
+        path = existing_file(spec["path"], base_dir, fail, "path",
+                             f"an .npz file holding x_{split}")
+        (x,) = _npz_arrays(path, fail, split, (f"x_{split}",))
+        tokens = check_tokens(x, fail, "path", f"{path}: x_{split}")
+        name = f"npz:{spec['path']}"
+    else:
+        raise fail("task", f"task = 'language_model' needs token sequences: dataset = "
+                           f"{' or '.join(map(repr, TOKEN_DATASETS))}, or a factory; got "
+                           f"dataset = {name!r}")
+    limit = spec.get("limit")
+    if limit is not None and limit < len(tokens):
+        tokens = tokens[:limit]
+    x, y = shifted(tokens)
+    return Dataset(name=name, x=x, y=y, task="language_model", version=version)
 
 
 def _builtin_arrays(name: str, spec: dict[str, Any], base_dir: Path, fail: Fail,
@@ -109,8 +174,9 @@ def _builtin_arrays(name: str, spec: dict[str, Any], base_dir: Path, fail: Fail,
         raise fail("path", str(err)) from err
 
 
-def _npz_arrays(path: Path, fail: Fail, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
-    keys = (f"x_{split}", f"y_{split}")
+def _npz_arrays(path: Path, fail: Fail, split: str = "test",
+                keys: tuple[str, ...] | None = None) -> tuple[np.ndarray, ...]:
+    keys = keys or (f"x_{split}", f"y_{split}")
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in keys if k not in npz.files]
@@ -118,7 +184,7 @@ def _npz_arrays(path: Path, fail: Fail, split: str = "test") -> tuple[np.ndarray
                 have = ", ".join(npz.files) or "none"
                 raise fail("path", f"{path} lacks array {missing[0]!r}; an npz dataset holds "
                                    f"{' and '.join(keys)} (it has {have})")
-            return npz[keys[0]], npz[keys[1]]
+            return tuple(npz[k] for k in keys)
     except UserInputError:
         raise
     except Exception as exc:  # any unreadable file is a user input error

@@ -73,7 +73,7 @@ def load_inputs(study: Study, cache_dir: Path) -> Inputs:
         probe_devices(study.points, study.inference_times_s)
     except UserInputError as exc:
         raise exc.with_source(study.source) from None
-    dataset = load_dataset(study.data, study.base_dir, study.source)
+    dataset = load_dataset(study.data, study.base_dir, study.source, cache_dir=cache_dir)
     calibration = calibration_inputs(study)
     models = {label: _checked_model(study, label, dataset, cache_dir)
               for label in study.checkpoint_labels or (None,)}
@@ -199,7 +199,8 @@ def _checked_model(study: Study, checkpoint: str | None, dataset: Dataset,
 def check_model_fits(model: nn.Module, dataset: Dataset, spec: Mapping[str, Any],
                      source: str | None) -> None:
     """Run the model digitally on the first test inputs: it must give one row of class scores
-    per input, with a score for every label in the test set."""
+    per input (a language model: one per input token, N × T × vocabulary), with a score for
+    every label (next token) in the test set."""
     what = ", ".join(f"{k} = {spec[k]!r}" for k in ("zoo", "factory", "checkpoint") if k in spec)
     x = torch.from_numpy(dataset.x[:PROBE_SAMPLES])
     inputs = f"the [data] inputs of shape {tuple(x.shape)} ({dataset.name})"
@@ -213,23 +214,32 @@ def check_model_fits(model: nn.Module, dataset: Dataset, spec: Mapping[str, Any]
     except Exception as exc:  # any failure inside the user's model is a user input error
         raise fail(f"the model ({what}) cannot process {inputs}: {type(exc).__name__}: "
                    f"{one_line(exc)}") from exc
-    if not isinstance(out, torch.Tensor) or out.ndim != 2 or len(out) != len(x):
+    expected = (*dataset.y[:PROBE_SAMPLES].shape, "classes")
+    if dataset.task == "language_model":
+        expected = (*expected[:-1], "vocabulary")
+    if not isinstance(out, torch.Tensor) or out.shape[:-1] != expected[:-1] or out.ndim < 2:
         got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else \
             f"a {type(out).__name__}"
-        raise fail(f"the model ({what}) returns {got} for {inputs}; expected class scores of "
-                   f"shape ({len(x)}, classes)")
+        shape = ", ".join(map(str, expected))
+        raise fail(f"the model ({what}) returns {got} for {inputs}; expected "
+                   f"{'next-token scores' if dataset.task == 'language_model' else 'class scores'}"
+                   f" of shape ({shape})")
     top = int(dataset.y.max())
-    if out.shape[1] <= top:
-        raise fail(f"the model ({what}) gives {out.shape[1]} class scores per input, but the "
-                   f"labels of [data] ({dataset.name}) go up to {top}: it needs at least "
+    if out.shape[-1] <= top:
+        labels = "next tokens" if dataset.task == "language_model" else "labels"
+        raise fail(f"the model ({what}) gives {out.shape[-1]} scores per prediction, but the "
+                   f"{labels} of [data] ({dataset.name}) go up to {top}: it needs at least "
                    f"{top + 1}")
 
 
 def fingerprint(model: nn.Module, dataset: Dataset,
                 calibration: np.ndarray | None = None) -> dict[str, str]:
     """sha256 of the model's state_dict (names, dtypes, shapes, bytes, in order) and of the
-    test arrays x and y (after ``limit``), and of the calibration inputs when there are any."""
+    test arrays x and y (after ``limit``), and of the calibration inputs when there are any;
+    the data's ``version`` (pydocs: the Python its text comes from) when it has one."""
     arrays = [("x", dataset.x), ("y", dataset.y)]
+    if dataset.version is not None:
+        arrays.append((f"version {dataset.version}", np.zeros(0, np.uint8)))
     if calibration is not None:
         arrays.append(("calibration", calibration))
     tensors = ((name, t.detach().cpu().contiguous()) for name, t in model.state_dict().items())
