@@ -37,9 +37,9 @@ def _check_not_zoo_cache(out_dir: Path) -> None:
     """Refuse to train into a zoo cache (``<results>/.cache``, where studies keep the trained
     digits zoo models as ``<zoo name>.pt``): a checkpoint there could replace a cached zoo
     model, and every study of it would then no longer resume."""
-    from mc_engine.zoo.models import DIGITS_MODELS
+    from mc_engine.zoo.models import DIGITS_MODELS, LM_MODELS
 
-    cached = [z for z in DIGITS_MODELS if (out_dir / f"{z}.pt").is_file()
+    cached = [z for z in (*DIGITS_MODELS, *LM_MODELS) if (out_dir / f"{z}.pt").is_file()
               and not (out_dir / f"{z}.json").exists()]   # a training writes a sidecar too
     if out_dir.resolve().name == ".cache" or cached:
         what = f"it holds the cached zoo model {cached[0]}.pt" if cached else \

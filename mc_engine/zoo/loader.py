@@ -27,8 +27,8 @@ from mc_engine.data.factory import (
 )
 from mc_engine.errors import Fail, UserInputError, check_int
 from mc_engine.fileio import atomic_write
-from mc_engine.zoo.models import CIFAR_MODELS, DIGITS_MODELS, ZOO_NAMES, build
-from mc_engine.zoo.train import train_digits
+from mc_engine.zoo.models import CIFAR_MODELS, LM_MODELS, ZOO_NAMES, build
+from mc_engine.zoo.train import trainer
 
 _KEYS = ("zoo", "factory", "num_classes", "checkpoint")
 #: Far beyond any classification benchmark; a larger value only builds a huge last layer.
@@ -39,7 +39,7 @@ def load_model(spec: dict[str, Any], base_dir: Path, source: str | None,
                cache_dir: Path | None, *, untrained_seed: int | None = None) -> nn.Module:
     """The model described by a study's ``[model]`` table, in eval mode.
 
-    Digits zoo models without a checkpoint are trained once and cached as
+    Digits zoo models and charlm without a checkpoint are trained once and cached as
     ``cache_dir/<name>.pt``; later calls reload that state_dict, which gives the same weights
     bit for bit. ``untrained_seed`` (``mc-engine train``) builds the freshly initialised model
     instead, its weights drawn from that seed.
@@ -55,8 +55,8 @@ def load_model(spec: dict[str, Any], base_dir: Path, source: str | None,
         if name not in ZOO_NAMES:
             raise fail("zoo", f"unknown zoo model {name!r}; known: {', '.join(ZOO_NAMES)}")
         num_classes = _num_classes(spec, name, fail)
-        if name in DIGITS_MODELS and checkpoint is None and untrained_seed is None:
-            model = _cached_digits(name, Path(cache_dir))
+        if trainer(name) is not None and checkpoint is None and untrained_seed is None:
+            model = _cached(name, Path(cache_dir))
         else:
             model = build(name, num_classes, seed=untrained_seed or 0)
         source_key = "zoo"
@@ -93,19 +93,21 @@ def _checkpoint_path(value: object, base_dir: Path, fail: Fail) -> Path | None:
 def _num_classes(spec: dict[str, Any], name: str, fail: Fail) -> int:
     value = spec.get("num_classes", 10)
     if "num_classes" in spec and name not in CIFAR_MODELS:
-        raise fail("num_classes", f"{name} has 10 classes; num_classes applies to "
+        has = "predicts the next of 128 ASCII characters" if name in LM_MODELS else \
+            "has 10 classes"
+        raise fail("num_classes", f"{name} {has}; num_classes applies to "
                                   f"{', '.join(CIFAR_MODELS)}")
     return check_int(value, "num_classes", fail, lo=2, hi=MAX_CLASSES,
                      hint="(10 or 100 for CIFAR)")
 
 
-def _cached_digits(name: str, cache_dir: Path) -> nn.Module:
-    """Trained digits model from the cache, training (and caching) it on a miss."""
+def _cached(name: str, cache_dir: Path) -> nn.Module:
+    """Trained zoo model from the cache, training (and caching) it on a miss."""
     file = cache_dir / f"{name}.pt"
     model = _read_cache(file, name)
     if model is not None:
         return model
-    model = train_digits(name)
+    model = trainer(name)(cache_dir)
     atomic_write(file, lambda temp: torch.save(model.state_dict(), temp))
     return model
 

@@ -1,5 +1,7 @@
 """Model definitions as plain ``torch.nn`` modules: the digits networks and the CIFAR networks of
-the literature (ResNet-20/32/56 and -18/34, VGG-8/11/16, MobileNet v1/v2, LeNet-5).
+the literature (ResNet-20/32/56 and -18/34, VGG-8/11/16, MobileNet v1/v2, LeNet-5); the
+attention and recurrent models (vit_digits, lstm_digits, charlm) are in
+:mod:`mc_engine.zoo.sequence`.
 
 Only ``nn.Linear`` and ``nn.Conv2d`` become analog tiles (docs/architecture.md); everything else
 here (BatchNorm, pooling, the parameter-free ResNet shortcut) stays a digital torch op. All
@@ -15,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mc_engine.errors import UserInputError
+from mc_engine.zoo.sequence import charlm, lstm_digits, vit_digits
 
 
 def digits_mlp() -> nn.Sequential:
@@ -270,17 +273,22 @@ def lenet5(num_classes: int = 10) -> nn.Sequential:
 
 DIGITS_MODELS: dict[str, Callable[[], nn.Module]] = {"digits_mlp": digits_mlp,
                                                       "digits_mlp_wide": digits_mlp_wide,
-                                                      "digits_cnn": digits_cnn}
+                                                      "digits_cnn": digits_cnn,
+                                                      "vit_digits": vit_digits,
+                                                      "lstm_digits": lstm_digits}
+#: Language models (their own vocabulary; trained on demand like the digits models).
+LM_MODELS: dict[str, Callable[[], nn.Module]] = {"charlm": charlm}
 CIFAR_MODELS: dict[str, Callable[[int], nn.Module]] = {
     "resnet20": resnet20, "resnet32": resnet32, "resnet56": resnet56, "resnet18": resnet18,
     "resnet34": resnet34, "vgg8": vgg8, "vgg11": vgg11, "vgg16": vgg16, "mobilenet": mobilenet,
     "mobilenetv2": mobilenetv2, "lenet5": lenet5}
-ZOO_NAMES: tuple[str, ...] = (*DIGITS_MODELS, *CIFAR_MODELS)
+ZOO_NAMES: tuple[str, ...] = (*DIGITS_MODELS, *LM_MODELS, *CIFAR_MODELS)
 
 
 def build(name: str, num_classes: int = 10, *, seed: int = 0) -> nn.Module:
     """A freshly initialised zoo model; the same seed gives the same weights (the global torch
-    RNG is left untouched). Digits models have 10 classes; CIFAR models take num_classes."""
+    RNG is left untouched). Digits models have 10 classes, language models their vocabulary;
+    CIFAR models take num_classes."""
     if name not in ZOO_NAMES:
         raise UserInputError(f"unknown zoo model {name!r}; known: {', '.join(ZOO_NAMES)}",
                              key="name")
@@ -291,4 +299,6 @@ def build(name: str, num_classes: int = 10, *, seed: int = 0) -> nn.Module:
                 raise UserInputError(f"{name} has 10 classes, got {num_classes}",
                                      key="num_classes")
             return DIGITS_MODELS[name]()
+        if name in LM_MODELS:
+            return LM_MODELS[name]()
         return CIFAR_MODELS[name](num_classes)
