@@ -19,6 +19,7 @@ in the results' ``.cache``) so that later loads skip the parsing.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import sys
 import sysconfig
@@ -103,8 +104,10 @@ def decode(tokens: np.ndarray) -> str:
     return bytes(np.asarray(tokens, dtype=np.uint8)).decode("ascii")
 
 
+@functools.cache
 def streams() -> dict[str, np.ndarray]:
-    """The train and test token streams, each its split's modules joined by a blank line."""
+    """The train and test token streams, each its split's modules joined by a blank line (built
+    once per process; callers copy what they keep)."""
     texts: dict[str, list[str]] = {"train": [], "test": []}
     for index, name in enumerate(MODULES):
         text = module_text(name)

@@ -54,6 +54,7 @@ from mc_engine.train.guards import batches, check_out_folder, check_single_batch
 from mc_engine.train.noisy import NoiseSource, clip_weights, noisy_forward
 from mc_engine.train.ranges import add_ranges
 from mc_engine.train.spec import TrainSpec
+from mc_engine.train.task import correct_predictions, task_loss
 from mc_engine.zoo import load_model
 from mc_engine.zoo.loader import load_checkpoint
 
@@ -122,15 +123,16 @@ def prepare(spec: TrainSpec) -> tuple[nn.Module, Dataset, Dataset]:
 
 
 def accuracy(model: nn.Module, data: Dataset, device: torch.device) -> float:
-    """Digital accuracy of ``model`` (eval mode) on ``data``."""
+    """Digital accuracy of ``model`` (eval mode) on ``data`` (of every next token, for a
+    language model)."""
     model.eval()
     correct = 0
     with torch.no_grad():
         for start in range(0, len(data), EVAL_BATCH):
             xb = torch.from_numpy(data.x[start:start + EVAL_BATCH]).to(device)
-            pred = model(xb).argmax(1).cpu().numpy()
+            pred = model(xb).argmax(-1).cpu().numpy()
             correct += int((pred == data.y[start:start + EVAL_BATCH]).sum())
-    return correct / len(data)
+    return correct / data.y.size
 
 
 def train(spec: TrainSpec, out_dir: str | Path = DEFAULT_OUT, *, fresh: bool = False,
@@ -220,7 +222,6 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
         add_ranges(model, spec.noise.hardware, spec.noise.ranges,
                    lambda message: UserInputError(message, source=spec.source, key="train.init"))
     opt, scheduler = _optimizer(spec, model)
-    loss_fn = nn.CrossEntropyLoss()
     x_all, y_all = torch.from_numpy(train_set.x), torch.from_numpy(train_set.y)
     batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     if batch_norm and (spec.batch_size == 1 or len(y_all) == 1):
@@ -236,7 +237,7 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
         for epoch in bar:
             model.train()
             history = saved.history if saved is not None else []   # the epochs on disk
-            loss_sum, correct, seen = 0.0, 0, 0
+            loss_sum, correct, seen, predicted = 0.0, 0, 0, 0
             with noisy_forward(model, spec.noise, src):
                 for batch in batches(order_rng.permutation(len(y_all)), spec.batch_size,
                                       batch_norm):
@@ -245,7 +246,7 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
                         xb = crop_flip(xb, augment_rng)
                     opt.zero_grad()
                     out = model(xb)
-                    loss = loss_fn(out, yb)
+                    loss = task_loss(out, yb)
                     value = float(loss.detach())
                     if not math.isfinite(value):
                         raise _Diverged(f"the training loss became {value} in epoch {epoch + 1}")
@@ -254,8 +255,8 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
                     if spec.noise.clip_std > 0:
                         clip_weights(model, spec.noise.clip_std)
                     loss_sum += value * len(batch)
-                    correct += int((out.argmax(1) == yb).sum())
-                    seen += len(batch)
+                    hits, n = correct_predictions(out, yb)
+                    correct, seen, predicted = correct + hits, seen + len(batch), predicted + n
             if scheduler is not None:
                 scheduler.step()
             model.zero_grad(set_to_none=True)
@@ -265,7 +266,7 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
                 raise _Diverged(f"{bad} became non-finite in epoch {epoch + 1}")
             acc = accuracy(model, held_out, dev)
             entry = {"epoch": epoch + 1, "loss": loss_sum / seen,
-                     "train_accuracy": correct / seen, "held_out_accuracy": acc}
+                     "train_accuracy": correct / predicted, "held_out_accuracy": acc}
             saved, received = _save(spec, model, held_out, [*history, entry], out_dir, started)
             for signum in received:   # a signal held back while the pair was renamed
                 signal.raise_signal(signum)
