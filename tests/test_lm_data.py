@@ -10,8 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from mc_engine.data import load_dataset
-from mc_engine.data import pydocs
+from mc_engine.data import load_dataset, pydocs
 from mc_engine.errors import UserInputError
 from mc_engine.study.inputs import check_model_fits, fingerprint
 
