@@ -198,8 +198,8 @@ def test_conv2d_without_quantization_equals_torch(kwargs):
 
 
 def test_unsupported_layer_is_rejected_with_its_name():
-    model = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.Conv1d(1, 1, 3)))
-    with pytest.raises(UserInputError, match=r"'1\.0' \(Conv1d\)"):
+    model = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.Conv3d(1, 1, 3)))
+    with pytest.raises(UserInputError, match=r"'1\.0' \(Conv3d\)"):
         mc_engine.convert(model, HardwareConfig())
 
 

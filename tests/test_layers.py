@@ -61,7 +61,7 @@ def test_convert_puts_only_the_named_layers_on_tiles():
     kinds = {name: isinstance(m, AnalogLayer) for name, m in analog.module.named_children()}
     assert [name for name, is_analog in kinds.items() if is_analog] == ["3"]
     assert isinstance(analog.module[1], torch.nn.Conv2d)  # the original, digital
-    with pytest.raises(UserInputError, match="no Linear or Conv2d layer named 9; layers: 1, 3"):
+    with pytest.raises(UserInputError, match="no analog layer named 9; layers: 1, 3"):
         convert(build("digits_cnn"), HardwareConfig(), layers=["9"])
 
 

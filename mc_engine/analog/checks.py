@@ -1,7 +1,8 @@
 """Checks that every weight of a loaded model has a value and ends up on analog tiles or in a
 known digital layer.
 
-``convert`` maps Linear and Conv2d and keeps a short list of digital layers (BatchNorm, ...);
+``convert`` maps Linear, Conv1d, Conv2d, HuggingFace's Conv1D, MultiheadAttention, LSTM, GRU
+and RNN and keeps a short list of digital layers (BatchNorm, ...);
 a weight anywhere else would stay digital without a word, which makes the accuracy of the
 "analog" model a lie. So every parameter must be owned by one of those modules, and modules must
 not hide layers or parameters in plain Python containers (a list is invisible to torch, and so to
@@ -21,14 +22,34 @@ from mc_engine.errors import UserInputError
 # its own that is not Linear/Conv2d is rejected, so that no weight silently escapes the analog
 # model.
 DIGITAL_WITH_PARAMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm,
-                       nn.InstanceNorm1d, nn.InstanceNorm2d, nn.PReLU)
+                       nn.InstanceNorm1d, nn.InstanceNorm2d, nn.PReLU, nn.Embedding)
 
-#: The layers ``convert`` puts on analog tiles (everything inside them goes with them).
-ANALOG_LAYERS = (nn.Linear, nn.Conv2d)
+#: The layers ``convert`` puts on analog tiles (everything inside them goes with them), besides
+#: HuggingFace's Conv1D (:func:`is_hf_conv1d`).
+ANALOG_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.MultiheadAttention, nn.LSTM, nn.GRU,
+                 nn.RNN)
+_ANALOG_NAMES = "Linear, Conv1d, Conv2d, HuggingFace Conv1D, MultiheadAttention, LSTM, GRU, RNN"
 #: Attributes every nn.Module has (torch's own bookkeeping), not the user's.
 _TORCH_ATTRS = frozenset(vars(nn.Module()))
 _FIX = ("register it (nn.ModuleList / nn.ModuleDict / nn.ParameterList) and use Linear or "
         "Conv2d for weights")
+
+
+def is_hf_conv1d(module: nn.Module) -> bool:
+    """Whether ``module`` is HuggingFace transformers' GPT-2 ``Conv1D`` (a transposed Linear:
+    weight in × out, y = x·W + b), recognised by its class name and shapes so that
+    transformers stays optional."""
+    if type(module).__name__ != "Conv1D" or not isinstance(getattr(module, "nf", None), int):
+        return False
+    w, b = getattr(module, "weight", None), getattr(module, "bias", None)
+    return isinstance(w, nn.Parameter) and w.dim() == 2 and w.shape[1] == module.nf and \
+        (b is None or tuple(b.shape) == (module.nf,)) and \
+        {n for n, _ in module.named_parameters()} <= {"weight", "bias"}
+
+
+def is_mapped(module: nn.Module) -> bool:
+    """Whether ``convert`` puts ``module`` (and all its weights) on analog tiles."""
+    return isinstance(module, ANALOG_LAYERS) or is_hf_conv1d(module)
 
 
 def check_weights(model: nn.Module, fail: Callable[[str], UserInputError]) -> None:
@@ -39,12 +60,14 @@ def check_weights(model: nn.Module, fail: Callable[[str], UserInputError]) -> No
             f"the model's root module ({type(module).__name__})"
         for pname, _ in module.named_parameters(recurse=False):
             full = f"{name}.{pname}" if name else pname
-            if not isinstance(module, (*ANALOG_LAYERS, *DIGITAL_WITH_PARAMS)):
+            if not (is_mapped(module) or isinstance(module, DIGITAL_WITH_PARAMS)):
                 raise fail(f"parameter {full} is owned by {where}, which is neither an analog "
-                           f"layer (Linear, Conv2d) nor a known digital one "
+                           f"layer ({_ANALOG_NAMES}) nor a known digital one "
                            f"({', '.join(c.__name__ for c in DIGITAL_WITH_PARAMS)}), so it "
                            f"would stay digital; put the weight in a Linear or Conv2d")
         for attr, value in vars(module).items():
+            if isinstance(module, nn.RNNBase) and attr == "_flat_weights":
+                continue               # torch's own list of the registered weights
             if attr not in _TORCH_ATTRS and _hides_weights(value):
                 raise fail(f"{where} keeps layers or parameters with weights in the plain "
                            f"Python attribute {attr!r}, where torch (and so the analog "
@@ -64,14 +87,14 @@ def check_materialised(model: nn.Module, fail: Callable[[str], UserInputError]) 
 
 
 def _modules_outside_analog_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    """(name, module) of every module, except those inside a Linear or Conv2d (converted whole,
+    """(name, module) of every module, except those inside a mapped layer (converted whole,
     e.g. with their parametrizations)."""
     inside: list[str] = []
     for name, module in model.named_modules():
         if any(name.startswith(prefix) for prefix in inside):
             continue
         yield name, module
-        if isinstance(module, ANALOG_LAYERS):
+        if is_mapped(module):
             inside.append(f"{name}." if name else "")
 
 

@@ -1,4 +1,6 @@
-"""Convert a trained torch model: Linear and Conv2d become analog layers, the rest stays digital."""
+"""Convert a trained torch model: Linear, Conv1d, Conv2d, HuggingFace's Conv1D and the matrices
+of attention and recurrent layers (:mod:`mc_engine.analog.sequence`) become analog layers, the
+rest stays digital."""
 
 from __future__ import annotations
 
@@ -7,164 +9,44 @@ from collections.abc import Collection, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from mc_engine.analog import direct_conv, torch_chips, torch_pass
-from mc_engine.analog.checks import DIGITAL_WITH_PARAMS, check_materialised, check_weights
+from mc_engine.analog import sequence
+from mc_engine.analog.checks import (
+    DIGITAL_WITH_PARAMS,
+    check_materialised,
+    check_weights,
+    is_hf_conv1d,
+)
 from mc_engine.analog.execution import NUMBA_CPU, Execution
-from mc_engine.analog.grouped import grouped_forward
 from mc_engine.analog.input_ranges import calibrate as calibrate_ranges
-from mc_engine.analog.input_ranges import learned_ranges, same_inputs
-from mc_engine.analog.matrix import AnalogMatrix
-from mc_engine.analog.rows import PatchRows
+from mc_engine.analog.input_ranges import same_inputs
+from mc_engine.analog.layers import (  # noqa: F401  (re-exported)
+    AnalogConv1d,
+    AnalogConv2d,
+    AnalogLayer,
+    AnalogLinear,
+    _analog,
+    _as_numpy,
+    _conv_padding,
+    _hf_linear,
+)
 from mc_engine.errors import UserInputError
 from mc_engine.hardware.config import HardwareConfig
 
-
-def _as_numpy(x: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(x.detach().to(torch.float32).cpu().numpy())
-
-
-class AnalogLayer(nn.Module):
-    """Common part of analog layers: one or more AnalogMatrix objects plus a digital bias."""
-
-    matrices: list[AnalogMatrix]
-    bias: torch.Tensor | None
-    execution: Execution = NUMBA_CPU
-    #: The layer's qualified name in the model (its first, for a module under several).
-    name: str = ""
-    #: While a chip batch runs (:class:`mc_engine.analog.torch_chips.ChipBatch`): this layer of
-    #: every chip of the batch, this one first.
-    batch: list[AnalogLayer] | None = None
-
-    def use(self, execution: Execution) -> None:
-        """Run the forward pass on ``execution`` (the bias and the tiles' arrays go there)."""
-        self.execution = execution
-        for m in self.matrices:
-            m.use(execution)
-        if self.bias is not None:
-            self.bias = self.bias.to(execution.torch_device if execution.torch else "cpu")
-
-    def program(self, seed: int | Sequence[int], reference: bool = True) -> None:
-        for m in self.matrices:
-            m.program(seed, reference)
-
-    def take_reference(self) -> None:
-        for m in self.matrices:
-            m.take_reference()
-
-    def set_input_ranges(self, ranges: np.ndarray) -> None:
-        """Static input ranges, groups × input chunks (noise_management 'calibrated',
-        'learned')."""
-        for m, r in zip(self.matrices, ranges):
-            m.set_input_ranges(r)
-
-    def input_ranges(self) -> np.ndarray | None:
-        """The static input ranges (groups × input chunks), None when not set."""
-        if self.matrices[0].input_ranges is None:
-            return None
-        return np.stack([m.input_ranges for m in self.matrices])
-
-    def calibrating(self, on: bool) -> None:
-        for m in self.matrices:
-            m.calibrating(on)
-
-    def drift(self, t_s: float) -> None:
-        for m in self.matrices:
-            m.drift(t_s)
+#: The layers of one matrix (or one per group).
+SINGLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
+#: What the error messages call the mapped layers.
+MAPPED_NAMES = ("Linear, Conv1d, Conv2d, HuggingFace Conv1D, MultiheadAttention, LSTM, GRU, "
+                "RNN")
 
 
-class AnalogLinear(AnalogLayer):
-    """nn.Linear on analog tiles."""
-
-    def __init__(self, layer: nn.Linear, hw: HardwareConfig, index: int, name: str = ""):
-        super().__init__()
-        self.name = name
-        self.in_features, self.out_features = layer.in_features, layer.out_features
-        self.matrices = [AnalogMatrix(_as_numpy(layer.weight), hw, index)]
-        self.bias = None if layer.bias is None else layer.bias.detach().clone()
-        if hw.noise_management == "learned":
-            self.set_input_ranges(learned_ranges(layer, name, hw))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        if self.batch:
-            y = torch_chips.linear_forward(self.batch, x)
-        elif self.execution.torch:
-            y = torch_pass.matrix_forward(self.matrices[0], x.reshape(-1, shape[-1]))
-        else:
-            y = torch.from_numpy(self.matrices[0].forward(_as_numpy(x.reshape(-1, shape[-1]))))
-        if self.bias is not None:
-            y += self.bias
-        return y.reshape(*shape[:-1], self.out_features)
+def _single(m: nn.Module) -> bool:
+    return isinstance(m, SINGLE) or is_hf_conv1d(m)
 
 
-class AnalogConv2d(AnalogLayer):
-    """nn.Conv2d on analog tiles via im2col (fused with the DAC); each group is its own matrix."""
-
-    def __init__(self, layer: nn.Conv2d, hw: HardwareConfig, index: int, name: str):
-        super().__init__()
-        if layer.padding_mode != "zeros":
-            raise UserInputError(f"Conv2d padding_mode {layer.padding_mode!r} is not supported "
-                                 "(only 'zeros')", key=f"model.{name}")
-        self.kernel_size, self.stride = layer.kernel_size, layer.stride
-        self.dilation, self.groups = layer.dilation, layer.groups
-        self.out_channels = layer.out_channels
-        self.padding = _conv_padding(layer, name)
-        w = _as_numpy(layer.weight)                          # (out, in/groups, kh, kw)
-        per_group = layer.out_channels // layer.groups
-        w_max = float(np.abs(w).max())
-        self.matrices = [AnalogMatrix(w[g * per_group:(g + 1) * per_group].reshape(per_group, -1),
-                                      hw, index, g, w_max) for g in range(layer.groups)]
-        self.bias = None if layer.bias is None else layer.bias.detach().clone()
-        self.name = name
-        if hw.noise_management == "learned":
-            self.set_input_ranges(learned_ranges(layer, name, hw))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = x.shape
-        (kh, kw), (ph, pw) = self.kernel_size, self.padding
-        ho = (h + 2 * ph - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
-        wo = (w + 2 * pw - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
-        if direct_conv.eligible(self) and not self.batch:    # static alpha: no im2col
-            y = direct_conv.forward(self, x, (ho, wo), numba=not self.execution.torch)
-            if self.bias is not None:
-                y = y + self.bias.view(1, -1, 1, 1)
-            return y
-        if self.execution.torch:
-            y = torch_chips.conv_forward(self.batch, x, (ho, wo)) if self.batch else \
-                torch_pass.conv_forward(self, x, (ho, wo))
-            if self.bias is not None:
-                y = y + self.bias.view(1, -1, 1, 1)
-            return y
-        padded = F.pad(x.to(torch.float32), (pw, pw, ph, ph)) if ph or pw else x
-        rows = PatchRows(_as_numpy(padded), self.kernel_size, self.stride, self.dilation,
-                         (ho, wo))
-        if len(self.matrices) > 1 and self.matrices[0].hw.ir_drop == 0 and all(
-                m.n_tiles == 1 and m.tiles[0][0].readout is None for m in self.matrices):
-            y = torch.from_numpy(grouped_forward(self.matrices, rows))
-        else:
-            width = self.matrices[0].in_features
-            parts = [m.forward(rows, g * width) for g, m in enumerate(self.matrices)]
-            y = torch.from_numpy(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1))
-        y = y.view(n, ho * wo, self.out_channels).transpose(1, 2)
-        y = y.reshape(n, self.out_channels, ho, wo)
-        if self.bias is not None:
-            y += self.bias.view(1, -1, 1, 1)
-        return y
-
-
-def _conv_padding(layer: nn.Conv2d, name: str) -> tuple[int, int]:
-    if isinstance(layer.padding, str):
-        if layer.padding == "valid":
-            return (0, 0)
-        total = [d * (k - 1) for d, k in zip(layer.dilation, layer.kernel_size)]
-        if any(t % 2 for t in total):
-            raise UserInputError("Conv2d padding='same' with an even receptive field is not "
-                                 "supported; give explicit padding", key=f"model.{name}")
-        return (total[0] // 2, total[1] // 2)
-    return tuple(layer.padding)
+def _mapped(m: nn.Module) -> bool:
+    return _single(m) or isinstance(m, sequence.COMPOUND)
 
 
 #: Calibration inputs per forward call.
@@ -281,13 +163,16 @@ class AnalogModel(nn.Module):
 
 def convert(model: nn.Module, hw: HardwareConfig | None = None,
             layers: Collection[str] | None = None) -> AnalogModel:
-    """A copy of ``model`` whose Linear and Conv2d layers run on analog tiles described by ``hw``.
+    """A copy of ``model`` whose weight matrices run on analog tiles described by ``hw``: every
+    Linear, Conv1d, Conv2d and HuggingFace Conv1D, and the matrices of MultiheadAttention,
+    LSTM, GRU and RNN layers (:mod:`mc_engine.analog.sequence`).
 
-    BatchNorm, activations, pooling, residual adds and other parameter-free modules stay digital.
-    ``layers``: the qualified names (:func:`analog_layer_names`) of the layers to put on tiles,
-    the others staying digital; None = all. A layer's random streams do not depend on which
-    others are analog. Raises UserInputError naming the module for layers it cannot map,
-    non-finite weights or an unknown name in ``layers``.
+    BatchNorm, LayerNorm, Embedding, activations, pooling, residual adds and other
+    parameter-free modules stay digital. ``layers``: the qualified names
+    (:func:`analog_layer_names`) of the matrices to put on tiles, the others staying digital;
+    None = all. A layer's random streams do not depend on which others are analog. Raises
+    UserInputError naming the module for layers it cannot map, non-finite weights or an
+    unknown name in ``layers``.
     """
     hw = hw or HardwareConfig()
 
@@ -296,18 +181,37 @@ def convert(model: nn.Module, hw: HardwareConfig | None = None,
 
     check_materialised(model, fail)
     check_weights(model, fail)
-    module = copy.deepcopy(model).eval()
     if layers is not None:
-        unknown = sorted(set(layers) - set(analog_layer_names(model)))
+        known = analog_layer_names(model)
+        unknown = sorted(set(layers) - set(known))
         if unknown:
-            raise UserInputError(f"no Linear or Conv2d layer named {', '.join(unknown)}; "
-                                 f"layers: {', '.join(analog_layer_names(model))}", key="model")
+            raise UserInputError(f"no analog layer named {', '.join(unknown)}; "
+                                 f"layers: {', '.join(known)}", key="model")
+    module, index = _build(model, hw, layers, analog=True)
+    if index == 0:
+        raise UserInputError(f"the model has no layer to put on analog tiles ({MAPPED_NAMES})",
+                             key="model")
+    digital = _build(model, hw, (), analog=False)[0] \
+        if hw.noise_management == "calibrated" else None
+    return AnalogModel(module, hw, digital)
+
+
+def _build(model: nn.Module, hw: HardwareConfig, layers: Collection[str] | None,
+           analog: bool) -> tuple[nn.Module, int]:
+    """A copy of ``model`` with the ``layers`` (None = all) on tiles when ``analog``, and the
+    number of matrices. ``analog`` False: the digital twin with the same module names (every
+    compound layer and Conv1D rebuilt from digital Linears), whose modules the calibrated input
+    ranges hook."""
+    module = copy.deepcopy(model).eval()
     index = 0
     # A module under two names (Sequential(fc, act, fc), an attribute set twice: tied weights)
     # is one layer: converted once, at its first name, and that one analog layer (one matrix,
     # read afresh at each call) put under every name it has.
     done: dict[int, nn.Module] = {}
     bare: nn.Module | None = None
+
+    def chosen(name: str) -> bool:
+        return analog and (layers is None or name in layers)
 
     def replace(parent: nn.Module, prefix: str) -> None:
         nonlocal index
@@ -319,47 +223,79 @@ def convert(model: nn.Module, hw: HardwareConfig | None = None,
                 setattr(parent, child_name, done[id(child)])
                 continue
             done[id(child)] = child
-            if isinstance(child, (nn.Linear, nn.Conv2d)):
+            new = None
+            if _single(child):
                 _check_finite(child, name)
-                if layers is None or name in layers:  # the index counts digital ones too
+                layer = _hf_linear(child) if is_hf_conv1d(child) else child
+                if chosen(name):              # the index counts digital ones too
                     own = "" if parent is bare else name    # a bare layer's state_dict keys
-                    new = AnalogLinear(child, hw, index, own) \
-                        if isinstance(child, nn.Linear) else AnalogConv2d(child, hw, index, own)
-                    setattr(parent, child_name, new)
-                    done[id(child)] = new
+                    new = _analog(layer, hw, index, own)
+                elif not analog and layer is not child:
+                    new = layer
                 index += 1
+            elif isinstance(child, sequence.COMPOUND):
+                _check_finite(child, name)
+                made = {}
+                for suffix, lin in sequence.parts(child, name):
+                    full = f"{name}.{suffix}"
+                    made[suffix] = _analog(lin, hw, index, full) if chosen(full) else lin
+                    index += 1
+                if not analog or any(isinstance(m, AnalogLayer) for m in made.values()):
+                    new = sequence.build(child, made, name)
+            else:
+                own = list(child.parameters(recurse=False))
+                if own and not isinstance(child, DIGITAL_WITH_PARAMS):
+                    raise UserInputError(
+                        f"module '{name}' ({type(child).__name__}) has weights but is not "
+                        f"supported; analog layers: {MAPPED_NAMES}; digital: "
+                        + ", ".join(c.__name__ for c in DIGITAL_WITH_PARAMS), key="model")
+                replace(child, name + ".")
                 continue
-            own = list(child.parameters(recurse=False))
-            if own and not isinstance(child, DIGITAL_WITH_PARAMS):
-                raise UserInputError(
-                    f"module '{name}' ({type(child).__name__}) has weights but is not supported; "
-                    "analog layers: Linear, Conv2d; digital: "
-                    + ", ".join(c.__name__ for c in DIGITAL_WITH_PARAMS), key="model")
-            replace(child, name + ".")
+            if new is not None:
+                setattr(parent, child_name, new)
+                done[id(child)] = new
 
-    if isinstance(module, (nn.Linear, nn.Conv2d)):
+    if _mapped(module):
         holder = bare = nn.Sequential(module)
         replace(holder, "")
-        module = holder
+        module = holder if isinstance(module, sequence.COMPOUND) or analog else holder[0]
     else:
         replace(module, "")
-    if index == 0:
-        raise UserInputError("the model has no Linear or Conv2d layer to put on analog tiles",
-                             key="model")
-    digital = copy.deepcopy(model).eval() if hw.noise_management == "calibrated" else None
-    return AnalogModel(module, hw, digital)
+    for m in module.modules():           # its nested fast path reads the layers' weights
+        if isinstance(m, nn.TransformerEncoder):
+            m.use_nested_tensor = False
+    return module, index
 
 
 def analog_layer_names(model: nn.Module) -> list[str]:
-    """Qualified names of the layers :func:`convert` puts on tiles (Linear, Conv2d), in the
-    order it numbers them; a bare Linear or Conv2d is layer ``"0"``."""
-    if isinstance(model, (nn.Linear, nn.Conv2d)):
-        return ["0"]
-    return [name for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    """Qualified names of the matrices :func:`convert` puts on tiles, in the order it numbers
+    them; a bare Linear or Conv2d is layer ``"0"``, the matrices of a bare LSTM ``"0.l0.ih"``,
+    and so on; an attention layer's are ``<name>.in_proj`` (or ``q_proj``, ``k_proj``,
+    ``v_proj``) and ``<name>.out_proj``, a recurrent layer's ``<name>.l<k>[_reverse].ih``,
+    ``.hh`` (and ``.hr`` with proj_size)."""
+    root = nn.Sequential(model) if _mapped(model) else model
+    names: list[str] = []
+    seen: set[int] = set()
+
+    def walk(parent: nn.Module, prefix: str) -> None:
+        for child_name, child in parent._modules.items():
+            if child is None or id(child) in seen:
+                continue
+            seen.add(id(child))
+            name = f"{prefix}{child_name}"
+            if _single(child):
+                names.append(name)
+            elif isinstance(child, sequence.COMPOUND):
+                names.extend(f"{name}.{s}" for s in sequence.part_names(child))
+            else:
+                walk(child, name + ".")
+
+    walk(root, "")
+    return names
 
 
 def _check_finite(layer: nn.Module, name: str) -> None:
-    for pname, p in layer.named_parameters(recurse=False):
+    for pname, p in layer.named_parameters():
         if not torch.isfinite(p).all():
             raise UserInputError(f"layer '{name}' has NaN or infinite values in '{pname}'",
                                  key="model")

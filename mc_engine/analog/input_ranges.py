@@ -10,6 +10,7 @@ no random numbers.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -28,13 +29,13 @@ STATIC_MODES = ("calibrated", "learned")
 
 
 def layer_shape(layer: nn.Module, hw: HardwareConfig) -> tuple[int, int]:
-    """(groups, input chunks) of a Linear or Conv2d on tiles of ``hw``: the shape of its
-    ranges."""
+    """(groups, input chunks) of a Linear, Conv1d or Conv2d on tiles of ``hw``: the shape of
+    its ranges."""
     if isinstance(layer, nn.Linear):
         groups, width = 1, layer.in_features
     else:
         groups = layer.groups
-        width = layer.in_channels // groups * layer.kernel_size[0] * layer.kernel_size[1]
+        width = layer.in_channels // groups * math.prod(layer.kernel_size)
     return groups, len(split_sizes(width, hw.max_input_size))
 
 
@@ -66,12 +67,20 @@ def learned_ranges(layer: nn.Module, name: str, hw: HardwareConfig) -> np.ndarra
 
 
 def check_learned(model: nn.Module, hw: HardwareConfig) -> None:
-    """UserInputError unless every Linear/Conv2d of ``model`` carries ranges that fit ``hw``."""
-    if isinstance(model, (nn.Linear, nn.Conv2d)):
+    """UserInputError unless every Linear/Conv1d/Conv2d of ``model`` carries ranges that fit
+    ``hw`` (attention and recurrent layers have no learned ranges)."""
+    if isinstance(model, (nn.Linear, nn.Conv1d, nn.Conv2d)):
         learned_ranges(model, "", hw)
         return
     for name, module in model.named_modules():
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
+        if isinstance(module, (nn.MultiheadAttention, nn.RNNBase)) or (
+                type(module).__name__ == "Conv1D" and hasattr(module, "nf")):
+            raise UserInputError(
+                f"noise_management = 'learned' reads input ranges written by hardware-aware "
+                f"training for Linear and convolution layers; layer {name!r} "
+                f"({type(module).__name__}) has none: use noise_management = 'calibrated' or "
+                f"'constant' for this model", key="noise_management")
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             learned_ranges(module, name, hw)
 
 
@@ -119,7 +128,7 @@ def calibrate(digital: nn.Module, layers: Sequence, x: np.ndarray | torch.Tensor
         def record(module, args):
             inp = args[0].detach().to(torch.float32)
             rows = inp.reshape(-1, inp.shape[-1]) if isinstance(module, nn.Linear) else \
-                patch_rows(lay, inp)
+                patch_rows(lay, lay.prepare(inp))
             width = lay.matrices[0].in_features
             for g, m in enumerate(lay.matrices):
                 for (i0, i1), mom in zip(m.in_chunks, moments[index][g]):
@@ -127,7 +136,7 @@ def calibrate(digital: nn.Module, layers: Sequence, x: np.ndarray | torch.Tensor
         return record
 
     for i, lay in enumerate(layers):
-        module = digital if isinstance(digital, (nn.Linear, nn.Conv2d)) else \
+        module = digital if isinstance(digital, (nn.Linear, nn.Conv1d, nn.Conv2d)) else \
             digital.get_submodule(lay.name)
         handles.append(module.register_forward_pre_hook(hook(i)))
     try:
