@@ -47,6 +47,7 @@ from mc_engine.analog.periphery import Periphery
 from mc_engine.errors import UserInputError
 from mc_engine.hardware import HardwareConfig
 from mc_engine.train.arrays import TileArrays, tile_arrays, tile_weights
+from mc_engine.train.compound import compound_forward
 from mc_engine.train.mvm import matrices
 from mc_engine.train.ranges import (
     RangeLearning,
@@ -246,8 +247,10 @@ def _analog_conv(layer: nn.Conv2d, x: torch.Tensor, tiles: list[TileArrays], per
 
 @contextmanager
 def noisy_forward(model: nn.Module, spec: NoiseSpec, src: NoiseSource) -> Iterator[nn.Module]:
-    """Within the block, every Linear and Conv2d of ``model`` runs the noisy forward; the model,
-    its parameters and its state_dict are otherwise untouched (nothing to undo on save)."""
+    """Within the block, every Linear and Conv2d of ``model`` runs the noisy forward, and so do
+    the matrices of its attention and recurrent layers (:mod:`mc_engine.train.compound`); the
+    model, its parameters and its state_dict are otherwise untouched (nothing to undo on
+    save)."""
     if not spec.active:
         yield model
         return
@@ -258,8 +261,9 @@ def noisy_forward(model: nn.Module, spec: NoiseSpec, src: NoiseSource) -> Iterat
         cols = column_ranges(m, spec.hardware).to(m.weight.device) \
             if spec.ranges is not None else None
         m.forward = partial(fn, m, spec, per, src, cols=cols)
-    try:
-        yield model
+    try:   # attention and recurrent layers: their matrices through _linear too
+        with compound_forward(model, lambda matrix: partial(_linear, matrix, spec, per, src)):
+            yield model
     finally:
         for m in layers:
             del m.forward

@@ -57,11 +57,12 @@ def train_digits(name: str, seed: int = 0) -> nn.Module:
 
 
 def train_charlm(seed: int = 0, cache_dir: Path | None = None,
-                 steps: int = CHARLM_STEPS) -> nn.Module:
+                 steps: int | None = None) -> nn.Module:
     """The ``charlm`` zoo model trained on the pydocs train split (windows of 64 characters,
     ``cache_dir``: where the corpus is cached) with Adam and a one-cycle learning rate, in eval
     mode: 500 steps reach a test perplexity near 10 (uniform over the 128 characters: 128) in
-    under a minute on one thread."""
+    under a minute on one thread. ``steps``: default CHARLM_STEPS."""
+    steps = CHARLM_STEPS if steps is None else steps
     tokens = torch.from_numpy(pydocs_tokens("train", DEFAULT_SEQ_LEN, cache_dir))
     order_rng = np.random.default_rng(seed)
     with _deterministic():
