@@ -33,7 +33,7 @@ def test_gpt2_factory_tiny_and_local_run_as_language_models(tmp_path):
     assert row["n_samples"] == 64 and math.isfinite(row["loss"])
 
     model.lm.save_pretrained(tmp_path / "gpt2")                      # local(): from a folder
-    import gpt2_factory   # on sys.path since load_model imported it
+    import gpt2_factory  # on sys.path since load_model imported it
 
     loaded = gpt2_factory.local(tmp_path / "gpt2")
     x = torch.from_numpy(data.x)
