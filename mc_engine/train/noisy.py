@@ -244,6 +244,23 @@ def _analog_conv(layer: nn.Conv2d, x: torch.Tensor, tiles: list[TileArrays], per
     return torch_pass.conv_forward(view, x, (ho, wo))
 
 
+def check_trainable(model: nn.Module, spec: NoiseSpec) -> None:
+    """UserInputError naming the first layer the noisy forward does not mirror: the
+    inference engine maps attention, recurrent and 1-D convolution layers
+    (mc_engine/analog/sequence.py), hardware-aware training Linear and Conv2d only."""
+    if not spec.active:
+        return
+    from mc_engine.analog.checks import is_hf_conv1d
+
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.MultiheadAttention, nn.RNNBase, nn.Conv1d)) or is_hf_conv1d(m):
+            raise UserInputError(
+                f"layer {name or '0'!r} ({type(m).__name__}): hardware-aware training injects "
+                f"the analog forward into Linear and Conv2d layers only, and this layer would "
+                f"train digitally; train this model without [noise] (the Monte Carlo engine "
+                f"still evaluates it on tiles)", key="train.noise")
+
+
 @contextmanager
 def noisy_forward(model: nn.Module, spec: NoiseSpec, src: NoiseSource) -> Iterator[nn.Module]:
     """Within the block, every Linear and Conv2d of ``model`` runs the noisy forward; the model,
@@ -251,6 +268,7 @@ def noisy_forward(model: nn.Module, spec: NoiseSpec, src: NoiseSource) -> Iterat
     if not spec.active:
         yield model
         return
+    check_trainable(model, spec)
     per = Periphery(spec.hardware) if spec.periphery else None
     layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     for m in layers:
