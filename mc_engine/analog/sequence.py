@@ -243,7 +243,7 @@ class AnalogRecurrent(nn.Module):
         self.name = name
         self.num_layers, self.bidirectional = rnn.num_layers, rnn.bidirectional
         self.batch_first, self.hidden_size = rnn.batch_first, rnn.hidden_size
-        self.proj_size = _proj(rnn)
+        self.proj_size, self.dropout = _proj(rnn), rnn.dropout
         self.training = rnn.training
         for cell in _cells(rnn):
             self.add_module(cell, nn.ModuleDict(
@@ -297,6 +297,8 @@ def recurrent_forward(rnn, kind: str, step: Callable, cells: dict[str, dict[str,
             for f, s in zip(finals, state):
                 f.append(s)
         x = outs[0] if d == 1 else torch.cat(outs, -1)
+        if rnn.dropout and rnn.training and layer < rnn.num_layers - 1:
+            x = F.dropout(x, rnn.dropout, True)             # between layers, as torch
     out = x if (not batched or rnn.batch_first) else x.transpose(0, 1)
     final = [torch.stack(f) for f in finals]
     if not batched:
