@@ -169,14 +169,3 @@ def test_recurrence_keeps_its_programmed_weights_across_steps():
             torch.testing.assert_close(out, hh(h), rtol=0, atol=1e-6)
         assert (out - (h @ w.T + b)).abs().max() > 1e-3
 
-
-def test_hardware_aware_training_rejects_the_layers_it_does_not_mirror():
-    from mc_engine.train.noisy import NoiseSource, NoiseSpec, noisy_forward
-
-    model = nn.Sequential(nn.Linear(IN, IN), Seq(nn.LSTM))
-    spec = NoiseSpec(weight_noise=(0.02,))
-    with pytest.raises(UserInputError, match=r"'1\.rnn' \(LSTM\).*train this model without"):
-        with noisy_forward(model, spec, NoiseSource.from_seed(0)):
-            pass
-    with noisy_forward(model, NoiseSpec(), NoiseSource.from_seed(0)):   # noise off: digital
-        model(torch.randn(2, IN))
