@@ -217,3 +217,18 @@ def test_embedding_stays_digital():
     tokens = torch.arange(10).view(2, 5)
     np.testing.assert_allclose(analog(tokens).numpy(), model(tokens).detach().numpy(),
                                atol=2e-6, rtol=0)
+
+
+def test_transformer_decoder_cross_attention_equals_torch():
+    torch.manual_seed(0)
+    model = nn.TransformerDecoder(nn.TransformerDecoderLayer(E, H, 32, dropout=0.0), 1).eval()
+    assert analog_layer_names(model)[:4] == [
+        "layers.0.self_attn.in_proj", "layers.0.self_attn.out_proj",
+        "layers.0.multihead_attn.in_proj", "layers.0.multihead_attn.out_proj"]
+    analog = convert(model, EXACT).program(0)
+    tgt, mem = _seq(L, False), _seq(S, False, seed=3)
+    mask = nn.Transformer.generate_square_subsequent_mask(L)
+    with torch.no_grad():
+        torch.testing.assert_close(analog.module(tgt, mem, tgt_mask=mask, tgt_is_causal=True),
+                                   model(tgt, mem, tgt_mask=mask, tgt_is_causal=True),
+                                   rtol=0, atol=1e-5)

@@ -20,7 +20,7 @@ from mc_engine.analog.checks import (
 )
 from mc_engine.analog.execution import NUMBA_CPU, Execution
 from mc_engine.analog.input_ranges import calibrate as calibrate_ranges
-from mc_engine.analog.input_ranges import same_inputs
+from mc_engine.analog.input_ranges import model_inputs, same_inputs
 from mc_engine.analog.layers import (  # noqa: F401  (re-exported)
     AnalogConv1d,
     AnalogConv2d,
@@ -103,8 +103,7 @@ class AnalogModel(nn.Module):
                 raise UserInputError("adc_range = 'calibrated' calibrates the ADC ranges on "
                                      "inputs from the training split: none were given "
                                      "(program(seed, calibration=x_train))", key="adc_range")
-            x = torch.as_tensor(np.asarray(calibration[:self.hw.calibration_samples],
-                                           np.float32))
+            x = model_inputs(calibration[:self.hw.calibration_samples])
             if self.execution.torch:
                 x = x.to(self.execution.torch_device)
             for layer in layers:

@@ -118,7 +118,7 @@ def calibrate(digital: nn.Module, layers: Sequence, x: np.ndarray | torch.Tensor
     included). A chunk whose calibration inputs are all equal (std 0) gets r = 1."""
     from mc_engine.analog.torch_pass import patch_rows
 
-    x = torch.as_tensor(np.asarray(x[:hw.calibration_samples], np.float32))
+    x = model_inputs(x[:hw.calibration_samples])
     moments = [[[_Moments() for _ in m.in_chunks] for m in lay.matrices] for lay in layers]
     handles = []
 
@@ -153,6 +153,13 @@ def calibrate(digital: nn.Module, layers: Sequence, x: np.ndarray | torch.Tensor
         r = np.where(np.isfinite(r) & (r > 0), r, 1.0).astype(np.float32)
         out.append(r)
     return out
+
+
+def model_inputs(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Inputs as the model takes them: float32, or int64 for integer inputs (token ids)."""
+    x = np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x)
+    return torch.as_tensor(np.ascontiguousarray(x, np.int64 if x.dtype.kind in "iu"
+                                                else np.float32))
 
 
 def same_inputs(a: np.ndarray | None, b: Iterable | None) -> bool:

@@ -120,47 +120,56 @@ class AnalogMultiheadAttention(nn.Module):
         self.bias_v = None if mha.bias_v is None else nn.Parameter(mha.bias_v.detach().clone())
         self.training = mha.training
 
-    def _project(self, query, key, value):
-        """q, k, v (sequence first, as the attention takes them) from the batch-major inputs."""
-        e = self.embed_dim
-        if not self._qkv_same_embed_dim:
-            return self.q_proj(query), self.k_proj(key), self.v_proj(value)
-        qkv = self.in_proj(query)
-        q = qkv[..., :e]
-        if key is query:
-            kv = qkv
-        else:
-            kv = self.in_proj(key)
-        k = kv[..., e:2 * e]
-        v = kv[..., 2 * e:] if value is key else self.in_proj(value)[..., 2 * e:]
-        return q, k, v
-
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
                 attn_mask=None, average_attn_weights=True, is_causal=False):
-        batched = query.dim() == 3
-        # Batch-major rows for the matrices: (N, L, E) (batched), (L, E) (unbatched).
-        to_batch = batched and not self.batch_first
-        same_kv, same_qk = key is value, query is key
-        if to_batch:
-            query = query.transpose(0, 1)
-            key = query if same_qk else key.transpose(0, 1)
-            value = key if same_kv else value.transpose(0, 1)
-        q, k, v = self._project(query, key, value)
-        if batched:
-            q, k, v = (t.transpose(0, 1) for t in (q, k, v))    # sequence first
-        eye = torch.eye(self.embed_dim, dtype=q.dtype, device=q.device)
-        out, weights = F.multi_head_attention_forward(
-            q, k, v, self.embed_dim, self.num_heads, None, None, self.bias_k, self.bias_v,
-            self.add_zero_attn, self.dropout, eye, None, training=self.training,
-            key_padding_mask=key_padding_mask, need_weights=need_weights, attn_mask=attn_mask,
-            use_separate_proj_weight=True, q_proj_weight=eye, k_proj_weight=eye,
-            v_proj_weight=eye, average_attn_weights=average_attn_weights, is_causal=is_causal)
-        if batched:
-            out = self.out_proj(out.transpose(0, 1))            # N, L, E
-            out = out if self.batch_first else out.transpose(0, 1)
-        else:
-            out = self.out_proj(out)
-        return out, weights
+        project = {s: getattr(self, s) for s in ("in_proj", "q_proj", "k_proj", "v_proj",
+                                                  "out_proj") if hasattr(self, s)}
+        return attention_forward(self, project, query, key, value, key_padding_mask,
+                                 need_weights, attn_mask, average_attn_weights, is_causal)
+
+
+def _project(mha, project, query, key, value):
+    """q, k, v from the batch-major inputs through the projections ``project``."""
+    e = mha.embed_dim
+    if not mha._qkv_same_embed_dim:
+        return project["q_proj"](query), project["k_proj"](key), project["v_proj"](value)
+    qkv = project["in_proj"](query)
+    q = qkv[..., :e]
+    kv = qkv if key is query else project["in_proj"](key)
+    k = kv[..., e:2 * e]
+    v = kv[..., 2 * e:] if value is key else project["in_proj"](value)[..., 2 * e:]
+    return q, k, v
+
+
+def attention_forward(mha, project: dict[str, Callable], query, key, value,
+                      key_padding_mask=None, need_weights=True, attn_mask=None,
+                      average_attn_weights=True, is_causal=False):
+    """nn.MultiheadAttention.forward with the projections ``project`` (suffix -> callable on
+    batch-major rows; the analog layers, or hardware-aware training's noisy forward) and the
+    attention of torch (``mha``: the layer's sizes, flags, bias_k/bias_v, dropout)."""
+    batched = query.dim() == 3
+    # Batch-major rows for the matrices: (N, L, E) (batched), (L, E) (unbatched).
+    same_kv, same_qk = key is value, query is key
+    if batched and not mha.batch_first:
+        query = query.transpose(0, 1)
+        key = query if same_qk else key.transpose(0, 1)
+        value = key if same_kv else value.transpose(0, 1)
+    q, k, v = _project(mha, project, query, key, value)
+    if batched:
+        q, k, v = (t.transpose(0, 1) for t in (q, k, v))    # sequence first
+    eye = torch.eye(mha.embed_dim, dtype=q.dtype, device=q.device)
+    out, weights = F.multi_head_attention_forward(
+        q, k, v, mha.embed_dim, mha.num_heads, None, None, mha.bias_k, mha.bias_v,
+        mha.add_zero_attn, mha.dropout, eye, None, training=mha.training,
+        key_padding_mask=key_padding_mask, need_weights=need_weights, attn_mask=attn_mask,
+        use_separate_proj_weight=True, q_proj_weight=eye, k_proj_weight=eye,
+        v_proj_weight=eye, average_attn_weights=average_attn_weights, is_causal=is_causal)
+    if batched:
+        out = project["out_proj"](out.transpose(0, 1))      # N, L, E
+        out = out if mha.batch_first else out.transpose(0, 1)
+    else:
+        out = project["out_proj"](out)
+    return out, weights
 
 
 # ---- recurrent layers ----
@@ -213,6 +222,15 @@ def _rnn_step(act: Callable[[torch.Tensor], torch.Tensor]):
     return step
 
 
+def step_function(rnn: nn.Module) -> Callable:
+    """One time step of ``rnn``'s cell: (input part, hidden part, state, hr) -> state."""
+    if isinstance(rnn, nn.LSTM):
+        return _lstm_step
+    if isinstance(rnn, nn.GRU):
+        return _gru_step
+    return _rnn_step(torch.tanh if rnn.nonlinearity == "tanh" else torch.relu)
+
+
 class AnalogRecurrent(nn.Module):
     """nn.LSTM, nn.GRU or nn.RNN with its matrices on analog tiles (see the module doc): the
     cells ``l{k}[_reverse]`` hold ``ih``, ``hh`` (and ``hr``); gates digital. Called and
@@ -225,58 +243,64 @@ class AnalogRecurrent(nn.Module):
         self.name = name
         self.num_layers, self.bidirectional = rnn.num_layers, rnn.bidirectional
         self.batch_first, self.hidden_size = rnn.batch_first, rnn.hidden_size
-        self.proj_size = _proj(rnn)
+        self.proj_size, self.dropout = _proj(rnn), rnn.dropout
         self.training = rnn.training
         for cell in _cells(rnn):
             self.add_module(cell, nn.ModuleDict(
                 {k: made[f"{cell}.{k}"] for k in ("ih", "hh", "hr") if f"{cell}.{k}" in made}))
-        if isinstance(rnn, nn.LSTM):
-            self._step = _lstm_step
-        elif isinstance(rnn, nn.GRU):
-            self._step = _gru_step
-        else:
-            self._step = _rnn_step(torch.tanh if rnn.nonlinearity == "tanh" else torch.relu)
+        self._step = step_function(rnn)
 
     def forward(self, x, hx=None):
-        if isinstance(x, nn.utils.rnn.PackedSequence):
-            raise UserInputError(f"{self.kind} on analog tiles takes padded tensors, not a "
-                                 "PackedSequence", key=f"model.{self.name}")
-        lstm = self.kind == "LSTM"
-        batched = x.dim() == 3
+        cells = {c: dict(getattr(self, c).items()) for c in _cells(self)}
+        return recurrent_forward(self, self.kind, self._step, cells, x, hx, self.name)
+
+
+def recurrent_forward(rnn, kind: str, step: Callable, cells: dict[str, dict[str, Callable]],
+                      x, hx=None, name: str = ""):
+    """The forward of an LSTM, GRU or RNN (``rnn``: its sizes and flags) with the matrices
+    ``cells`` (cell -> {'ih', 'hh'[, 'hr']} -> callable on batch-major rows) and the cell's
+    ``step``."""
+    if isinstance(x, nn.utils.rnn.PackedSequence):
+        raise UserInputError(f"{kind} on analog tiles takes padded tensors, not a "
+                             "PackedSequence", key=f"model.{name}")
+    lstm = kind == "LSTM"
+    batched = x.dim() == 3
+    if not batched:
+        x = x.unsqueeze(0)
+    elif not rnn.batch_first:
+        x = x.transpose(0, 1)                                # batch-major: N, T, in
+    n, steps = x.shape[0], x.shape[1]
+    d = 2 if rnn.bidirectional else 1
+    h_size = _proj(rnn) or rnn.hidden_size
+    if hx is None:
+        zeros = x.new_zeros(rnn.num_layers * d, n, h_size)
+        states = [zeros, x.new_zeros(rnn.num_layers * d, n, rnn.hidden_size)] if lstm \
+            else [zeros]
+    else:
+        states = list(hx) if lstm else [hx]
         if not batched:
-            x = x.unsqueeze(0)
-        elif not self.batch_first:
-            x = x.transpose(0, 1)                            # batch-major: N, T, in
-        n, steps = x.shape[0], x.shape[1]
-        d = 2 if self.bidirectional else 1
-        h_size = self.proj_size or self.hidden_size
-        if hx is None:
-            zeros = x.new_zeros(self.num_layers * d, n, h_size)
-            states = [zeros, x.new_zeros(self.num_layers * d, n, self.hidden_size)] if lstm \
-                else [zeros]
-        else:
-            states = list(hx) if lstm else [hx]
-            if not batched:
-                states = [s.unsqueeze(1) for s in states]
-        finals: list[list[torch.Tensor]] = [[] for _ in states]
-        for layer in range(self.num_layers):
-            outs = []
-            for direction in range(d):
-                k = layer * d + direction
-                cell = getattr(self, f"l{layer}{'_reverse' if direction else ''}")
-                gi = cell["ih"](x)                          # N, T, gates: one call, all steps
-                state = tuple(s[k] for s in states)
-                hr = cell["hr"] if "hr" in cell else None
-                hs = [None] * steps
-                for t in (reversed(range(steps)) if direction else range(steps)):
-                    state = self._step(gi[:, t], cell["hh"](state[0]), state, hr)
-                    hs[t] = state[0]
-                outs.append(torch.stack(hs, 1))
-                for f, s in zip(finals, state):
-                    f.append(s)
-            x = outs[0] if d == 1 else torch.cat(outs, -1)
-        out = x if (not batched or self.batch_first) else x.transpose(0, 1)
-        final = [torch.stack(f) for f in finals]
-        if not batched:
-            out, final = out.squeeze(0), [f.squeeze(1) for f in final]
-        return out, (tuple(final) if lstm else final[0])
+            states = [s.unsqueeze(1) for s in states]
+    finals: list[list[torch.Tensor]] = [[] for _ in states]
+    for layer in range(rnn.num_layers):
+        outs = []
+        for direction in range(d):
+            k = layer * d + direction
+            cell = cells[f"l{layer}{'_reverse' if direction else ''}"]
+            gi = cell["ih"](x)                              # N, T, gates: one call, all steps
+            state = tuple(s[k] for s in states)
+            hr = cell.get("hr")
+            hs = [None] * steps
+            for t in (reversed(range(steps)) if direction else range(steps)):
+                state = step(gi[:, t], cell["hh"](state[0]), state, hr)
+                hs[t] = state[0]
+            outs.append(torch.stack(hs, 1))
+            for f, s in zip(finals, state):
+                f.append(s)
+        x = outs[0] if d == 1 else torch.cat(outs, -1)
+        if rnn.dropout and rnn.training and layer < rnn.num_layers - 1:
+            x = F.dropout(x, rnn.dropout, True)             # between layers, as torch
+    out = x if (not batched or rnn.batch_first) else x.transpose(0, 1)
+    final = [torch.stack(f) for f in finals]
+    if not batched:
+        out, final = out.squeeze(0), [f.squeeze(1) for f in final]
+    return out, (tuple(final) if lstm else final[0])

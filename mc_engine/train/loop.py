@@ -51,7 +51,7 @@ from mc_engine.signals import Terminated, signals_deferred
 from mc_engine.study.inputs import check_model_fits, fingerprint
 from mc_engine.train.augment import crop_flip
 from mc_engine.train.guards import batches, check_out_folder, check_single_batches
-from mc_engine.train.noisy import NoiseSource, clip_weights, noisy_forward
+from mc_engine.train.noisy import NoiseSource, check_trainable, clip_weights, noisy_forward
 from mc_engine.train.ranges import add_ranges
 from mc_engine.train.spec import TrainSpec
 from mc_engine.train.task import correct_predictions, task_loss
@@ -113,6 +113,7 @@ def prepare(spec: TrainSpec) -> tuple[nn.Module, Dataset, Dataset]:
                                f"from a checkpoint with finite weights")
     try:   # a layer that cannot go on tiles is better known before hours of training
         convert(model)
+        check_trainable(model, spec.noise)
     except UserInputError as exc:
         raise exc.with_source(spec.source) from None
     if spec.augment and train_set.x.ndim != 4:

@@ -47,7 +47,6 @@ from mc_engine.analog.periphery import Periphery
 from mc_engine.errors import UserInputError
 from mc_engine.hardware import HardwareConfig
 from mc_engine.train.arrays import TileArrays, tile_arrays, tile_weights
-from mc_engine.train.compound import compound_forward
 from mc_engine.train.mvm import matrices
 from mc_engine.train.ranges import (
     RangeLearning,
@@ -55,6 +54,12 @@ from mc_engine.train.ranges import (
     column_ranges,
     init_from_data,
     matrix_ranges,
+)
+from mc_engine.train.sequence import (
+    conv_as_2d,
+    patch_sequence_layers,
+    sequence_layers,
+    weight_matrices,
 )
 
 #: The periphery of training: everything off unless a [noise] key switches it on.
@@ -180,14 +185,19 @@ def _ranges(layer: nn.Module, spec: NoiseSpec, rows, cols: torch.Tensor) -> np.n
 
 
 def _linear(layer: nn.Linear, spec: NoiseSpec, per: Periphery | None, src: NoiseSource,
-            x: torch.Tensor, cols: torch.Tensor | None = None) -> torch.Tensor:
+            x: torch.Tensor, cols: torch.Tensor | None = None,
+            draws: list | None = None) -> torch.Tensor:
+    """The noisy forward of a Linear (``layer``: anything with its weight, bias, in_features,
+    out_features); ``draws``: this batch's weights or tiles (:func:`_draws`) when already
+    drawn (a recurrent matrix reused at every step), None = draw them now."""
     parts = []
     ranges = None
     if cols is not None:
         flat = x.reshape(-1, x.shape[-1])
         ranges = _ranges(layer, spec, lambda: flat, cols)
         x = clip_rows(layer, flat, cols, spec.ranges).reshape(x.shape)
-    for xk, draw in zip(torch.tensor_split(x, spec.levels), _draws(layer, spec, per, src, 1)):
+    draws = _draws(layer, spec, per, src, 1) if draws is None else draws
+    for xk, draw in zip(torch.tensor_split(x, spec.levels), draws):
         if per is None:
             parts.append(F.linear(xk, draw))
             continue
@@ -214,10 +224,17 @@ def _conv(layer: nn.Conv2d, spec: NoiseSpec, per: Periphery | None, src: NoiseSo
         learned = (ranges, partial(clip_rows, layer, cols=cols, learn=spec.ranges))
     for xk, draw in zip(torch.tensor_split(x, spec.levels),
                         _draws(layer, spec, per, src, layer.groups)):
-        parts.append(layer._conv_forward(xk, draw, None) if per is None
-                     else _analog_conv(layer, xk, draw, per, src, learned))
+        if per is None:
+            parts.append(layer._conv_forward(xk, draw, None))
+        elif isinstance(layer, nn.Conv1d) or layer.padding_mode != "zeros":
+            y = _analog_conv(*conv_as_2d(layer, xk), draw, per, src, learned)
+            parts.append(y.squeeze(2) if isinstance(layer, nn.Conv1d) else y)
+        else:
+            parts.append(_analog_conv(layer, xk, draw, per, src, learned))
     y = parts[0] if len(parts) == 1 else torch.cat(parts)
-    return y if layer.bias is None else y + layer.bias.view(1, -1, 1, 1)
+    if layer.bias is None:
+        return y
+    return y + layer.bias.view(1, -1, *([1] * (y.dim() - 2)))
 
 
 def _analog_conv(layer: nn.Conv2d, x: torch.Tensor, tiles: list[TileArrays], per: Periphery,
@@ -245,15 +262,25 @@ def _analog_conv(layer: nn.Conv2d, x: torch.Tensor, tiles: list[TileArrays], per
     return torch_pass.conv_forward(view, x, (ho, wo))
 
 
+def check_trainable(model: nn.Module, spec: NoiseSpec) -> None:
+    """UserInputError naming the first layer the noisy forward does not mirror: learned input
+    ranges are learned for Linear and Conv2d only."""
+    if spec.active and spec.ranges is not None:
+        for name, m in sequence_layers(model):
+            raise UserInputError(
+                f"layer {name or '0'!r} ({type(m).__name__}): learned input ranges "
+                f"(noise.input_range = 'learn') are learned for Linear and Conv2d layers "
+                f"only; train this model with input_range off", key="train.input_range")
+
+
 @contextmanager
 def noisy_forward(model: nn.Module, spec: NoiseSpec, src: NoiseSource) -> Iterator[nn.Module]:
-    """Within the block, every Linear and Conv2d of ``model`` runs the noisy forward, and so do
-    the matrices of its attention and recurrent layers (:mod:`mc_engine.train.compound`); the
-    model, its parameters and its state_dict are otherwise untouched (nothing to undo on
-    save)."""
+    """Within the block, every Linear and Conv2d of ``model`` runs the noisy forward; the model,
+    its parameters and its state_dict are otherwise untouched (nothing to undo on save)."""
     if not spec.active:
         yield model
         return
+    check_trainable(model, spec)
     per = Periphery(spec.hardware) if spec.periphery else None
     layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     for m in layers:
@@ -261,9 +288,11 @@ def noisy_forward(model: nn.Module, spec: NoiseSpec, src: NoiseSource) -> Iterat
         cols = column_ranges(m, spec.hardware).to(m.weight.device) \
             if spec.ranges is not None else None
         m.forward = partial(fn, m, spec, per, src, cols=cols)
-    try:   # attention and recurrent layers: their matrices through _linear too
-        with compound_forward(model, lambda matrix: partial(_linear, matrix, spec, per, src)):
-            yield model
+    layers += patch_sequence_layers(model, partial(_linear, spec=spec, per=per, src=src),
+                                    partial(_draws, spec=spec, per=per, src=src, groups=1),
+                                    partial(_conv, spec=spec, per=per, src=src))
+    try:
+        yield model
     finally:
         for m in layers:
             del m.forward
@@ -271,8 +300,9 @@ def noisy_forward(model: nn.Module, spec: NoiseSpec, src: NoiseSource) -> Iterat
 
 @torch.no_grad()
 def clip_weights(model: nn.Module, k: float) -> None:
-    """Clip every Linear/Conv2d weight to ±k·std of that layer's weights (after a step)."""
-    for m in model.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d)) and m.weight.numel() > 1:
-            bound = k * float(m.weight.std())
-            m.weight.clamp_(-bound, bound)
+    """Clip every analog weight matrix (Linear, convolutions, and the matrices of attention
+    and recurrent layers) to ±k·std of that matrix's weights (after a step)."""
+    for w in weight_matrices(model):
+        if w.numel() > 1:
+            bound = k * float(w.std())
+            w.clamp_(-bound, bound)
