@@ -46,6 +46,7 @@ from mc_engine.analog import torch_pass
 from mc_engine.analog.periphery import Periphery
 from mc_engine.errors import UserInputError
 from mc_engine.hardware import HardwareConfig
+from mc_engine.train.act_noise import with_act_noise
 from mc_engine.train.arrays import TileArrays, tile_arrays, tile_weights
 from mc_engine.train.mvm import matrices
 from mc_engine.train.ranges import (
@@ -76,6 +77,8 @@ class NoiseSpec:
     #: Learned input ranges (noise.input_range = 'learn'; the hardware's noise_management is
     #: then 'learned'), None = off.
     ranges: RangeLearning | None = None
+    #: Activation noise levels (mc_engine/train/act_noise.py), empty = off.
+    act_noise: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         for key, ok, message in _mirrored(self.hardware):
@@ -105,7 +108,7 @@ class NoiseSpec:
     def active(self) -> bool:
         """Whether the forward differs from the plain model's at all."""
         return self.periphery or self.program or self.weight_bits > 0 or \
-            any(level > 0 for level in self.weight_noise)
+            any(level > 0 for level in (*self.weight_noise, *self.act_noise))
 
 
 def _mirrored(hw: HardwareConfig):
@@ -258,6 +261,8 @@ def noisy_forward(model: nn.Module, spec: NoiseSpec, src: NoiseSource) -> Iterat
         cols = column_ranges(m, spec.hardware).to(m.weight.device) \
             if spec.ranges is not None else None
         m.forward = partial(fn, m, spec, per, src, cols=cols)
+        if any(level > 0 for level in spec.act_noise):
+            m.forward = with_act_noise(m.forward, spec.act_noise, src)
     try:
         yield model
     finally:
