@@ -79,21 +79,24 @@ def ranking_figure(ranking: pd.DataFrame, baseline: str) -> Figure:
     hardware = [c for c in ranking.columns if c not in COLUMNS]
     groups = list(last.groupby(hardware, sort=False)) if hardware else [((), last)]
     groups = groups[:4]
-    n = max(1, len(last["checkpoint"].unique()))
-    fig = Figure(figsize=(4.2 * len(groups), 0.8 + 0.35 * n), layout="constrained")
+    # One order for every panel (by the first panel's gains), so that a row is one checkpoint.
+    order = list(groups[0][1].sort_values("diff_mean")["checkpoint"])
+    order += [c for c in dict.fromkeys(last["checkpoint"]) if c not in order]
+    fig = Figure(figsize=(4.2 * len(groups), 1.2 + 0.35 * len(order)), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(groups), sharey=True, squeeze=False)[0])
     for ax, (key, rows) in zip(axes, groups):
-        rows = rows.sort_values("diff_mean")
+        rows = rows.set_index("checkpoint").reindex(order)
         y = np.arange(len(rows))
         mean = rows["diff_mean"].to_numpy()
         err = np.vstack([mean - rows["diff_ci95_lo"].to_numpy(),
                          rows["diff_ci95_hi"].to_numpy() - mean])
         ax.errorbar(mean, y, xerr=np.nan_to_num(err), marker="o", capsize=3, linestyle="none")
         ax.axvline(0.0, color="0.3", linewidth=1)
-        ax.set_yticks(y, [Path(str(c)).stem for c in rows["checkpoint"]], fontsize="small")
+        ax.set_yticks(y, [Path(str(c)).stem for c in order], fontsize="small")
         key = key if isinstance(key, tuple) else (key,)
-        ax.set_title(", ".join(f"{h}={v}" for h, v in zip(hardware, key)) or "all chips",
-                     fontsize="small")
+        names = [f"{h}={v}" for h, v in zip(hardware, key)]
+        ax.set_title("\n".join(", ".join(names[i:i + 2]) for i in range(0, len(names), 2))
+                     or "all chips", fontsize="small")
         ax.set_xlabel(f"accuracy gain over {Path(baseline).stem} at "
                       f"{format_duration(float(last['t_inference_s'].iloc[0]))}",
                       fontsize="small")

@@ -19,6 +19,8 @@ the Monte Carlo engine's analog tiles will, in torch, so that gradients flow thr
   outputs are the Monte Carlo engine's; tile outputs summed digitally. Rounding passes the
   gradient straight through. Without a periphery option the layer is a plain torch layer on the
   weights its tiles hold (to float32 rounding of the engine's).
+- activation noise (``noise.act_noise``, :mod:`mc_engine.train.act_noise`): every layer's output
+  y·(1 + σξ) after all of the above, levels mapped to batch chunks as the weight noise's.
 - learned input ranges (``noise.input_range = 'learn'``, :mod:`mc_engine.train.ranges`): each
   layer's rows clipped to its per-chunk ranges with aihwkit's gradient, then the pass with
   alpha = r (noise_management 'learned').
