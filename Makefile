@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test system-deps bench bench-gpu fidelity lint clean hwa
+.PHONY: run test system-deps bench bench-gpu fidelity lint clean hwa recipes
 
 # The CPU wheel of torch first (a local file on the project machines), so that the unpinned
 # torch>=2.1 of pyproject.toml is already satisfied and no CUDA build is pulled; where that wheel
@@ -38,6 +38,14 @@ hwa: $(STAMP)
 	$(VENV)/bin/mc-engine train studies/hwa_digits_plain.toml --fresh
 	$(VENV)/bin/mc-engine train studies/hwa_digits_hwa.toml --fresh
 	$(VENV)/bin/mc-engine run studies/hwa_digits.toml
+
+# Eight training recipes (one recipe sweep per model) ranked against plain training on the
+# same simulated chips: digits MLP and CNN, default and harsh PCM.
+recipes: $(STAMP)
+	$(VENV)/bin/mc-engine train studies/hwa_recipes_train_mlp.toml --fresh
+	$(VENV)/bin/mc-engine run studies/hwa_recipes.toml
+	$(VENV)/bin/mc-engine train studies/hwa_recipes_train_cnn.toml --fresh
+	$(VENV)/bin/mc-engine run studies/hwa_recipes_cnn.toml
 
 bench: $(STAMP)
 	$(PY) -m mc_engine.bench

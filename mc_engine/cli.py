@@ -323,29 +323,41 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from mc_engine.train import load_train, train
+    from mc_engine.train import train
+    from mc_engine.train.sweep import check_points_free, load_points
 
     device = _train_device(args.backend, args.device)
-    spec = load_train(args.train)
+    points = load_points(args.train)   # one, or one per point of a recipe [sweep]
     cores = os.cpu_count() or 1
     if args.threads > THREADS_PER_CORE * cores:
         raise UserInputError(f"expected at most {THREADS_PER_CORE * cores} torch threads "
                              f"({THREADS_PER_CORE} per core, {cores} cores here), got "
                              f"{args.threads}", source="--threads")
-    with stop_signals():
-        outcome = train(spec, args.out, threads=args.threads, fresh=args.fresh, device=device)
-    stopped = EXIT_TERMINATED if outcome.terminated else EXIT_INTERRUPTED
-    if outcome.checkpoint is None:
-        _error(f"{'terminated (SIGTERM)' if outcome.terminated else 'interrupted'} before the "
-               f"first epoch completed; nothing written")
-        return stopped
-    print(f"{outcome.checkpoint} ({outcome.epochs_done} of {spec.epochs} epochs, held-out "
-          f"accuracy {outcome.held_out_accuracy:.4f}, {outcome.wall_s:.1f} s; recipe and "
-          f"accuracies in {outcome.sidecar})")
-    if outcome.interrupted:
-        _error(f"{'terminated (SIGTERM)' if outcome.terminated else 'interrupted'}: "
-               f"{outcome.checkpoint} holds the last completed epoch ({outcome.epochs_done})")
-        return stopped
+    if len(points) > 1:
+        check_points_free(points, args.out, args.fresh)
+    written = []
+    for spec in points:
+        with stop_signals():
+            outcome = train(spec, args.out, threads=args.threads, fresh=args.fresh,
+                            device=device)
+        stopped = EXIT_TERMINATED if outcome.terminated else EXIT_INTERRUPTED
+        if outcome.checkpoint is None:
+            _error(f"{'terminated (SIGTERM)' if outcome.terminated else 'interrupted'} before "
+                   f"the first epoch of {spec.name} completed; nothing written for it")
+            return stopped
+        print(f"{outcome.checkpoint} ({outcome.epochs_done} of {spec.epochs} epochs, held-out "
+              f"accuracy {outcome.held_out_accuracy:.4f}, {outcome.wall_s:.1f} s; recipe and "
+              f"accuracies in {outcome.sidecar})")
+        if outcome.interrupted:
+            _error(f"{'terminated (SIGTERM)' if outcome.terminated else 'interrupted'}: "
+                   f"{outcome.checkpoint} holds the last completed epoch "
+                   f"({outcome.epochs_done})")
+            return stopped
+        written.append(outcome.checkpoint)
+    if len(points) > 1:
+        print(f"{len(written)} checkpoints, one per sweep point:")
+        for path in written:
+            print(f"  {path}")
     return EXIT_OK
 
 

@@ -73,6 +73,9 @@ def report(df: pd.DataFrame, out: str | Path, ideal=None) -> Path:
     best = _best_two(df, summary, swept)
     if best is not None:
         sections.append(best)
+    ranked = _checkpoint_ranking(df)   # a checkpoint axis: each against the axis's first
+    if ranked is not None:
+        sections.append(ranked)
     ranking = rank_layers(df, ideal)
     if len(ranking):
         shown = ranking.assign(t=ranking["t_inference_s"].map(format_duration))
@@ -128,6 +131,28 @@ def _best_two(df: pd.DataFrame, summary: pd.DataFrame, swept: list[str]) -> Sect
                    f"{title}, paired repeat by repeat (the same simulated chips), with the "
                    f"interval an unpaired comparison would give beside it.",
                    _png(paired_comparison(table, title)), shown.to_html(**TABLE_FORMAT))
+
+
+def _checkpoint_ranking(df: pd.DataFrame) -> Section | None:
+    """The checkpoints ranked by paired gain over the first of the checkpoint axis
+    (:mod:`mc_engine.results.ranking`), or None without an axis of two or more."""
+    from mc_engine.results.ranking import axis_baseline, rank_checkpoints, ranking_figure
+
+    baseline = axis_baseline(df)
+    if baseline is None:
+        return None
+    try:
+        ranking = rank_checkpoints(df, baseline)
+    except UserInputError:
+        return None
+    shown = ranking.assign(t=ranking["t_inference_s"].map(format_duration))
+    shown = shown[["t" if c == "t_inference_s" else c for c in ranking.columns]]
+    return Section(f"Checkpoints ranked by gain over {Path(baseline).name}",
+                   f"Accuracy of every checkpoint minus the baseline {baseline} (the first of "
+                   f"the checkpoint axis), paired chip by chip, with its 95 % interval, per "
+                   f"hardware point and read time; rank 1 gains the most. The figure shows the "
+                   f"latest read time.", _png(ranking_figure(ranking, baseline)),
+                   shown.to_html(**TABLE_FORMAT))
 
 
 def _png(fig: Figure) -> str:

@@ -25,6 +25,7 @@ from mc_engine.hardware.devices import (
 )
 from mc_engine.hardware.presets import PRESET_KEY, resolve_preset
 from mc_engine.study import toml_writer
+from mc_engine.study.checkpoints import expand_checkpoint_patterns
 from mc_engine.study.keys import point_id, trial_seed
 from mc_engine.study.sweep import (
     MAX_TRIALS,
@@ -331,6 +332,7 @@ def parse_study(doc: Mapping[str, Any], *, source: str = "<study>",
     preset = tables["hardware"].get(PRESET_KEY, "")
     base = _resolved_base(tables["hardware"], tables["sweep"], fail)
     folder = Path(base_dir) if base_dir is not None else Path()
+    tables["sweep"] = expand_checkpoint_patterns(tables["sweep"], folder, fail)
     load_devices(base, tables["sweep"], folder, source)
     load_tables(base, tables["sweep"], folder, source)
     hardware_point(base, source, lambda f: f"hardware.{f}")

@@ -28,6 +28,7 @@ import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ from mc_engine.train.augment import crop_flip
 from mc_engine.train.guards import batches, check_out_folder, check_single_batches
 from mc_engine.train.noisy import NoiseSource, check_trainable, clip_weights, noisy_forward
 from mc_engine.train.ranges import add_ranges
+from mc_engine.train.recipes import averaged, check_inputs, recipe_step
 from mc_engine.train.spec import TrainSpec
 from mc_engine.train.task import correct_predictions, task_loss
 from mc_engine.zoo import load_model
@@ -116,6 +118,7 @@ def prepare(spec: TrainSpec) -> tuple[nn.Module, Dataset, Dataset]:
         check_trainable(model, spec.noise)
     except UserInputError as exc:
         raise exc.with_source(spec.source) from None
+    check_inputs(spec.recipe, torch.from_numpy(train_set.x[:1]), spec.source)
     if spec.augment and train_set.x.ndim != 4:
         raise UserInputError(f"augmentation crops and flips images (N x C x H x W); the "
                              f"training inputs have shape {train_set.x.shape}",
@@ -200,7 +203,8 @@ def _check_free(spec: TrainSpec, out_dir: Path, fresh: bool) -> None:
 
 def _optimizer(spec: TrainSpec, model: nn.Module
                ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
-    if spec.optimizer == "adam":
+    base = spec.recipe.sam_base if spec.optimizer == "sam" else spec.optimizer
+    if base == "adam":
         opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr,
                                                       weight_decay=spec.weight_decay)
     else:
@@ -224,6 +228,7 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
                    lambda message: UserInputError(message, source=spec.source, key="train.init"))
     opt, scheduler = _optimizer(spec, model)
     x_all, y_all = torch.from_numpy(train_set.x), torch.from_numpy(train_set.y)
+    step, averager = recipe_step(spec, model, opt, task_loss, src, x_all)
     batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     if batch_norm and (spec.batch_size == 1 or len(y_all) == 1):
         check_single_batches(spec, model, x_all, dev)
@@ -245,14 +250,7 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
                     xb, yb = x_all[batch].to(dev), y_all[batch].to(dev)
                     if spec.augment:
                         xb = crop_flip(xb, augment_rng)
-                    opt.zero_grad()
-                    out = model(xb)
-                    loss = task_loss(out, yb)
-                    value = float(loss.detach())
-                    if not math.isfinite(value):
-                        raise _Diverged(f"the training loss became {value} in epoch {epoch + 1}")
-                    loss.backward()
-                    opt.step()
+                    out, value = step(xb, yb, partial(_check_loss, epoch=epoch))
                     if spec.noise.clip_std > 0:
                         clip_weights(model, spec.noise.clip_std)
                     loss_sum += value * len(batch)
@@ -265,10 +263,11 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
                         if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
             if bad is not None:
                 raise _Diverged(f"{bad} became non-finite in epoch {epoch + 1}")
-            acc = accuracy(model, held_out, dev)
+            kept = averaged(spec, model, averager, epoch, x_all, dev)   # SWA: the average
+            acc = accuracy(kept, held_out, dev)
             entry = {"epoch": epoch + 1, "loss": loss_sum / seen,
                      "train_accuracy": correct / predicted, "held_out_accuracy": acc}
-            saved, received = _save(spec, model, held_out, [*history, entry], out_dir, started)
+            saved, received = _save(spec, kept, held_out, [*history, entry], out_dir, started)
             for signum in received:   # a signal held back while the pair was renamed
                 signal.raise_signal(signum)
             bar.set_postfix(loss=f"{entry['loss']:.4f}", held_out=f"{acc:.4f}")
@@ -301,6 +300,11 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
                         held_out_accuracy=history[-1]["held_out_accuracy"] if history
                         else float("nan"), wall_s=time.perf_counter() - started,
                         terminated=isinstance(stop, Terminated))
+
+
+def _check_loss(value: float, epoch: int) -> None:
+    if not math.isfinite(value):
+        raise _Diverged(f"the training loss became {value} in epoch {epoch + 1}")
 
 
 def _on_terminal() -> bool:

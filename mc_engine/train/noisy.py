@@ -19,6 +19,8 @@ the Monte Carlo engine's analog tiles will, in torch, so that gradients flow thr
   outputs are the Monte Carlo engine's; tile outputs summed digitally. Rounding passes the
   gradient straight through. Without a periphery option the layer is a plain torch layer on the
   weights its tiles hold (to float32 rounding of the engine's).
+- activation noise (``noise.act_noise``, :mod:`mc_engine.train.act_noise`): every layer's output
+  y·(1 + σξ) after all of the above, levels mapped to batch chunks as the weight noise's.
 - learned input ranges (``noise.input_range = 'learn'``, :mod:`mc_engine.train.ranges`): each
   layer's rows clipped to its per-chunk ranges with aihwkit's gradient, then the pass with
   alpha = r (noise_management 'learned').
@@ -46,6 +48,7 @@ from mc_engine.analog import torch_pass
 from mc_engine.analog.periphery import Periphery
 from mc_engine.errors import UserInputError
 from mc_engine.hardware import HardwareConfig
+from mc_engine.train.act_noise import with_act_noise
 from mc_engine.train.arrays import TileArrays, tile_arrays, tile_weights
 from mc_engine.train.mvm import matrices
 from mc_engine.train.ranges import (
@@ -82,6 +85,8 @@ class NoiseSpec:
     #: Learned input ranges (noise.input_range = 'learn'; the hardware's noise_management is
     #: then 'learned'), None = off.
     ranges: RangeLearning | None = None
+    #: Activation noise levels (mc_engine/train/act_noise.py), empty = off.
+    act_noise: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         for key, ok, message in _mirrored(self.hardware):
@@ -111,7 +116,7 @@ class NoiseSpec:
     def active(self) -> bool:
         """Whether the forward differs from the plain model's at all."""
         return self.periphery or self.program or self.weight_bits > 0 or \
-            any(level > 0 for level in self.weight_noise)
+            any(level > 0 for level in (*self.weight_noise, *self.act_noise))
 
 
 def _mirrored(hw: HardwareConfig):
@@ -264,13 +269,19 @@ def _analog_conv(layer: nn.Conv2d, x: torch.Tensor, tiles: list[TileArrays], per
 
 def check_trainable(model: nn.Module, spec: NoiseSpec) -> None:
     """UserInputError naming the first layer the noisy forward does not mirror: learned input
-    ranges are learned for Linear and Conv2d only."""
+    ranges and activation noise are for Linear and Conv2d only."""
     if spec.active and spec.ranges is not None:
         for name, m in sequence_layers(model):
             raise UserInputError(
                 f"layer {name or '0'!r} ({type(m).__name__}): learned input ranges "
                 f"(noise.input_range = 'learn') are learned for Linear and Conv2d layers "
                 f"only; train this model with input_range off", key="train.input_range")
+    if spec.active and any(level > 0 for level in spec.act_noise):
+        for name, m in sequence_layers(model):
+            raise UserInputError(
+                f"layer {name or '0'!r} ({type(m).__name__}): activation noise "
+                f"(noise.act_noise) is injected on Linear and Conv2d outputs only; train "
+                f"this model without act_noise", key="noise.act_noise")
 
 
 @contextmanager
@@ -288,6 +299,8 @@ def noisy_forward(model: nn.Module, spec: NoiseSpec, src: NoiseSource) -> Iterat
         cols = column_ranges(m, spec.hardware).to(m.weight.device) \
             if spec.ranges is not None else None
         m.forward = partial(fn, m, spec, per, src, cols=cols)
+        if any(level > 0 for level in spec.act_noise):
+            m.forward = with_act_noise(m.forward, spec.act_noise, src)
     layers += patch_sequence_layers(model, partial(_linear, spec=spec, per=per, src=src),
                                     partial(_draws, spec=spec, per=per, src=src, groups=1),
                                     partial(_conv, spec=spec, per=per, src=src))

@@ -25,10 +25,12 @@ from mc_engine.hardware import HardwareConfig, from_dict
 from mc_engine.study.spec import split_tables
 from mc_engine.train.noisy import TRAIN_PERIPHERY, NoiseSpec
 from mc_engine.train.ranges import RangeLearning
+from mc_engine.train.recipes import RECIPE_KEYS, Inert, Recipe, check_recipe, parse_recipe
 
-TABLES = ("train", "model", "data", "noise")
+TABLES = ("train", "model", "data", "noise", "sweep")
 TRAIN_KEYS = ("name", "seed", "epochs", "batch_size", "optimizer", "lr", "momentum",
-              "weight_decay", "schedule", "step_size", "gamma", "init", "augment", "description")
+              "weight_decay", "schedule", "step_size", "gamma", "init", "augment", "description",
+              *RECIPE_KEYS)
 #: [noise] keys of the tiles, their mapping, the periphery and the device, passed to
 #: HardwareConfig (same names, same checks): what the training forward mirrors.
 HARDWARE_NOISE_KEYS = ("max_input_size", "max_output_size", "weight_scaling_omega",
@@ -40,10 +42,11 @@ HARDWARE_NOISE_KEYS = ("max_input_size", "max_output_size", "weight_scaling_omeg
 #: [noise] keys of learned input ranges (mc_engine/train/ranges.py, aihwkit's
 #: InputRangeParameter): act only with input_range = 'learn'.
 RANGE_KEYS = ("init_from_data", "init_std_alpha", "decay", "input_min_percentage")
-NOISE_KEYS = ("weight_noise", "clip_std", *HARDWARE_NOISE_KEYS, "input_range", *RANGE_KEYS)
+NOISE_KEYS = ("weight_noise", "act_noise", "clip_std", *HARDWARE_NOISE_KEYS, "input_range",
+              *RANGE_KEYS)
 #: [noise] keys of the programming noise: they act only with a device.
 DEVICE_NOISE_KEYS = ("g_max", "on_off_ratio", "prog_noise_scale", "sigma_prog")
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "sgd", "sam")
 SCHEDULES = ("none", "cosine", "step")
 #: Default ADC range when adc_bits is set without out_bound (the engine's default).
 ADC_BOUND = 12.0
@@ -71,6 +74,8 @@ class TrainSpec:
     init: Path | None = None
     augment: bool = False
     description: str = ""
+    #: The noise-robust recipes (SAM, adversarial inputs and weights, weight averaging).
+    recipe: Recipe = field(default_factory=Recipe)
     tables: dict[str, Any] = field(default_factory=dict)
     source: str = "<train>"
     base_dir: Path = field(default_factory=Path)
@@ -91,30 +96,41 @@ def load_train(path: str | Path) -> TrainSpec:
 
 
 def parse_train(doc: Mapping[str, Any], *, source: str = "<train>",
-                base_dir: Path | None = None) -> TrainSpec:
-    """Validate a parsed train file."""
+                base_dir: Path | None = None, inert: Inert | None = None) -> TrainSpec:
+    """Validate a parsed train file. ``inert(key, message)`` is told of keys that do nothing
+    with the other settings (default: refused; a recipe sweep collects them)."""
     base_dir = Path(base_dir) if base_dir is not None else Path()
 
     def fail(key: str, message: str) -> UserInputError:
         return UserInputError(message, source=source, key=key)
 
+    def refuse(key: str, message: str) -> None:
+        raise fail(key, message)
+
+    inert = inert or refuse
     tables = split_tables(doc, TABLES, ("train", "model"), fail)
+    if tables.pop("sweep"):
+        raise fail("sweep", "a train file with a [sweep] trains one checkpoint per point: read "
+                            "it with mc_engine.train.sweep.load_points (as mc-engine train does)")
     if "checkpoint" in tables["model"]:
         raise fail("model.checkpoint", "not used by a train file: give the checkpoint to "
                                        "fine-tune from as train.init")
-    train = _train_table(tables["train"], base_dir, fail)
-    noise = _noise_table(tables["noise"], base_dir, source, fail)
+    train = _train_table(tables["train"], base_dir, fail, inert)
+    noise = _noise_table(tables["noise"], base_dir, source, fail, inert)
     batch = train.get("batch_size", TrainSpec.batch_size)
-    if len(noise.weight_noise) > batch:
-        raise fail("noise.weight_noise", f"{len(noise.weight_noise)} levels, but a batch of "
-                                         f"train.batch_size = {batch} is split into one chunk "
-                                         f"per level: give at most {batch} levels (or a larger "
-                                         f"batch)")
+    for key in ("weight_noise", "act_noise"):
+        levels = getattr(noise, key)
+        if len(levels) > batch:
+            raise fail(f"noise.{key}", f"{len(levels)} levels, but a batch of train.batch_size "
+                                       f"= {batch} is split into one chunk per level: give at "
+                                       f"most {batch} levels (or a larger batch)")
+    check_recipe(train["recipe"], noise.ranges is not None, source)
     return TrainSpec(model=tables["model"], data=tables["data"], noise=noise, tables=tables,
                      source=source, base_dir=base_dir, **train)
 
 
-def _train_table(table: dict[str, Any], base_dir: Path, fail: Fail) -> dict[str, Any]:
+def _train_table(table: dict[str, Any], base_dir: Path, fail: Fail,
+                 inert: Inert) -> dict[str, Any]:
     for key in table:
         if key not in TRAIN_KEYS:
             raise fail(f"train.{key}", f"unknown key{did_you_mean(key, TRAIN_KEYS)}; allowed: "
@@ -163,13 +179,17 @@ def _train_table(table: dict[str, Any], base_dir: Path, fail: Fail) -> dict[str,
     schedule = out.get("schedule", TrainSpec.schedule)
     for key in ("step_size", "gamma"):
         if key in table and schedule != "step":
-            raise fail(f"train.{key}", f"used only by schedule = 'step', and the schedule is "
-                                       f"{schedule!r}: remove it, or set schedule = 'step'")
+            inert(f"train.{key}", f"used only by schedule = 'step', and the schedule is "
+                                  f"{schedule!r}: remove it, or set schedule = 'step'")
     optimizer = out.get("optimizer", TrainSpec.optimizer)
-    if "momentum" in table and optimizer != "sgd":
-        raise fail("train.momentum", f"used only by optimizer = 'sgd', and the optimizer is "
-                                     f"{optimizer!r} (Adam keeps its own moment estimates): "
-                                     f"remove it, or set optimizer = 'sgd'")
+    out["recipe"] = parse_recipe(table, optimizer, out.get("epochs", TrainSpec.epochs), fail,
+                                 inert, lambda value, key, positive=False:
+                                 _number(value, key, fail, positive=positive))
+    base = out["recipe"].sam_base if optimizer == "sam" else optimizer
+    if "momentum" in table and base != "sgd":
+        inert("train.momentum", f"used only by optimizer = 'sgd' (or 'sam' with sam_base = "
+                                f"'sgd'), and the optimizer is {optimizer!r} (Adam keeps its "
+                                f"own moment estimates): remove it, or set optimizer = 'sgd'")
     return out
 
 
@@ -207,7 +227,8 @@ def _resolve_preset(table: dict[str, Any], fail: Fail) -> dict[str, Any]:
     return values
 
 
-def _noise_table(table: dict[str, Any], base_dir: Path, source: str, fail: Fail) -> NoiseSpec:
+def _noise_table(table: dict[str, Any], base_dir: Path, source: str, fail: Fail,
+                 inert: Inert) -> NoiseSpec:
     table = _resolve_preset(table, fail)
     for key in table:
         if key in NOISE_KEYS:
@@ -219,12 +240,12 @@ def _noise_table(table: dict[str, Any], base_dir: Path, source: str, fail: Fail)
                                        f"{', '.join(NOISE_KEYS)}")
         raise fail(f"noise.{key}", f"unknown key{did_you_mean(key, NOISE_KEYS)}; allowed: "
                                    f"{', '.join(NOISE_KEYS)}")
-    levels = table.get("weight_noise", [])
-    if not isinstance(levels, list):
-        levels = [levels]
-    if "weight_noise" in table and not levels:
-        raise fail("noise.weight_noise", "empty list: give one level or several (multi-scale)")
-    levels = tuple(_number(v, "noise.weight_noise", fail) for v in levels)
+    levels, act = (_levels(table, key, fail) for key in ("weight_noise", "act_noise"))
+    if len(levels) > 1 and len(act) > 1 and len(levels) != len(act):
+        raise fail("noise.act_noise", f"{len(act)} levels beside {len(levels)} weight_noise "
+                                      f"levels: both split the batch into one chunk per level, "
+                                      f"so give as many of each (chunk k sees both k-th "
+                                      f"levels), or one value of either")
     bits = table.get("weight_bits")
     if bits == 1 and not isinstance(bits, bool):
         raise fail("noise.weight_bits", "1 bit leaves no level besides 0; use 0 (off) or >= 2")
@@ -234,17 +255,17 @@ def _noise_table(table: dict[str, Any], base_dir: Path, source: str, fail: Fail)
             if key == "on_off_ratio" and table.get("weight_bits"):
                 continue             # g_min is part of the conductance-unit mapping itself
             if key in table:
-                raise fail(f"noise.{key}", "a parameter of the programming noise, which needs a "
-                                           "device (noise.device = 'pcm' or another model); "
-                                           "without one it does nothing: remove it, or set "
-                                           "noise.device")
+                inert(f"noise.{key}", "a parameter of the programming noise, which needs a "
+                                      "device (noise.device = 'pcm' or another model); "
+                                      "without one it does nothing: remove it, or set "
+                                      "noise.device")
     bound = table.get("out_bound")
     if table.get("adc_bits") and isinstance(bound, (int, float)) and not isinstance(bound, bool) \
             and math.isinf(bound):
         raise fail("noise.adc_bits", "an ADC needs a finite range, and noise.out_bound is inf "
                                      f"(no ADC): remove one of them, or give out_bound (default "
                                      f"{ADC_BOUND:g} with adc_bits)")
-    ranges = _range_learning(table, fail)
+    ranges = _range_learning(table, fail, inert)
     values = {**TRAIN_PERIPHERY, **{k: v for k, v in table.items() if k in HARDWARE_NOISE_KEYS}}
     if ranges is not None:
         values["noise_management"] = "learned"
@@ -270,18 +291,28 @@ def _noise_table(table: dict[str, Any], base_dir: Path, source: str, fail: Fail)
                                              f"'none' or 'constant', or {how}")
     try:
         return NoiseSpec(hardware=hardware, weight_noise=levels, clip_std=clip,
-                         program=hardware.device != "ideal", ranges=ranges)
+                         program=hardware.device != "ideal", ranges=ranges, act_noise=act)
     except UserInputError as err:
         raise fail(f"noise.{err.key}", str(err)[len(err.key) + 2:]) from None
 
 
-def _range_learning(table: dict[str, Any], fail: Fail) -> RangeLearning | None:
+def _levels(table: dict[str, Any], key: str, fail: Fail) -> tuple[float, ...]:
+    """The multi-scale levels of ``weight_noise`` or ``act_noise``: one number or a list."""
+    levels = table.get(key, [])
+    if not isinstance(levels, list):
+        levels = [levels]
+    if key in table and not levels:
+        raise fail(f"noise.{key}", "empty list: give one level or several (multi-scale)")
+    return tuple(_number(v, f"noise.{key}", fail) for v in levels)
+
+
+def _range_learning(table: dict[str, Any], fail: Fail, inert: Inert) -> RangeLearning | None:
     """The learned input ranges of noise.input_range = 'learn' (None without the key)."""
     if "input_range" not in table:
         for key in RANGE_KEYS:
             if key in table:
-                raise fail(f"noise.{key}", "a parameter of learned input ranges: used only with "
-                                           "noise.input_range = 'learn'; remove it, or add that")
+                inert(f"noise.{key}", "a parameter of learned input ranges: used only with "
+                                      "noise.input_range = 'learn'; remove it, or add that")
         return None
     if table["input_range"] != "learn":
         raise fail("noise.input_range", f"expected 'learn' (per-tile input ranges trained "
