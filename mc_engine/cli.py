@@ -3,9 +3,10 @@
     mc-engine run STUDY [--out DIR] [--workers N | --scheduler ADDR | --scheduler-file FILE]
                   [--fresh] [--backend {numba,torch}] [--device {cpu,cuda,cuda:N}]
     mc-engine validate STUDY [--backend ...] [--device ...]
-    mc-engine summary RESULTS_DIR
-    mc-engine report RESULTS_DIR [--out report.html | FILE.png|.pdf|.svg]
-    mc-engine compare RESULTS_DIR --baseline COLUMN=VALUE... --other COLUMN=VALUE...
+    mc-engine summary RESULTS_DIR [--metric M]
+    mc-engine report RESULTS_DIR [--out report.html | FILE.png|.pdf|.svg] [--metric M]
+                     [--compare K=V[,K=V] K=V[,K=V]] [--format svg,pdf] [--size single|double]
+    mc-engine compare RESULTS_DIR --baseline COLUMN=VALUE... --other COLUMN=VALUE... [--metric M]
     mc-engine train TRAIN [--out DIR] [--threads N] [--fresh] [--device {cpu,cuda,cuda:N}]
 
 Exit status: 0 done, 2 invalid input (one line naming file and key, never a traceback), 1 any
@@ -137,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
 
     summary = command("summary", _summary, "Print per-point, per-time accuracy statistics.")
     summary.add_argument("results", type=Path, help="results folder of a study")
+    _metric_option(summary)
 
     report = command("report", _report,
                      "Write the HTML report (figures, paired comparison, summary table, study "
@@ -146,16 +148,30 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=None,
                         help="report.html (default: RESULTS/report.html), or an image "
                              "(.png, .pdf, .svg) of accuracy vs time")
+    _metric_option(report)
+    report.add_argument("--compare", nargs=2, metavar=("BASELINE", "OTHER"), default=None,
+                        help="the two points of the paired comparison, each K=V or K=V,K=V "
+                             "(e.g. --compare adc_bits=6 adc_bits=8; keys left out are held "
+                             "at the best point's values); default: two values of the study's "
+                             "leading swept key")
+    report.add_argument("--format", default="", metavar="svg,pdf",
+                        help="also write every figure of the report as these formats (png, "
+                             "svg, pdf; comma-separated) into <report name>-figures/ beside it")
+    report.add_argument("--size", default="double", metavar="{single,double,INCHES}",
+                        help="figure width: single (3.5 in) or double (7.2 in, default) column, "
+                             "or inches")
 
     compare = command("compare", _compare,
                       "Paired difference in accuracy (other - baseline) of two points over the "
                       "repeats they share, at each inference time, with the unpaired interval "
                       "beside it.")
     compare.add_argument("results", type=Path, help="results folder of a study")
-    for role in ("baseline", "other"):
+    for role, example in (("baseline", "adc_bits=6"), ("other", "adc_bits=8")):
         compare.add_argument(f"--{role}", nargs="+", action="extend", required=True,
                              metavar="COLUMN=VALUE",
-                             help=f"column values that pick the {role} point, e.g. adc_bits=7")
+                             help=f"column values that pick the {role} point, e.g. {example} "
+                                  f"(a checkpoint by its path, file name or stem)")
+    _metric_option(compare)
 
     train = command("train", _train, "Train a model from a train file (plain or hardware-aware) "
                                       "into a checkpoint a study can load.")
@@ -173,6 +189,13 @@ def _parser() -> argparse.ArgumentParser:
                        help="torch device of the model, the batches and the injected noise "
                             "(default: cuda when torch sees a GPU, else cpu)")
     return parser
+
+
+def _metric_option(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--metric", default="accuracy", metavar="{accuracy,loss,perplexity}",
+                     help="the result column to summarise (default accuracy; loss and "
+                          "perplexity where the rows have them: for them lower is better, and "
+                          "the change from the digital model is a rise)")
 
 
 def _execution_options(sub: argparse.ArgumentParser, note: str = "") -> None:
@@ -272,19 +295,24 @@ def _summary(args: argparse.Namespace) -> int:
 
     studies = _studies(args.results)
     if not studies:
-        print(_summary_table(load_results(args.results)))
+        print(_summary_table(load_results(args.results), args.metric))
         return EXIT_OK
     print(f"{args.results}: {len(studies)} studies, each on its own:")
     for folder in studies:              # never merged: each study's table under its name
         print(f"\n== {folder.name} ({folder}) ==")
-        print(_summary_table(load_results(folder)))
+        print(_summary_table(load_results(folder), args.metric))
     return EXIT_OK
 
 
 def _report(args: argparse.Namespace) -> int:
     from mc_engine.fileio import check_path_fits, check_writable_folder
     from mc_engine.results import load_results, plot, report
+    from mc_engine.results.style import check_formats, width
 
+    size = _size(args.size)
+    width(size)
+    options = {"metric": args.metric, "compare": args.compare, "size": size,
+               "formats": check_formats([f for f in args.format.split(",") if f.strip()])}
     studies = _studies(args.results)
     if studies:
         if args.out is not None:
@@ -294,7 +322,7 @@ def _report(args: argparse.Namespace) -> int:
                                  "leave --out out for one report in each study's folder",
                                  source="--out")
         for folder in studies:          # one report per study, in its own folder
-            print(report(load_results(folder), folder / "report.html"))
+            print(report(load_results(folder), folder / "report.html", **options))
         return EXIT_OK
     df = load_results(args.results)
     out = args.out if args.out is not None else Path(args.results) / "report.html"
@@ -306,8 +334,19 @@ def _report(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise UserInputError(f"{out} is a folder; expected a file name", source="--out")
     check_writable_folder(out.parent, "--out")
-    print(report(df, out) if suffix in (".html", ".htm") else plot(df, out))
+    if suffix in (".html", ".htm"):
+        print(report(df, out, **options))
+    else:
+        print(plot(df, out, metric=args.metric, size=size))
     return EXIT_OK
+
+
+def _size(text: str) -> str | float:
+    """``--size``: single, double or a width in inches."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -316,7 +355,7 @@ def _compare(args: argparse.Namespace) -> int:
     from mc_engine.study import format_duration
 
     table = compare(load_results(args.results), parse_selection(args.baseline, "baseline"),
-                    parse_selection(args.other, "other"))
+                    parse_selection(args.other, "other"), metric=args.metric)
     table.insert(0, "t", table.pop("t_inference_s").map(format_duration))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-"))
     return EXIT_OK
@@ -370,7 +409,7 @@ def _parameter(value: float) -> str:
     return "-" if value != value else f"{value:.12g}"
 
 
-def _summary_table(df) -> str:
+def _summary_table(df, metric: str = "accuracy") -> str:
     """The summary as aligned text: swept parameters, time, then the statistics; in a
     layer-sensitivity study, then the layers ranked by the accuracy they cost alone."""
     from mc_engine.results import rank_layers, summarize, swept_columns
@@ -385,17 +424,20 @@ def _summary_table(df) -> str:
         return frame[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}",
                                         na_rep="-", formatters=given)
 
-    table = summarize(df)
+    from mc_engine.results.metrics import metric as get_metric
+
+    quantity = get_metric(metric, df)
+    table = summarize(df, metric=metric)
     first = ["study"] if table["study"].nunique() > 1 else []
     first += (swept_columns(df) + (["layer"] if "layer" in table else [])) or ["point_id"]
-    columns = list(SUMMARY_COLUMNS)
+    columns = [quantity.change_column if c == "drop_from_ideal" else c for c in SUMMARY_COLUMNS]
     adaptive = "n_first" in table  # adaptive repeats: the first round behind Stein's interval
     if adaptive:
         columns[3:3] = ["n_first", "std_first"]
     out = text(table[[*first, "t_inference_s", *columns]])
     if adaptive:
         out += "\n" + interval_note(adaptive)
-    ranking = rank_layers(df)
+    ranking = rank_layers(df) if metric == "accuracy" else []
     if len(ranking):
         if first[0] != "study":
             ranking = ranking.drop(columns="study")

@@ -108,7 +108,7 @@ def time_section(ctx: Context) -> list[Section]:
 
 def parameter_sections(ctx: Context) -> list[Section]:
     sections = []
-    for group in ctx.groups:
+    for group in (g for g in ctx.groups if g[0] != "study"):   # studies: curves, not an axis
         tied = f" Swept together with {group[0]}: {', '.join(group[1:])}." \
             if len(group) > 1 else ""
         fig = accuracy_vs_parameter(ctx.summary, group, ctx.parameters, chips=ctx.df,
@@ -216,7 +216,7 @@ def report(df: pd.DataFrame, out: str | Path, ideal=None, *, metric: str = "accu
         descriptions=[(f.study, f.description) for f in files if f.description]
         if several else [("", files[0].description)] if files and files[0].description else [],
         facts=header_facts(df, summary, files, quantity),
-        answer=best_and_worst(summary, parameters, quantity, names), metric=quantity,
+        answer=best_and_worst(summary, ctx.groups, quantity, names), metric=quantity,
         last_t=format_duration(summary["t_inference_s"].max()),
         first_t=format_duration(summary["t_inference_s"].min()),
         sections=[{**s.__dict__, "table": Markup(s.table)} for s in built],
@@ -227,13 +227,9 @@ def report(df: pd.DataFrame, out: str | Path, ideal=None, *, metric: str = "accu
 
 def _point_name(ctx: Context, selection: dict) -> str:
     """A point of the comparison by its parameter group leads (``adc_bits=8, w_noise=0``)."""
-    rows = ctx.summary
-    if "point_id" in selection:
-        rows = rows[(rows["study"] == selection["study"])
-                    & (rows["point_id"] == selection["point_id"])]
-        leads = [g[0] for g in ctx.groups if g[0] != "study"]
-        row = rows.iloc[0]
-        text = ", ".join(f"{c}={ctx.names.value(c, row[c])}" for c in leads)
-        return (f"{row['study']}: " if "study" in [g[0] for g in ctx.groups] else "") + text
-    return ", ".join(f"{k}={ctx.names.value(k, v)}" for k, v in selection.items()
-                     if k in ctx.parameters and k in [g[0] for g in ctx.groups])
+    from mc_engine.results.compare import _select
+
+    rows = _select(ctx.df, selection, "compare", None)   # the one point: compare() found it
+    row = ctx.summary[(ctx.summary["study"] == rows["study"].iloc[0])
+                      & (ctx.summary["point_id"] == rows["point_id"].iloc[0])].iloc[0]
+    return ctx.names.label(row, ctx.groups, with_keys=True)

@@ -101,11 +101,12 @@ def header_facts(df: pd.DataFrame, summary: pd.DataFrame, files: list[StudyFile]
     return facts
 
 
-def best_and_worst(summary: pd.DataFrame, parameters: list[str], quantity: Metric,
+def best_and_worst(summary: pd.DataFrame, groups: list[list[str]], quantity: Metric,
                    names: Names) -> list[dict[str, str]]:
     """The best and the worst point at the last read time (all layers analog in a
     layer-sensitivity study), each as display fields: label, mean ± half-width of its 95 %
-    interval, chip spread (5–95 % and std), the value at the first read time and the decay."""
+    interval, chip spread (5–95 % and std), the value at the first read time and the decay.
+    Points are named by the lead of each parameter group (:mod:`.labels`)."""
     last_t, first_t = summary["t_inference_s"].max(), summary["t_inference_s"].min()
     ranked = quantity.best_first(_hardware_rows(summary, last_t).set_index(
         ["study", "point_id"])["mean"])
@@ -121,7 +122,8 @@ def best_and_worst(summary: pd.DataFrame, parameters: list[str], quantity: Metri
         last, first = at[at["t_inference_s"] == last_t].iloc[0], \
             at[at["t_inference_s"] == first_t].iloc[0]
         half = (last["ci95_hi"] - last["ci95_lo"]) / 2
-        label = ", ".join(f"{c}={names.value(c, last[c])}" for c in parameters) or "the point"
+        label = names.label(last, [g for g in groups if g[0] != "study"], with_keys=True) \
+            or "the point"
         rows.append({
             "role": role, "point": (f"{study}: " if several else "") + label,
             "mean": f"{last['mean']:.4f} ± {half:.4f}" if pd.notna(half)

@@ -6,6 +6,7 @@ still be too wide."""
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 from markupsafe import Markup
@@ -34,6 +35,9 @@ def html_table(frame: pd.DataFrame, parameters: list[str], names: Names,
             formatters[column] = _statistic
     html = shown.to_html(index=False, border=0, na_rep="-", formatters=formatters,
                          classes=css_class or None, escape=True)
+    # Long headers may break after an underscore (drop_from_<wbr>ideal), never inside a word.
+    html = re.sub(r"<th>([^<]*)</th>", lambda m: f"<th>{m[1].replace('_', '_<wbr>')}</th>",
+                  html)
     return Markup(f'<div class="table-wrap">{html}</div>')
 
 
