@@ -105,8 +105,7 @@ def accuracy_vs_time(summary: pd.DataFrame, label_columns: list[str], *,
             ax.set_xscale("log")
             ax.set_xticks(list(position.values()), [format_duration(t) for t in times])
             ax.minorticks_off()
-        for ax in axes[(n_rows - 1) * n_cols:]:
-            ax.set_xlabel("time after programming")
+        fig.supxlabel("time after programming", fontsize=style.RC["axes.labelsize"])
         for ax in axes[::n_cols]:
             ax.set_ylabel(f"{metric} (mean; band: 5–95 % of chips)" if banded
                           else f"{metric} (mean over chips)")
@@ -166,12 +165,15 @@ def accuracy_vs_parameter(summary: pd.DataFrame, parameter: str | list[str],
                 ax.set_xscale("log")
                 ax.set_xticks(list(position.values()), [names.value(lead, v) for v in values])
                 ax.minorticks_off()
+                low, high = min(position.values()), max(position.values())
+                pad = (high / low) ** 0.12          # room for the end ticks' labels
+                ax.set_xlim(low / pad, high * pad)
             else:
                 style.set_category_ticks(ax, range(len(values)),
                                          [names.value(lead, v) for v in values], axis_width)
                 ax.set_xlim(-0.5, len(values) - 0.5)
-            ax.set_xlabel(group_title(group))
             ax.set_title(f"t = {format_duration(t)}")
+        fig.supxlabel(group_title(group), fontsize=style.RC["axes.labelsize"])
         axes[0].set_ylabel(f"{metric} (mean, 95 % CI)")
         if others:
             title = "average over " + ", ".join(others) if average else \

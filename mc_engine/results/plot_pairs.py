@@ -39,9 +39,9 @@ def paired_comparison(table: pd.DataFrame, title: str, *, metric: str = "accurac
         ax.set_xlim(-0.5, len(times) - 0.5)
         ax.set_xlabel("time after programming")
         ax.set_ylabel(f"{metric} difference")
-        ax.set_title(style.wrap(title, int(style.width(size) * 11)))
+        fig.suptitle(style.wrap(title, int(style.width(size) * 13)))
         handles, labels = ax.get_legend_handles_labels()
-        style.legend_outside(fig, handles, labels)
+        fig.legend(handles, labels, loc="outside lower center", ncols=2)
     return fig
 
 

@@ -204,6 +204,9 @@ def report(df: pd.DataFrame, out: str | Path, ideal=None, *, metric: str = "accu
     files = study_files(df)
     parameters = order_by_sweep(swept_columns(df), [k for f in files for k in f.sweep_keys])
     names = Names.of(df)
+    layer = ["layer"] if "layer" in summary else []   # rows in the study file's order
+    summary = summary.sort_values(["study", *parameters, *layer, "t_inference_s"],
+                                  kind="stable", ignore_index=True)
     ctx = Context(df, summary, quantity, parameters, point_groups(summary, parameters), names,
                   files, ideal, list(compare) if compare is not None else None, size, formats,
                   out.with_name(out.stem + "-figures"))
