@@ -23,6 +23,7 @@ from mc_engine.results.conform import (
     read_part,
 )
 from mc_engine.results.intervals import stein_interval
+from mc_engine.results.metrics import METRICS
 from mc_engine.results.schema import fixed_columns, hardware_columns
 from mc_engine.results.store import (
     IDEAL_FILE,
@@ -189,7 +190,7 @@ def swept_columns(df: pd.DataFrame) -> list[str]:
     for name in hardware_columns():
         columns.append(name)
         if name == "device":  # the device models' own parameters, as load_results found them
-            columns += list(df.attrs.get("device_params", ()))
+            columns += [c for c in df.attrs.get("device_params", ()) if c not in METRICS]
     columns.append("checkpoint")  # a checkpoint axis last: recipes side by side per point
     return [c for c in columns if c in df and df[c].nunique(dropna=False) > 1]
 
