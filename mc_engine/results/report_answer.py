@@ -143,9 +143,10 @@ def choose_pair(summary: pd.DataFrame, groups: list[list[str]], sweep_keys: list
 
     Chosen (``report --compare K=V[,K=V] K=V[,K=V]``): baseline and other as given, the groups
     they leave out held at the best point's values. Otherwise: the study's leading swept key
-    (the first the study file names; the first swept group without a study file), the best
-    point at the last read time as ``other`` and, as ``baseline``, the point that differs from
-    it in that key alone and comes closest to it (the runner-up along that key).
+    (the first the study file names; the first swept group without a study file), at the
+    values of the other parameters where that key changes the metric most at the last read
+    time (the largest spread between its values), its best value as ``other`` and the
+    runner-up as ``baseline`` (for a key of two values: the two).
     """
     last = _hardware_rows(summary, summary["t_inference_s"].max())
     if len(last) < 2 or not groups:
@@ -159,19 +160,21 @@ def choose_pair(summary: pd.DataFrame, groups: list[list[str]], sweep_keys: list
         return picks[0], picks[1], "as chosen with --compare"
     lead = next((g for k in sweep_keys for g in groups if k in g), groups[0])
     held = [g[0] for g in groups if g is not lead]
-    same = last
-    for column in held:
-        same = same[(same[column] == best[column]) | (same[column].isna() & pd.isna(best[column]))]
-    rivals = same[same["point_id"] != best["point_id"]]
-    if rivals.empty:
+    contexts = [rows for _, rows in last.groupby(held, sort=False, dropna=False)] if held \
+        else [last]
+    contexts = [rows for rows in contexts if len(rows) > 1]
+    if not contexts:
         return None
-    rival = rivals.loc[quantity.best_first(rivals["mean"]).index[0]]
+    widest = max(contexts, key=lambda rows: rows["mean"].max() - rows["mean"].min())
+    ranked = quantity.best_first(widest["mean"]).index
+    top, rival = widest.loc[ranked[0]], widest.loc[ranked[1]]
     baseline = {"study": rival["study"], "point_id": rival["point_id"]}
-    other = {"study": best["study"], "point_id": best["point_id"]}
+    other = {"study": top["study"], "point_id": top["point_id"]}
     n_values = last[lead[0]].nunique()
-    why = (f"the study's leading swept key, {lead[0]}: the best point at the last read time "
-           f"against the {'other' if n_values == 2 else 'runner-up'} {lead[0]} value with "
-           f"everything else the same")
+    why = (f"the study's leading swept key, {lead[0]}: its best value against the "
+           f"{'other' if n_values == 2 else 'runner-up'} one"
+           + (f", at the {', '.join(held)} where {lead[0]} changes {quantity.name} most at the "
+              f"last read time" if held else ""))
     return baseline, other, why
 
 
