@@ -117,11 +117,15 @@ def test_cli_report_writes_vector_figures_beside_the_report(real_run, tmp_path, 
     assert main(["report", str(real_run), "--out", str(out), "--format", "svg,pdf",
                  "--size", "single"]) == 0
     figures = sorted((tmp_path / "r-figures").iterdir())
-    assert {f.suffix for f in figures} == {".svg", ".pdf"} and len(figures) == 2 * 5
+    assert {f.suffix for f in figures} == {".png", ".svg", ".pdf"} and len(figures) == 3 * 5
     for f in figures:
         head = f.read_bytes()[:100]
-        assert head.startswith(b"%PDF") if f.suffix == ".pdf" else b"<svg" in \
-            f.read_bytes()[:2000]
+        if f.suffix == ".pdf":
+            assert head.startswith(b"%PDF")
+        elif f.suffix == ".png":
+            assert head.startswith(b"\x89PNG")
+        else:
+            assert b"<svg" in f.read_bytes()[:2000]
     svg = next(f for f in figures if "vs-w_noise" in f.name and f.suffix == ".svg").read_text()
     assert 'width="252pt"' in svg         # 3.5 in single column at 72 pt per inch
     capsys.readouterr()

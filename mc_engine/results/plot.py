@@ -95,8 +95,10 @@ def accuracy_vs_time(summary: pd.DataFrame, label_columns: list[str], *,
                 if banded:
                     ax.fill_between(x, point["q05"], point["q95"], color=look.color,
                                     alpha=0.15, linewidth=0)
-            for label, value in _ideal_lines(part, metric, names).items():
-                handles.setdefault(label, ax.axhline(value, **style.IDEAL, label=label))
+            for k, (label, value) in enumerate(_ideal_lines(part, metric, names).items()):
+                dashes = style.IDEAL_DASHES[k % len(style.IDEAL_DASHES)]   # one per model
+                handles.setdefault(label, ax.axhline(value, **{**style.IDEAL, "linestyle": dashes},
+                                                     label=label))
             if title:
                 ax.set_title(title)
         for ax in axes[len(panels):]:

@@ -192,14 +192,16 @@ def report(df: pd.DataFrame, out: str | Path, ideal=None, *, metric: str = "accu
     or perplexity where the rows have them; ``compare``: two points ``["adc_bits=6",
     "adc_bits=8"]`` (baseline, other; ``K=V,K=V`` for several keys) for the paired comparison
     instead of the automatic pair; ``formats``: also write every figure as these (``png``,
-    ``svg``, ``pdf``) into ``<out stem>-figures/`` beside the report; ``size``: figure width,
-    ``single`` (3.5 in), ``double`` (7.2 in) or inches."""
+    ``svg``, ``pdf``; PNG always among them) into ``<out stem>-figures/`` beside the report;
+    ``size``: figure width, ``single`` (3.5 in), ``double`` (7.2 in) or inches."""
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     out = Path(out)
     quantity = get_metric(metric, df)
     style.width(size)                   # a bad size is refused before anything is drawn
     formats = style.check_formats(formats)
+    if formats and "png" not in formats:    # the vector files beside the PNG ones
+        formats = ("png", *formats)
     summary = summarize(df, ideal, metric=metric)
     files = study_files(df)
     parameters = order_by_sweep(swept_columns(df), [k for f in files for k in f.sweep_keys])

@@ -29,6 +29,8 @@ LINE_STYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 #: The digital (ideal) reference line.
 IDEAL = {"color": "0.35", "linestyle": (0, (4, 2)), "linewidth": 1.0}
+#: Dash patterns of several digital models (one per checkpoint) in one panel.
+IDEAL_DASHES = ((0, (4, 2)), (0, (1, 1.5)), (0, (6, 2, 1, 2)), (0, (2, 3)))
 #: Figure widths in inches: one column or the full page width of a two-column paper.
 WIDTHS = {"single": 3.5, "double": 7.2}
 #: Formats a figure may be written in besides PNG (vector formats for a paper).
