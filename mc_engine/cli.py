@@ -3,9 +3,10 @@
     mc-engine run STUDY [--out DIR] [--workers N | --scheduler ADDR | --scheduler-file FILE]
                   [--fresh] [--backend {numba,torch}] [--device {cpu,cuda,cuda:N}]
     mc-engine validate STUDY [--backend ...] [--device ...]
-    mc-engine summary RESULTS_DIR
-    mc-engine report RESULTS_DIR [--out report.html | FILE.png|.pdf|.svg]
-    mc-engine compare RESULTS_DIR --baseline COLUMN=VALUE... --other COLUMN=VALUE...
+    mc-engine summary RESULTS_DIR [--metric M]
+    mc-engine report RESULTS_DIR [--out report.html | FILE.png|.pdf|.svg] [--metric M]
+                     [--compare K=V[,K=V] K=V[,K=V]] [--format svg,pdf] [--size single|double]
+    mc-engine compare RESULTS_DIR --baseline COLUMN=VALUE... --other COLUMN=VALUE... [--metric M]
     mc-engine train TRAIN [--out DIR] [--threads N] [--fresh] [--device {cpu,cuda,cuda:N}]
 
 Exit status: 0 done, 2 invalid input (one line naming file and key, never a traceback), 1 any
@@ -23,15 +24,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mc_engine import __version__, check_environment
+from mc_engine.cli_results import results_commands, summary_table
 from mc_engine.errors import UserInputError
 from mc_engine.signals import STOP, Terminated, stop_signals
 
 EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
-PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 DEFAULT_OUT = Path("results")
 #: Most torch threads ``train --threads`` takes per core (more only contend for the cores).
 THREADS_PER_CORE = 4
-SUMMARY_COLUMNS = ["n", "mean", "std", "ci95_lo", "ci95_hi", "q05", "q95", "drop_from_ideal"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -135,27 +135,7 @@ def _parser() -> argparse.ArgumentParser:
                           help="results folder whose .cache holds trained zoo models")
     _execution_options(validate, "checked: the device must be there")
 
-    summary = command("summary", _summary, "Print per-point, per-time accuracy statistics.")
-    summary.add_argument("results", type=Path, help="results folder of a study")
-
-    report = command("report", _report,
-                     "Write the HTML report (figures, paired comparison, summary table, study "
-                     "file in one offline file), or the accuracy-vs-time plot alone as an "
-                     "image.")
-    report.add_argument("results", type=Path, help="results folder of a study")
-    report.add_argument("--out", type=Path, default=None,
-                        help="report.html (default: RESULTS/report.html), or an image "
-                             "(.png, .pdf, .svg) of accuracy vs time")
-
-    compare = command("compare", _compare,
-                      "Paired difference in accuracy (other - baseline) of two points over the "
-                      "repeats they share, at each inference time, with the unpaired interval "
-                      "beside it.")
-    compare.add_argument("results", type=Path, help="results folder of a study")
-    for role in ("baseline", "other"):
-        compare.add_argument(f"--{role}", nargs="+", action="extend", required=True,
-                             metavar="COLUMN=VALUE",
-                             help=f"column values that pick the {role} point, e.g. adc_bits=7")
+    results_commands(command)   # summary, report, compare (mc_engine.cli_results)
 
     train = command("train", _train, "Train a model from a train file (plain or hardware-aware) "
                                       "into a checkpoint a study can load.")
@@ -206,7 +186,7 @@ def _run(args: argparse.Namespace) -> int:
         outcome = run_study(study, args.out, workers=args.workers, scheduler=scheduler,
                             fresh=args.fresh, execution=execution)
         STOP.check()   # a stop whose exception was swallowed (in a finalizer) still stops
-    print(_summary_table(load_results(outcome.results_dir)))
+    print(summary_table(load_results(outcome.results_dir)))
     print(f"{outcome.n_trials} trials ({outcome.n_run} run now, {outcome.n_skipped} already on "
           f"disk) in {outcome.wall_s:.1f} s -> {outcome.results_dir}")
     return EXIT_OK
@@ -250,75 +230,6 @@ def _validate(args: argparse.Namespace) -> int:
     if study.preset:    # the point the preset and the keys beside it resolve to
         print(f"[hardware] preset {study.preset!r} resolves to: "
               + ", ".join(f"{k} = {v!r}" for k, v in study.hardware.items()))
-    return EXIT_OK
-
-
-def _studies(folder: Path) -> list[Path]:
-    """The study results folders directly inside ``folder`` when it holds several studies
-    rather than one (no part files of its own), sorted; [] otherwise."""
-    folder = Path(folder)
-    try:
-        if not folder.is_dir() or any(folder.glob("part-*.parquet")):
-            return []
-        found = sorted(sub for sub in folder.iterdir()
-                       if sub.is_dir() and any(sub.glob("part-*.parquet")))
-    except OSError:                 # a path the OS refuses: load_results says why, by name
-        return []
-    return found if len(found) > 1 else []
-
-
-def _summary(args: argparse.Namespace) -> int:
-    from mc_engine.results import load_results
-
-    studies = _studies(args.results)
-    if not studies:
-        print(_summary_table(load_results(args.results)))
-        return EXIT_OK
-    print(f"{args.results}: {len(studies)} studies, each on its own:")
-    for folder in studies:              # never merged: each study's table under its name
-        print(f"\n== {folder.name} ({folder}) ==")
-        print(_summary_table(load_results(folder)))
-    return EXIT_OK
-
-
-def _report(args: argparse.Namespace) -> int:
-    from mc_engine.fileio import check_path_fits, check_writable_folder
-    from mc_engine.results import load_results, plot, report
-
-    studies = _studies(args.results)
-    if studies:
-        if args.out is not None:
-            raise UserInputError(f"{args.results} holds {len(studies)} studies "
-                                 f"({', '.join(s.name for s in studies)}): --out names one "
-                                 f"file, so give one study's folder (e.g. {studies[0]}), or "
-                                 "leave --out out for one report in each study's folder",
-                                 source="--out")
-        for folder in studies:          # one report per study, in its own folder
-            print(report(load_results(folder), folder / "report.html"))
-        return EXIT_OK
-    df = load_results(args.results)
-    out = args.out if args.out is not None else Path(args.results) / "report.html"
-    suffix = out.suffix.lower()
-    if suffix not in (".html", ".htm", *PLOT_SUFFIXES):
-        raise UserInputError(f"expected a .html report or an image "
-                             f"({', '.join(PLOT_SUFFIXES)}), got {str(out)!r}", source="--out")
-    check_path_fits(out, "--out")
-    if out.is_dir():
-        raise UserInputError(f"{out} is a folder; expected a file name", source="--out")
-    check_writable_folder(out.parent, "--out")
-    print(report(df, out) if suffix in (".html", ".htm") else plot(df, out))
-    return EXIT_OK
-
-
-def _compare(args: argparse.Namespace) -> int:
-    from mc_engine.results import compare, load_results
-    from mc_engine.results.compare import parse_selection
-    from mc_engine.study import format_duration
-
-    table = compare(load_results(args.results), parse_selection(args.baseline, "baseline"),
-                    parse_selection(args.other, "other"))
-    table.insert(0, "t", table.pop("t_inference_s").map(format_duration))
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-"))
     return EXIT_OK
 
 
@@ -375,45 +286,6 @@ def _train_device(backend: str | None, device: str | None) -> str | None:
     execution = Execution.parse("torch", device)
     execution.check_available()
     return execution.device
-
-
-def _parameter(value: float) -> str:
-    """A swept parameter value with the digits it was given (12 significant at most)."""
-    return "-" if value != value else f"{value:.12g}"
-
-
-def _summary_table(df) -> str:
-    """The summary as aligned text: swept parameters, time, then the statistics; in a
-    layer-sensitivity study, then the layers ranked by the accuracy they cost alone."""
-    from mc_engine.results import rank_layers, summarize, swept_columns
-    from mc_engine.results.intervals import interval_note
-    from mc_engine.study import format_duration
-
-    def text(frame) -> str:
-        frame = frame.assign(t=frame["t_inference_s"].map(format_duration))
-        columns = [c if c != "t_inference_s" else "t" for c in frame.columns if c != "t"]
-        # Swept values as given (1e-05, 0.0003), statistics to four decimals.
-        given = {c: _parameter for c in first if c in frame and frame[c].dtype.kind == "f"}
-        return frame[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}",
-                                        na_rep="-", formatters=given)
-
-    table = summarize(df)
-    first = ["study"] if table["study"].nunique() > 1 else []
-    first += (swept_columns(df) + (["layer"] if "layer" in table else [])) or ["point_id"]
-    columns = list(SUMMARY_COLUMNS)
-    adaptive = "n_first" in table  # adaptive repeats: the first round behind Stein's interval
-    if adaptive:
-        columns[3:3] = ["n_first", "std_first"]
-    out = text(table[[*first, "t_inference_s", *columns]])
-    if adaptive:
-        out += "\n" + interval_note(adaptive)
-    ranking = rank_layers(df)
-    if len(ranking):
-        if first[0] != "study":
-            ranking = ranking.drop(columns="study")
-        out += "\n\nLayers ranked by the accuracy they cost alone (that layer analog, the " \
-               "others digital):\n" + text(ranking)
-    return out
 
 
 if __name__ == "__main__":

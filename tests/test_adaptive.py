@@ -198,7 +198,7 @@ def test_each_point_stops_at_steins_size_with_its_interval_within_the_target(ada
     assert header[header.index("std"):][:4] == ["std", "n_first", "std_first", "ci95_lo"]
     assert "ci95 of adaptive repeats: Stein's two-stage interval" in out
     page = report(df, tmp_path / "report.html").read_text()
-    assert "Stein&#39;s two-stage interval" in page and "<th>std_first</th>" in page
+    assert "Stein&#39;s two-stage interval" in page and "<th>std_<wbr>first</th>" in page
 
 
 def test_an_interrupted_round_resumes_to_the_same_rows_on_any_worker_count(adaptive_run,

@@ -96,28 +96,52 @@ def test_report_embeds_every_figure_and_section_in_one_offline_file(tmp_path):
     folder = write_results(tmp_path)
     out = report(load_results(folder), tmp_path / "out" / "report.html")
     page = Page(out.read_text(encoding="utf-8"))
-    assert page.headings == ["Accuracy vs time", "Accuracy vs adc_bits", "Accuracy vs w_noise",
-                             "Paired comparison of the two best points", "Summary",
-                             "Study file: demo"]
+    assert page.headings == ["Answer: accuracy at 1 y", "Accuracy vs time",
+                             "Accuracy vs adc_bits", "Accuracy vs w_noise", "Paired comparison",
+                             "Summary", "Study file: demo"]
     assert len(page.images) == 4
     for image in page.images:
         assert drawn_fraction(image) > 0.02  # axes, lines and labels: a blank figure has ~0
     assert page.external == []  # nothing to fetch: it opens offline
     assert page.pre == [STUDY_TEXT]  # escaped by the template, shown verbatim
-    # The comparison table (one row per time) and the summary table (points x times).
-    assert page.table_rows == [1 + len(TIMES), 1 + len(MEANS) * len(TIMES)]
+    # The answer (best, worst), the comparison table (one row per time) and the summary
+    # table (points x times).
+    assert page.table_rows == [3, 1 + len(TIMES), 1 + len(MEANS) * len(TIMES)]
 
 
-def test_paired_comparison_takes_the_best_point_minus_the_runner_up(tmp_path):
-    text = report(load_results(write_results(tmp_path)), tmp_path / "r.html").read_text()
-    assert "(adc_bits=8, w_noise=0.0) − (adc_bits=8, w_noise=0.02)" in text
+def test_paired_comparison_takes_the_leading_swept_key(tmp_path):
+    """Without a [sweep] in the study file: the first swept column (adc_bits), its two values
+    at the w_noise where they differ most (0.02: 0.88 - 0.75 against 0.92 - 0.80); with one:
+    its first key (w_noise, which costs most at adc_bits 6: 0.05 against 0.04)."""
+    folder = write_results(tmp_path)
+    text = report(load_results(folder), tmp_path / "r.html").read_text()
+    assert "of adc_bits=8, w_noise=0.02 minus adc_bits=6, w_noise=0.02" in text
+    (folder / "study.toml").write_text(STUDY_TEXT + "[sweep]\nw_noise = [0.0, 0.02]\n"
+                                       "adc_bits = [6, 8]\n")
+    text = report(load_results(folder), tmp_path / "r.html").read_text()
+    assert "of w_noise=0, adc_bits=6 minus w_noise=0.02, adc_bits=6" in text  # the file's order
+
+
+def test_report_compare_chooses_the_pair_holding_the_rest_at_the_best_point(tmp_path, capsys):
+    folder = write_results(tmp_path)
+    assert main(["report", str(folder), "--compare", "w_noise=0.02", "w_noise=0"]) == 0
+    text = (folder / "report.html").read_text()
+    assert "of adc_bits=8, w_noise=0 minus adc_bits=8, w_noise=0.02" in text
+    assert "as chosen with --compare" in text
+    assert main(["report", str(folder), "--compare", "adc_bits=6,w_noise=0.02",
+                 "adc_bits=8,w_noise=0"]) == 0
+    assert "of adc_bits=8, w_noise=0 minus adc_bits=6, w_noise=0.02" in \
+        (folder / "report.html").read_text()
+    capsys.readouterr()
+    assert main(["report", str(folder), "--compare", "adc_bits=7", "adc_bits=8"]) == 2
+    assert "no rows match" in capsys.readouterr().err
 
 
 def test_report_of_one_point_has_no_comparison(tmp_path):
     df = load_results(write_results(tmp_path))
     df = df[df.point_id == df.point_id.iloc[0]]
     page = Page(report(df, tmp_path / "one.html").read_text())
-    assert "Paired comparison of the two best points" not in page.headings
+    assert "Paired comparison" not in page.headings
     assert len(page.images) == 1
 
 
@@ -145,5 +169,5 @@ def test_studies_with_different_seeds_get_a_report_without_a_comparison(tmp_path
     df = load_results(tmp_path)
     df.loc[df.study == "b", "accuracy"] += 0.01  # the two best: b's and a's adc_bits=8, w_noise=0
     page = Page(report(df, tmp_path / "both.html").read_text())
-    assert "Paired comparison of the two best points" not in page.headings
-    assert page.headings[0] == "Accuracy vs time" and len(page.images) == 3
+    assert "Paired comparison" not in page.headings
+    assert page.headings[1] == "Accuracy vs time" and len(page.images) == 3

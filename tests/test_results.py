@@ -148,7 +148,8 @@ def _svg_lines(svg: str) -> list[np.ndarray]:
 def test_plot_draws_each_points_mean_and_band_and_the_ideal(tmp_path):
     """The figure's content, read back from its SVG: one line per hardware point through the
     mean accuracy at each time (log-time x axis, t = 0 a decade left of 1 h), one 5-95 % band
-    each, the ideal as a horizontal line, the legend labels, time ticks and title."""
+    each, the ideal as a horizontal line, the legend (the two points differ in both adc_bits and
+    w_noise: one tied group, named by adc_bits) and the time ticks."""
     import re
 
     store = ResultStore(tmp_path)
@@ -157,8 +158,7 @@ def test_plot_draws_each_points_mean_and_band_and_the_ideal(tmp_path):
     df = load_results(tmp_path)
     svg = plot(df, tmp_path / "acc.svg", ideal=0.95).read_text()
     texts = re.findall(r"<!-- (.*?) -->", svg)
-    for label in ("0 s", "1 h", "1 d", "demo", "ideal (digital)", "adc_bits=6, w_noise=0.0",
-                  "adc_bits=8, w_noise=0.02"):
+    for label in ("0 s", "1 h", "1 d", "digital", "adc_bits (with w_noise)", "6", "8"):
         assert label in texts
     assert len(re.findall(r'<g id="FillBetweenPolyCollection_\d+"', svg)) == 2
     lines = _svg_lines(svg)

@@ -24,6 +24,7 @@ from mc_engine.results.conform import (
     read_part,
 )
 from mc_engine.results.intervals import stein_interval
+from mc_engine.results.metrics import METRICS
 from mc_engine.results.schema import fixed_columns, hardware_columns
 from mc_engine.results.store import (
     IDEAL_FILE,
@@ -191,15 +192,16 @@ def swept_columns(df: pd.DataFrame) -> list[str]:
     for name in hardware_columns():
         columns.append(name)
         if name == "device":  # the device models' own parameters, as load_results found them
-            columns += list(df.attrs.get("device_params", ()))
+            columns += [c for c in df.attrs.get("device_params", ()) if c not in METRICS]
     columns.append("checkpoint")  # a checkpoint axis last: recipes side by side per point
     return [c for c in columns if c in df and df[c].nunique(dropna=False) > 1]
 
 
 def summarize(df: pd.DataFrame,
               ideal: numbers.Real | str | Path | pd.DataFrame | None = None,
-              first_round: int | Mapping[str, int] | None = None) -> pd.DataFrame:
-    """Per (hardware point, inference time): accuracy statistics over the repeats.
+              first_round: int | Mapping[str, int] | None = None,
+              metric: str = "accuracy") -> pd.DataFrame:
+    """Per (hardware point, inference time): statistics of ``metric`` over the repeats.
 
     Rows are ordered by the swept parameter values, then point_id and time.
     Columns: study, point_id, the swept hardware columns (then ``checkpoint`` of a checkpoint
@@ -219,25 +221,33 @@ def summarize(df: pd.DataFrame,
     ``ideal`` is a real number (numpy scalars included), a results folder or ideal.parquet path,
     a DataFrame with study and accuracy columns, or None: then the folder :func:`load_results`
     read is used when it has an ideal.parquet, else NaN.
+
+    ``metric`` is ``accuracy`` or another metric column of the rows (``loss``, ``perplexity``,
+    :mod:`mc_engine.results.metrics`): the statistics are of that column, the interval is
+    clipped to its range, the ideal is ideal.parquet's column of that name, and for a metric that
+    is better low the last column is ``rise_from_ideal`` (mean minus ideal) instead.
     """
+    from mc_engine.results.metrics import metric as get_metric
+
+    quantity = get_metric(metric, df, key="metric")
     swept = swept_columns(df) + (["layer"] if "layer" in df else [])
     keys = ["study", *swept, "point_id", "t_inference_s"]  # sorted by parameter values
-    grouped = df.groupby(keys, sort=True, dropna=False)["accuracy"]
+    grouped = df.groupby(keys, sort=True, dropna=False)[metric]
     out = grouped.agg(n="count", mean="mean", std="std").reset_index()
     out = out[["study", "point_id", *swept, *out.columns[len(swept) + 2:]]]
     n0 = _first_round_of(df, first_round)
     if n0 is not None:
-        first = df[df["repeat"] < n0].groupby(keys, sort=True, dropna=False)["accuracy"]
+        first = df[df["repeat"] < n0].groupby(keys, sort=True, dropna=False)[metric]
         first = first.agg(n_first="count", std_first="std").reset_index()
         out = out.merge(first, on=keys, how="left")  # keeps out's order; NaN keys match
         out["n_first"] = out["n_first"].fillna(0).astype(int)
     for q in (5, 50, 95):
         out[f"q{q:02d}"] = grouped.quantile(q / 100).to_numpy()
     std, n_first = (out["std"], out["n"]) if n0 is None else (out["std_first"], out["n_first"])
-    out["ci95_lo"], out["ci95_hi"], out["ci95_clipped"] = stein_interval(out["mean"], std,
-                                                                         n_first, out["n"])
-    out["ideal_accuracy"] = _ideal_per_study(out["study"], df, ideal, out["point_id"])
-    out["drop_from_ideal"] = out["ideal_accuracy"] - out["mean"]
+    out["ci95_lo"], out["ci95_hi"], out["ci95_clipped"] = stein_interval(
+        out["mean"], std, n_first, out["n"], quantity.lo, quantity.hi)
+    out[f"ideal_{metric}"] = _ideal_per_study(out["study"], df, ideal, out["point_id"], metric)
+    out[quantity.change_column] = quantity.change(out[f"ideal_{metric}"], out["mean"])
     return out
 
 
@@ -263,7 +273,7 @@ def _first_round_of(df: pd.DataFrame, first_round: int | Mapping[str, int] | Non
 
 def _ideal_per_study(studies: pd.Series, df: pd.DataFrame,
                      ideal: numbers.Real | str | Path | pd.DataFrame | None,
-                     points: pd.Series | None = None) -> np.ndarray:
+                     points: pd.Series | None = None, metric: str = "accuracy") -> np.ndarray:
     if ideal is None:
         try:
             table = load_ideal(df.attrs["results_dir"])
@@ -279,13 +289,15 @@ def _ideal_per_study(studies: pd.Series, df: pd.DataFrame,
         return np.full(len(studies), float(ideal))
     else:
         table = ideal if isinstance(ideal, pd.DataFrame) else load_ideal(ideal)
-    if not {"study", "accuracy"} <= set(table.columns):
-        raise UserInputError("the ideal accuracy needs the columns study and accuracy, got "
+    if metric != "accuracy" and metric not in table:   # an ideal.parquet without that metric
+        return np.full(len(studies), math.nan)
+    if not {"study", metric} <= set(table.columns):
+        raise UserInputError(f"the ideal {metric} needs the columns study and {metric}, got "
                              f"{', '.join(map(str, table.columns))}", key="ideal")
-    by_study = dict(zip(table["study"], table["accuracy"]))
+    by_study = dict(zip(table["study"], table[metric]))
     if "checkpoint" in table and "checkpoint" in df:   # one ideal per checkpoint
         point_checkpoint = dict(zip(df["point_id"], df["checkpoint"]))
-        by_pair = dict(zip(zip(table["study"], table["checkpoint"]), table["accuracy"]))
+        by_pair = dict(zip(zip(table["study"], table["checkpoint"]), table[metric]))
         return np.array([by_pair.get((s, point_checkpoint.get(p)), by_study.get(s, math.nan))
                          for s, p in zip(studies, points)], dtype=float)
     return studies.map(by_study).astype(float).to_numpy()

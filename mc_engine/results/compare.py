@@ -33,18 +33,26 @@ COLUMNS = ["t_inference_s", "n", "baseline_mean", "other_mean", "diff_mean", "di
 
 
 def compare(df: pd.DataFrame, baseline: Mapping[str, Any],
-            other: Mapping[str, Any]) -> pd.DataFrame:
-    """Accuracy of ``other`` minus ``baseline``, paired repeat by repeat, at each inference time.
+            other: Mapping[str, Any], metric: str = "accuracy") -> pd.DataFrame:
+    """``metric`` (default accuracy; ``loss``, ``perplexity`` where the rows have them) of
+    ``other`` minus ``baseline``, paired repeat by repeat, at each inference time.
 
     ``baseline`` and ``other`` select one point each by column values (``{"adc_bits": 7}``;
     any column: a swept parameter, ``checkpoint``, ``study``, ``point_id``, ``layer``); values
-    may be given as text, as on the command line, and are read as the column's type. Rows pair
+    may be given as text, as on the command line, and are read as the column's type; a
+    checkpoint may be named by its full path as in the results, its file name or its stem
+    (``digits-mlp-hwa.pt``, ``digits-mlp-hwa``). Rows pair
     on (repeat, seed): only repeats both points ran from the same seed count. One row per
     inference time: t_inference_s, n (pairs), baseline_mean, other_mean, diff_mean (mean of
     other − baseline), diff_ci95_lo/hi (95 % t interval of the mean paired difference, within
     [−1, 1]) and unpaired_ci95_lo/hi (Welch's interval of the difference of the two means over
-    the same repeats, as if they had been independent chips).
+    the same repeats, as if they had been independent chips). For a metric that is better low
+    (loss, perplexity) a positive difference means ``other`` is worse; the intervals are
+    clipped to the range of a difference of that metric.
     """
+    from mc_engine.results.metrics import metric as get_metric
+
+    quantity = get_metric(metric, df, key="metric")
     source = df.attrs.get("results_dir")
     rows = {role: _select(df, selection, role, source)
             for role, selection in (("baseline", baseline), ("other", other))}
@@ -52,8 +60,8 @@ def compare(df: pd.DataFrame, baseline: Mapping[str, Any],
         raise UserInputError("baseline and other select the same point; change a value in one "
                              "of them", source=source, key="other")
     pair_on = [c for c in PAIR_ON if c in df]   # part files of old versions lack a seed
-    pairs = rows["baseline"][pair_on + ["accuracy"]].merge(
-        rows["other"][pair_on + ["accuracy"]], on=pair_on, suffixes=("_b", "_o"))
+    pairs = rows["baseline"][pair_on + [metric]].merge(
+        rows["other"][pair_on + [metric]], on=pair_on, suffixes=("_b", "_o"))
     if pairs.empty:
         times = [sorted(set(rows[r]["t_inference_s"])) for r in ("baseline", "other")]
         if not set(times[0]) & set(times[1]):
@@ -67,15 +75,16 @@ def compare(df: pd.DataFrame, baseline: Mapping[str, Any],
         raise UserInputError("the two points share no repeat run from the same seed, so they "
                              "cannot be paired (results of studies with different [study] seed?)",
                              source=source, key="other")
-    pairs["diff"] = pairs["accuracy_o"] - pairs["accuracy_b"]
+    pairs["diff"] = pairs[f"{metric}_o"] - pairs[f"{metric}_b"]
     per_time = pairs.groupby("t_inference_s", sort=True).agg(
-        n=("diff", "count"), baseline_mean=("accuracy_b", "mean"),
-        other_mean=("accuracy_o", "mean"), diff_mean=("diff", "mean"), diff_std=("diff", "std"),
-        b_std=("accuracy_b", "std"), o_std=("accuracy_o", "std")).reset_index()
+        n=("diff", "count"), baseline_mean=(f"{metric}_b", "mean"),
+        other_mean=(f"{metric}_o", "mean"), diff_mean=("diff", "mean"), diff_std=("diff", "std"),
+        b_std=(f"{metric}_b", "std"), o_std=(f"{metric}_o", "std")).reset_index()
+    lo, hi = quantity.diff_bounds
     per_time["diff_ci95_lo"], per_time["diff_ci95_hi"], _ = t_interval(
-        per_time["diff_mean"], per_time["diff_std"], per_time["n"], -1.0, 1.0)
+        per_time["diff_mean"], per_time["diff_std"], per_time["n"], lo, hi)
     per_time["unpaired_ci95_lo"], per_time["unpaired_ci95_hi"] = welch_interval(
-        per_time["diff_mean"], per_time["b_std"], per_time["o_std"], per_time["n"], -1.0, 1.0)
+        per_time["diff_mean"], per_time["b_std"], per_time["o_std"], per_time["n"], lo, hi)
     return per_time[COLUMNS]
 
 
@@ -108,6 +117,9 @@ def _select(df: pd.DataFrame, selection: Mapping[str, Any], role: str,
             raise UserInputError(f"unknown column {column!r}; results have: "
                                  f"{', '.join(df.columns)}", source=source,
                                  key=f"{role}.{column}")
+        if column == "checkpoint":
+            mask &= _checkpoint_matches(df[column], value, f"{role}.{column}", source)
+            continue
         mask &= (df[column] == _as_column_type(df[column], value, f"{role}.{column}",
                                                source)).to_numpy()
     rows = df[mask]
@@ -119,11 +131,31 @@ def _select(df: pd.DataFrame, selection: Mapping[str, Any], role: str,
     identity = [c for c in IDENTITY if c in rows]
     if rows[identity].drop_duplicates().shape[0] > 1:
         differing = [c for c in rows.columns if c not in PAIR_ON and c not in identity
-                     and c not in ("accuracy", "n_correct", "n_samples", "wall_s")
+                     and c not in ("accuracy", "loss", "perplexity", "n_correct",
+                                   "n_samples", "wall_s")
                      and rows[c].nunique(dropna=False) > 1] or identity
         raise UserInputError(f"{dict(selection)} matches several points; add a value for "
                              f"{', '.join(differing)} to pick one", source=source, key=role)
     return rows
+
+
+def _checkpoint_matches(column: pd.Series, value: Any, key: str,
+                        source: str | None) -> np.ndarray:
+    """Rows whose checkpoint is ``value``: the path as recorded, else its file name or its stem
+    (``digits-mlp-hwa.pt`` or ``digits-mlp-hwa`` for ``../checkpoints/digits-mlp-hwa.pt``);
+    a short name that fits two different checkpoints is refused, naming them."""
+    from pathlib import PurePath
+
+    text = str(value)
+    exact = (column == text).to_numpy()
+    if exact.any():
+        return exact
+    paths = {c: PurePath(str(c)) for c in column.unique()}
+    fits = [c for c, p in paths.items() if text in (p.name, p.stem)]
+    if len(fits) > 1:
+        raise UserInputError(f"{text!r} names several checkpoints ({', '.join(map(str, fits))}); "
+                             f"give the path as the results record it", source=source, key=key)
+    return (column == fits[0]).to_numpy() if fits else exact
 
 
 def _identity(rows: pd.DataFrame) -> tuple:
