@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 import torch
@@ -22,11 +22,11 @@ _CONVERTED: list[tuple[nn.Module, HardwareConfig, object, frozenset[str] | None,
 
 def _correct_counts(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray,
                     batch_size: int, device: torch.device | None = None,
-                    class_dim: int = 1) -> np.ndarray:
+                    class_dim: int = 1, done: Callable[[int], None] | None = None) -> np.ndarray:
     """Correct predictions of ``model`` on (x, y), in batches: one count, or one per leading
     output dimension (a chip batch's C × images × classes: ``class_dim`` 2); ``device``: where
     the model runs (the images are moved there batch by batch unless ``x`` already is a tensor
-    there)."""
+    there). ``done(n)`` is called after each batch with the images it held (progress)."""
     correct = np.int64(0)
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
@@ -37,13 +37,16 @@ def _correct_counts(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarra
             pred = model(xb).argmax(dim=class_dim).cpu().numpy()
             hits = pred == np.asarray(y[start:start + batch_size])
             correct = correct + (hits.sum() if class_dim == 1 else hits.sum(axis=-1))
+            if done is not None:
+                done(len(hits) if class_dim == 1 else hits.shape[-1])
     return correct
 
 
 def _count_correct(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray,
-                   batch_size: int, device: torch.device | None = None) -> int:
+                   batch_size: int, device: torch.device | None = None,
+                   done: Callable[[int], None] | None = None) -> int:
     """Correct predictions of ``model`` on (x, y) (:func:`_correct_counts` of one model)."""
-    return int(_correct_counts(model, x, y, batch_size, device))
+    return int(_correct_counts(model, x, y, batch_size, device, done=done))
 
 
 def _row(t: float, n_correct: int, n_samples: int, wall_s: float) -> dict:
@@ -64,7 +67,8 @@ def evaluate_trial(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.nd
                    batch_size: int = BATCH_SIZE,
                    layers: Collection[str] | None = None,
                    calibration: np.ndarray | None = None,
-                   execution: Execution = NUMBA_CPU) -> list[dict]:
+                   execution: Execution = NUMBA_CPU,
+                   done: Callable[[int], None] | None = None) -> list[dict]:
     """Accuracy of one chip (one programming of ``model`` on ``hw``) at every inference time.
 
     Devices are programmed once from ``seed``; times are visited in ascending order, each with
@@ -72,7 +76,8 @@ def evaluate_trial(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.nd
     digital), None = all (see :func:`convert`). ``calibration``: the inputs that calibrate the
     ADC ranges (adc_range = 'calibrated'). ``execution``: where the analog pass runs (Numba on
     the CPU, or torch on a device: the same physics, the same random draws). The result
-    depends only on the arguments (and, to float rounding, on the execution).
+    depends only on the arguments (and, to float rounding, on the execution). ``done(n)``:
+    called after each image batch with its number of images (a task's heartbeat).
     """
     start = time.perf_counter()
     analog = _converted(model, hw, layers, execution).program(seed, calibration)
@@ -80,7 +85,7 @@ def evaluate_trial(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.nd
     rows = []
     for t in sorted(float(t) for t in times_s):
         analog.drift(t)
-        n_correct = _count_correct(analog, x, y, batch_size, device)
+        n_correct = _count_correct(analog, x, y, batch_size, device, done)
         now = time.perf_counter()
         rows.append(_row(t, n_correct, len(y), now - start))
         start = now
@@ -91,7 +96,8 @@ def evaluate_chips(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.nd
                    times_s: Sequence[float], seeds: Sequence[int | Sequence[int]],
                    batch_size: int = BATCH_SIZE, layers: Collection[str] | None = None,
                    calibration: np.ndarray | None = None,
-                   execution: Execution = NUMBA_CPU) -> list[list[dict]]:
+                   execution: Execution = NUMBA_CPU,
+                   done: Callable[[int], None] | None = None) -> list[list[dict]]:
     """:func:`evaluate_trial` of several chips (one per seed) of one hardware point.
 
     On the torch execution the chips are evaluated together, in one call per image batch
@@ -101,7 +107,7 @@ def evaluate_chips(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.nd
     the batch's time shared equally)."""
     if not execution.torch or len(seeds) < 2:
         return [evaluate_trial(model, hw, x, y, times_s, seed, batch_size, layers, calibration,
-                               execution) for seed in seeds]
+                               execution, done) for seed in seeds]
     from mc_engine.analog.torch_chips import ChipBatch
 
     start = time.perf_counter()
@@ -116,7 +122,8 @@ def evaluate_chips(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.nd
     for t in sorted(float(t) for t in times_s):
         for chip in chips:
             chip.drift(t)
-        correct = _correct_counts(batch, x, y, batch_size, device, class_dim=2)
+        counted = None if done is None else (lambda n: done(n * len(chips)))
+        correct = _correct_counts(batch, x, y, batch_size, device, class_dim=2, done=counted)
         now = time.perf_counter()
         for k, n_correct in enumerate(correct.tolist()):
             rows[k].append(_row(t, n_correct, len(y), (now - start) / len(chips)))
