@@ -160,8 +160,9 @@ def _parser() -> argparse.ArgumentParser:
     train = command("train", _train, "Train a model from a train file (plain or hardware-aware) "
                                       "into a checkpoint a study can load.")
     train.add_argument("train", type=Path, help="train file (.toml)")
-    train.add_argument("--out", type=Path, default=DEFAULT_OUT / "checkpoints",
-                       help="folder of <name>.pt and <name>.json (default: results/checkpoints)")
+    train.add_argument("--out", type=Path, default=None,
+                       help="folder of <name>.pt and <name>.json (default: the train file's "
+                            "[train] out, relative to the train file, else results/checkpoints)")
     train.add_argument("--threads", type=_positive_int, default=1,
                        help="torch CPU threads (default 1: bitwise reproducible for a seed)")
     train.add_argument("--fresh", action="store_true",
@@ -332,8 +333,11 @@ def _train(args: argparse.Namespace) -> int:
         raise UserInputError(f"expected at most {THREADS_PER_CORE * cores} torch threads "
                              f"({THREADS_PER_CORE} per core, {cores} cores here), got "
                              f"{args.threads}", source="--threads")
+    # A path on the command line is relative to where it is typed, one in a file to the file.
+    out = args.out if args.out is not None else \
+        spec.out if spec.out is not None else DEFAULT_OUT / "checkpoints"
     with stop_signals():
-        outcome = train(spec, args.out, threads=args.threads, fresh=args.fresh, device=device)
+        outcome = train(spec, out, threads=args.threads, fresh=args.fresh, device=device)
     stopped = EXIT_TERMINATED if outcome.terminated else EXIT_INTERRUPTED
     if outcome.checkpoint is None:
         _error(f"{'terminated (SIGTERM)' if outcome.terminated else 'interrupted'} before the "
