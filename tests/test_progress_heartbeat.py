@@ -68,7 +68,8 @@ def test_heartbeats_count_as_fractions_of_trials_in_the_lines():
     lines = stream.getvalue().splitlines()
     assert lines[-1].startswith("s: 0/4 trials + 0.75 running (900/2,400 images in 2 "
                                 "running tasks) (19 %)")
-    bar.update(1, task="a")              # a finished: its heartbeats stop counting
+    bar.finished("a")                    # a finished: its heartbeats stop counting
+    bar.update(1)
     bar.on_event((0.0, {"task": "a", "done": 1200, "total": 1200}))   # a late one: ignored
     assert abs(bar.partial - 0.5) < 1e-12
     assert "s: 1/4 trials + 0.50 running (600/1,200 images in 1 running task)" in \

@@ -57,13 +57,18 @@ class Progress:
             _seconds_from_env(INTERVAL_ENV, DEFAULT_INTERVAL_S)
         self._started = self._last_line = time.monotonic()
 
-    def update(self, n: int = 1, task: str | None = None) -> None:
-        """``n`` more trials done (by ``task``, whose heartbeats then stop counting)."""
+    def finished(self, task: str | None) -> None:
+        """``task`` is done (or was submitted again): its heartbeats stop counting."""
+        if task is None:
+            return
+        with self._lock:
+            self._running.pop(task, None)
+            self._finished.add(task)
+
+    def update(self, n: int = 1) -> None:
+        """``n`` more trials done."""
         with self._lock:
             self.done += n
-            if task is not None:
-                self._running.pop(task, None)
-                self._finished.add(task)
             if self._bar is not None:
                 self._bar.update(n)
                 self._postfix()

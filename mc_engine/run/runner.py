@@ -210,7 +210,7 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
                                    task_exec, heartbeat_s if progress else None,
                                    retries=RETRIES, pure=False, resources=resources)
             if id(job) in keys:       # submitted again (its worker was lost): a new task
-                bar.update(0, task=keys[id(job)])
+                bar.finished(keys[id(job)])
             keys[id(job)] = str(future.key)
             return future
 
@@ -326,7 +326,8 @@ def _collect_checked(finished: Iterable[tuple[tuple[Trial, ...] | _Ideal, Any]],
                                         backend=execution.backend,
                                         compute_device=execution.device)
                 in_batch += len(job)
-                bar.update(len(job), task=keys.pop(id(job), None))
+                bar.finished(keys.pop(id(job), None))
+                bar.update(len(job))
                 if in_batch >= batch_trials or time.monotonic() - last_flush >= flush_s:
                     store.write_trials(batch, study.device_params, axis)
                     batch, in_batch, last_flush = [], 0, time.monotonic()
