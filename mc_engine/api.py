@@ -31,7 +31,7 @@ def run_study(study: str | Path | Mapping[str, Any] | Study, *, model: nn.Module
               data: tuple[Any, Any] | None = None, out: str | Path = "results",
               workers: int | None = None, scheduler: str | None = None, fresh: bool = False,
               backend: str | None = None, device: str | None = None,
-              progress: bool = True) -> pd.DataFrame:
+              progress: bool = True, memory_limit: int | None = None) -> pd.DataFrame:
     """Run ``study`` (resuming: trials already in ``<out>/<name>/`` are skipped) and return its
     results, :func:`mc_engine.load_results` of that folder.
 
@@ -39,10 +39,11 @@ def run_study(study: str | Path | Mapping[str, Any] | Study, *, model: nn.Module
     "sweep": {...}, "model": {...}, "data": {...}}; relative paths in it are relative to the
     working directory). ``model``: an ``nn.Module`` to evaluate instead of a ``[model]``
     table, ``data``: ``(x_test, y_test)`` arrays or tensors instead of a ``[data]`` table (give
-    one or the other, not both). ``workers``, ``scheduler``, ``fresh``, ``backend``, ``device``:
-    as ``mc-engine run``'s options. ``progress``: a bar (in a notebook, a notebook bar) or
-    plain lines on stderr. Invalid input raises UserInputError; a run that cannot proceed
-    (scheduler unreachable, no workers) raises :class:`mc_engine.run.RunError`.
+    one or the other, not both). ``workers``, ``scheduler``, ``fresh``, ``backend``, ``device``,
+    ``memory_limit`` (bytes per worker): as ``mc-engine run``'s options. ``progress``: a bar
+    (in a notebook, a notebook bar) or plain lines on stderr. Invalid input raises
+    UserInputError; a run that cannot proceed (scheduler unreachable, no workers) raises
+    :class:`mc_engine.run.RunError`.
     """
     from mc_engine.analog.execution import Execution
     from mc_engine.results import load_results
@@ -57,7 +58,8 @@ def run_study(study: str | Path | Mapping[str, Any] | Study, *, model: nn.Module
 
         inputs = load_in_memory(parsed, Path(out) / ".cache", model, data)
     outcome = run(parsed, out, workers=workers, scheduler=scheduler, fresh=fresh,
-                  execution=execution, progress=progress, inputs=inputs)
+                  execution=execution, progress=progress, inputs=inputs,
+                  memory_limit=memory_limit)
     return load_results(outcome.results_dir)
 
 

@@ -125,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
                             "scheduler --scheduler-file', dask-jobqueue or dask-mpi")
     run.add_argument("--fresh", action="store_true",
                      help="delete this study's earlier results and start over")
+    _memory_option(run)
     _execution_options(run)
 
     validate = command("validate", _validate,
@@ -133,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("study", type=Path, help="study file (.toml)")
     validate.add_argument("--out", type=Path, default=DEFAULT_OUT,
                           help="results folder whose .cache holds trained zoo models")
+    _memory_option(validate)
     _execution_options(validate, "checked: the device must be there")
 
     summary = command("summary", _summary, "Print per-point, per-time accuracy statistics.")
@@ -176,6 +178,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _memory_bytes(text: str) -> int:
+    from dask.utils import parse_bytes
+
+    try:
+        value = parse_bytes(text)
+    except (ValueError, TypeError):
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a memory size such as 2GB or 4GiB, got "
+                                         f"{text!r}")
+    return value
+
+
+def _memory_option(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--memory-limit", type=_memory_bytes, default=None, metavar="SIZE",
+                     help="memory of one worker (e.g. 4GB; default: the Dask workers' own "
+                          "limit): trials whose rows do not depend on the image batch run in "
+                          "batches that fit it, the others are warned about")
+
+
 def _execution_options(sub: argparse.ArgumentParser, note: str = "") -> None:
     """--backend and --device: where the trials' analog pass runs (an execution option, not a
     physics parameter: it changes no point id or seed)."""
@@ -205,7 +227,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.scheduler_file is not None:
             scheduler = scheduler_from_file(args.scheduler_file)
         outcome = run_study(study, args.out, workers=args.workers, scheduler=scheduler,
-                            fresh=args.fresh, execution=execution)
+                            fresh=args.fresh, execution=execution,
+                            memory_limit=args.memory_limit)
         STOP.check()   # a stop whose exception was swallowed (in a finalizer) still stops
     print(_summary_table(load_results(outcome.results_dir)))
     print(f"{outcome.n_trials} trials ({outcome.n_run} run now, {outcome.n_skipped} already on "
@@ -251,6 +274,14 @@ def _validate(args: argparse.Namespace) -> int:
     if study.preset:    # the point the preset and the keys beside it resolve to
         print(f"[hardware] preset {study.preset!r} resolves to: "
               + ", ".join(f"{k} = {v!r}" for k, v in study.hardware.items()))
+    from mc_engine.run.estimate import memory_note, probe_inputs
+
+    estimate = probe_inputs(study, inputs, execution)
+    n_trials = study.n_trials if study.target_ci is None else \
+        study.n_trials // study.repeats * study.max_repeats
+    print(estimate.line(n_trials, len(study.inference_times_s)))
+    if args.memory_limit is not None:
+        print(memory_note(study, estimate, args.memory_limit))
     return EXIT_OK
 
 

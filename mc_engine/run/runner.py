@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from distributed import Client, Future
 
 import mc_engine
+from mc_engine.analog.evaluate import BATCH_SIZE
 from mc_engine.analog.execution import NUMBA_CPU, Execution
 from mc_engine.fileio import check_writable_folder
 from mc_engine.results import ResultStore, trial_rows
@@ -36,6 +37,7 @@ from mc_engine.run.cluster import (
     check_scheduler_reachable,
     open_client,
 )
+from mc_engine.run.estimate import batch_free, fitting_batch, memory_note, probe_inputs
 from mc_engine.run.gpu import GPU_RESOURCE, check_gpu_workers, local_gpus, task_execution
 from mc_engine.run.progress import Progress, heartbeat_interval
 from mc_engine.run.resume import check_execution, check_resumable
@@ -81,7 +83,8 @@ def run_study(study: Study, out_dir: str | Path = "results", *, workers: int | N
               batch_trials: int = BATCH_TRIALS, flush_s: float = FLUSH_S,
               progress: bool = True, cache_dir: str | Path | None = None,
               execution: Execution = NUMBA_CPU, require_gpu: bool | None = None,
-              heartbeat_s: float | None = None, inputs: Inputs | None = None) -> RunOutcome:
+              heartbeat_s: float | None = None, inputs: Inputs | None = None,
+              memory_limit: int | None = None) -> RunOutcome:
     """Run every trial of ``study`` not yet in ``<out_dir>/<study name>/`` and write the rows.
 
     Data and model are loaded (and zoo models trained into ``cache_dir``, default
@@ -103,6 +106,9 @@ def run_study(study: Study, out_dir: str | Path = "results", *, workers: int | N
     ``MC_ENGINE_HEARTBEAT_S``, 10 s), so progress keeps coming while trials take minutes.
     ``inputs``: the study's model and data already loaded and fingerprinted (the Python API's
     in-memory model and arrays, :func:`mc_engine.api.run_study`) instead of loading them.
+    ``memory_limit``: bytes of memory per worker (default: the workers' own Dask limit, if
+    any); points whose rows do not depend on the image batch run in batches whose estimated
+    peak fits it, and a warning says when the others' does not (:mod:`mc_engine.run.estimate`).
     """
     started = time.perf_counter()
     mc_engine.check_environment()
@@ -129,7 +135,7 @@ def run_study(study: Study, out_dir: str | Path = "results", *, workers: int | N
                                            batch_trials, flush_s, progress,
                                            _Where(execution, execution.cuda if require_gpu
                                                   is None else require_gpu, gpus),
-                                           heartbeat_s)
+                                           heartbeat_s, memory_limit)
     except BlockingIOError:
         raise RunError(f"another mc-engine run is writing to {store.directory}",
                        hint="wait for it to finish, or give this run another --out") from None
@@ -149,7 +155,8 @@ class _Where:
 
 def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int | None,
                 scheduler: str | None, fresh: bool, batch_trials: int, flush_s: float,
-                progress: bool, where: _Where, heartbeat_s: float = 10.0) -> tuple[int, int]:
+                progress: bool, where: _Where, heartbeat_s: float = 10.0,
+                memory_limit: int | None = None) -> tuple[int, int]:
     """The run proper, under the folder's lock; returns (trials skipped, trials run)."""
     if fresh:
         store.clear()
@@ -181,6 +188,8 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
         resources = {GPU_RESOURCE: 1} if where.require_gpu else None
         if progress:
             _print_dashboard(client)
+        sizes = _batch_sizes(study, inputs, client, memory_limit, where.execution) \
+            if trials else {}
         # One model per checkpoint of a checkpoint axis (key None without one).
         models = {label: portable_model(model, study.base_dir)
                   for label, model in (inputs.models or {None: inputs.model}).items()}
@@ -208,6 +217,7 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
             future = client.submit(run_trials, f["model", job[0].checkpoint], f["x"], f["y"],
                                    study.inference_times_s, f["devices"], chips, f["calib"],
                                    task_exec, heartbeat_s if progress else None,
+                                   [sizes.get(t.hardware) for t in job] if sizes else None,
                                    retries=RETRIES, pure=False, resources=resources)
             if id(job) in keys:       # submitted again (its worker was lost): a new task
                 bar.finished(keys[id(job)])
@@ -229,6 +239,28 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
                 trials = _next_round(study, store) if study.target_ci is not None else []
                 bar.add_total(len(trials))
     return n_skipped, n_run
+
+
+def _batch_sizes(study: Study, inputs: Inputs, client: Client, limit: int | None,
+                 execution: Execution) -> dict:
+    """Images per forward call of the points that may change it (:func:`batch_free`), sized
+    to the worker memory ``limit`` (default: the smallest of the workers' Dask limits), by
+    hardware point; {} for the default everywhere. Says on stderr when the default does not
+    fit (a probe of the first point estimates the peak: :mod:`mc_engine.run.estimate`)."""
+    if execution.cuda:              # CUDA batches follow the device's memory (analog/cuda.py)
+        return {}
+    if limit is None:
+        workers = client.scheduler_info().get("workers", {}).values()
+        limits = [w.get("memory_limit") or 0 for w in workers]
+        limit = min(limits) if limits and all(limits) else None
+    if not limit:
+        return {}
+    estimate = probe_inputs(study, inputs, execution)
+    fits = fitting_batch(estimate, limit)
+    if fits >= min(BATCH_SIZE, estimate.n_images):
+        return {}
+    print(memory_note(study, estimate, limit), file=sys.stderr)
+    return {hw: fits for hw in set(study.points) if batch_free(hw)}
 
 
 def _scatter(client: Client, shipped: dict) -> dict:
