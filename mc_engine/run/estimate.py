@@ -38,8 +38,10 @@ from mc_engine.study.units import format_duration
 #: A worker process's resident memory before its first task: torch, Numba, Dask and mc-engine
 #: imported (measured on `dask worker --nthreads 1`, Linux x86-64: 520 MiB).
 WORKER_BASE_BYTES = 520 * 2**20
-#: Images in the probe's two timed batches (after a warm-up of PROBE_IMAGES[0]).
+#: Images in the probe's two timed batches (after a warm-up of PROBE_IMAGES[0]); more, up to a
+#: batch, when the warm-up shows that a batch of PROBE_S seconds holds more.
 PROBE_IMAGES = (8, 24)
+PROBE_S = 0.5
 #: Fraction of a worker's memory limit a run's estimated peak may take (Dask pauses a worker
 #: at 80 % of its limit and restarts it at 95 %).
 MEMORY_FRACTION = 0.7
@@ -143,7 +145,12 @@ def probe(model: nn.Module, hw: HardwareConfig, x: np.ndarray, times_s: Sequence
 
     _tune_malloc()                           # timed as a worker runs (run/tasks.py)
     forward(n[0])                            # warm-up: caches, lazy allocations
-    (t1, _), (t2, _) = forward(n[0]), forward(n[1])
+    t1, _ = forward(n[0])
+    more = min(batch, len(x), int(PROBE_S * n[0] / max(t1, 1e-6)))
+    if more > n[1]:                          # a small network: as many as PROBE_S allows
+        n = [max(n[0], more // 3), more]
+        t1, _ = forward(n[0])
+    t2, _ = forward(n[1])
     with _exact_malloc():                    # measured apart: mapping every array is slower
         (_, m1), (_, m2) = forward(n[0]), forward(n[1])
     wide = n[1] > n[0]
