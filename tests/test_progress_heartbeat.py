@@ -85,3 +85,59 @@ def test_a_quiet_interval_prints_no_line_between_heartbeats():
     for done in (100, 200, 300):
         bar.on_event((0.0, {"task": "t", "done": done, "total": 400}))
     assert stream.getvalue() == ""
+
+
+SLOW_MODEL = """
+import time
+from torch import nn
+
+class Slow(nn.Module):
+    def forward(self, x):
+        time.sleep(0.5)        # a batch that takes long: the timer thread beats meanwhile
+        return x
+
+def net():
+    return nn.Sequential(nn.Linear(64, 10), Slow())
+"""
+
+
+def test_a_long_batch_still_beats(warm_cluster, tmp_path, cache_dir):
+    """While one image batch runs longer than the heartbeat interval, the task's timer thread
+    keeps sending (done = 0 before its first batch ends); with 0.5 s a batch and a 0.05 s
+    interval about 10 such beats are sent, and one is enough to pass."""
+    (tmp_path / "slow_beats.py").write_text(SLOW_MODEL)
+    study_file = tmp_path / "slow.toml"
+    study_file.write_text(STUDY.replace('zoo = "digits_mlp"', 'factory = "slow_beats:net"')
+                          .replace("repeats = 2", "repeats = 1")
+                          .replace('["0s", "1h", "1d"]', '["0s"]')
+                          .replace('dataset = "digits"', 'dataset = "digits"\nlimit = 100')
+                          .replace('name = "beat"', 'name = "slow"'))
+    started = time.time()
+    run_study(load_study(study_file), tmp_path, scheduler=warm_cluster, cache_dir=cache_dir,
+              heartbeat_s=0.05)
+    with Client(warm_cluster) as client:
+        beats = [msg for t, msg in client.get_events(HEARTBEAT_TOPIC) if t >= started]
+    assert any(b["done"] == 0 and b["total"] == 100 for b in beats)
+    assert max(b["done"] for b in beats) <= 100
+
+
+def test_a_notebook_gets_a_notebook_bar(monkeypatch):
+    """In a Jupyter kernel (IPython's ZMQInteractiveShell) the bar is tqdm.auto's."""
+    import sys
+    import types
+
+    import tqdm.auto
+
+    class ZMQInteractiveShell:
+        pass
+
+    monkeypatch.setitem(sys.modules, "IPython",
+                        types.SimpleNamespace(get_ipython=lambda: ZMQInteractiveShell()))
+    made = []
+    monkeypatch.setattr(tqdm.auto, "tqdm", lambda **kw: made.append(kw) or
+                        types.SimpleNamespace(update=lambda n: None, close=lambda: None,
+                                              set_postfix_str=lambda *a, **k: None))
+    bar = Progress(3, 1, "nb", stream=io.StringIO())
+    bar.update(1)
+    bar.close()
+    assert made == [{"total": 3, "initial": 1, "unit": "trial", "desc": "nb"}]

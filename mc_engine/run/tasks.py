@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -130,14 +131,18 @@ HEARTBEAT_TOPIC = "mc-engine-heartbeat"
 
 
 class Heartbeat:
-    """Counts the images a task has evaluated (chips x read times x test images) and, at most
-    every ``interval_s`` seconds, sends {"task", "done", "total"} to the client as a Dask event
-    (``Worker.log_event``; the client subscribes to the topic), so a run whose tasks take
-    minutes still shows progress. Outside a worker (or with ``interval_s`` None) it is silent."""
+    """Counts the images a task has evaluated (chips x read times x test images) and sends
+    {"task", "done", "total"} to the client as a Dask event (``Worker.log_event``; the client
+    subscribes to the topic) after an image batch once ``interval_s`` seconds have passed, and
+    from a timer thread every ``interval_s`` seconds while a batch runs longer (a big
+    network's batch takes minutes): the client hears from a running task at least that often.
+    Outside a worker (or with ``interval_s`` None) it is silent; use it as a context manager."""
 
     def __init__(self, total: int, interval_s: float | None, topic: str = HEARTBEAT_TOPIC):
         self.total, self.done, self.interval_s, self.topic = total, 0, interval_s, topic
-        self._worker = self._task = None
+        self._worker = self._task = self._thread = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
         if interval_s is not None:
             try:
                 from distributed import get_worker
@@ -148,13 +153,35 @@ class Heartbeat:
                 self._worker = None
         self._last = time.monotonic()
 
+    def __enter__(self) -> Heartbeat:
+        if self._worker is not None and self.interval_s > 0:
+            self._thread = threading.Thread(target=self._beat, daemon=True,
+                                            name="mc-engine-heartbeat")
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._send()
+
     def __call__(self, n: int) -> None:
         self.done += n
-        if self._worker is None or time.monotonic() - self._last < self.interval_s:
+        self._send()
+
+    def _send(self) -> None:
+        if self._worker is None:
             return
-        self._last = time.monotonic()
-        self._worker.log_event(self.topic, {"task": str(self._task), "done": self.done,
-                                            "total": self.total})
+        with self._lock:
+            if time.monotonic() - self._last < self.interval_s:
+                return
+            self._last = time.monotonic()
+            msg = {"task": str(self._task), "done": self.done, "total": self.total}
+        self._worker.log_event(self.topic, msg)
 
 
 def run_trial(model: bytes, x: np.ndarray, y: np.ndarray, hardware: HardwareConfig,
@@ -200,12 +227,23 @@ def run_trials(model: bytes, x: np.ndarray, y: np.ndarray, times_s: Sequence[flo
     own arguments, not on the batch it came in. ``heartbeat_s``: send the images done to the
     client at most this often (:class:`Heartbeat`; None: silent). ``batch_sizes``: per chip,
     images per forward call where the default may change (None: the default)."""
-    done = Heartbeat(len(chips) * len(times_s) * len(x), heartbeat_s)
     sizes = list(batch_sizes) if batch_sizes is not None else [None] * len(chips)
-    if not execution.torch:
-        return [run_trial(model, x, y, hw, times_s, seed, devices, layers, calibration,
-                          execution, done, size)
-                for (hw, seed, layers), size in zip(chips, sizes, strict=True)]
+    with Heartbeat(len(chips) * len(times_s) * len(x), heartbeat_s) as done:
+        if not execution.torch:
+            return [run_trial(model, x, y, hw, times_s, seed, devices, layers, calibration,
+                              execution, done, size)
+                    for (hw, seed, layers), size in zip(chips, sizes, strict=True)]
+        return _torch_trials(model, x, y, times_s, devices, chips, calibration, execution,
+                             done, sizes)
+
+
+def _torch_trials(model: bytes, x: np.ndarray, y: np.ndarray, times_s: Sequence[float],
+                  devices: bytes | None,
+                  chips: Sequence[tuple[HardwareConfig, int, tuple[str, ...] | None]],
+                  calibration: np.ndarray | None, execution: Execution, done: Heartbeat,
+                  sizes: list[int | None]) -> list[list[dict]]:
+    """:func:`run_trials` on the torch execution: consecutive chips of one hardware point and
+    layer set in one call."""
     from mc_engine.analog import evaluate_chips
     from mc_engine.analog.cuda import chips_per_call, deterministic_cuda, image_batch_size
 
