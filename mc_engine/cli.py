@@ -1,8 +1,9 @@
 """The ``mc-engine`` command: a thin mirror of the Python API.
 
     mc-engine run STUDY [--out DIR] [--workers N | --scheduler ADDR | --scheduler-file FILE]
-                  [--fresh] [--backend {numba,torch}] [--device {cpu,cuda,cuda:N}]
-    mc-engine validate STUDY [--backend ...] [--device ...]
+                  [--fresh] [--memory-limit SIZE] [--backend {numba,torch}]
+                  [--device {cpu,cuda,cuda:N}]
+    mc-engine validate STUDY [--memory-limit SIZE] [--backend ...] [--device ...]
     mc-engine summary RESULTS_DIR
     mc-engine report RESULTS_DIR [--out report.html | FILE.png|.pdf|.svg]
     mc-engine compare RESULTS_DIR --baseline COLUMN=VALUE... --other COLUMN=VALUE...
