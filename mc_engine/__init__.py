@@ -8,8 +8,8 @@ from mc_engine.environment import check_environment as check_environment  # befo
 from mc_engine.errors import UserInputError
 from mc_engine.hardware import HardwareConfig
 
-__all__ = ["HardwareConfig", "UserInputError", "compare", "convert", "load_results", "summarize",
-           "__version__"]
+__all__ = ["HardwareConfig", "UserInputError", "compare", "convert", "load_results", "run_study",
+           "summarize", "__version__"]
 
 
 def __getattr__(name: str):
@@ -17,6 +17,9 @@ def __getattr__(name: str):
     if name == "convert":
         from mc_engine.analog import convert
         return convert
+    if name == "run_study":
+        from mc_engine.api import run_study
+        return run_study
     if name in ("compare", "load_results", "summarize"):
         from mc_engine import results
         return getattr(results, name)

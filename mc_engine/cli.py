@@ -1,8 +1,9 @@
 """The ``mc-engine`` command: a thin mirror of the Python API.
 
     mc-engine run STUDY [--out DIR] [--workers N | --scheduler ADDR | --scheduler-file FILE]
-                  [--fresh] [--backend {numba,torch}] [--device {cpu,cuda,cuda:N}]
-    mc-engine validate STUDY [--backend ...] [--device ...]
+                  [--fresh] [--memory-limit SIZE] [--backend {numba,torch}]
+                  [--device {cpu,cuda,cuda:N}]
+    mc-engine validate STUDY [--memory-limit SIZE] [--backend ...] [--device ...]
     mc-engine summary RESULTS_DIR [--metric M]
     mc-engine report RESULTS_DIR [--out report.html | FILE.png|.pdf|.svg] [--metric M]
                      [--compare K=V[,K=V] K=V[,K=V]] [--format svg,pdf] [--size single|double]
@@ -125,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
                             "scheduler --scheduler-file', dask-jobqueue or dask-mpi")
     run.add_argument("--fresh", action="store_true",
                      help="delete this study's earlier results and start over")
+    _memory_option(run)
     _execution_options(run)
 
     validate = command("validate", _validate,
@@ -133,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("study", type=Path, help="study file (.toml)")
     validate.add_argument("--out", type=Path, default=DEFAULT_OUT,
                           help="results folder whose .cache holds trained zoo models")
+    _memory_option(validate)
     _execution_options(validate, "checked: the device must be there")
 
     results_commands(command)   # summary, report, compare (mc_engine.cli_results)
@@ -140,8 +143,9 @@ def _parser() -> argparse.ArgumentParser:
     train = command("train", _train, "Train a model from a train file (plain or hardware-aware) "
                                       "into a checkpoint a study can load.")
     train.add_argument("train", type=Path, help="train file (.toml)")
-    train.add_argument("--out", type=Path, default=DEFAULT_OUT / "checkpoints",
-                       help="folder of <name>.pt and <name>.json (default: results/checkpoints)")
+    train.add_argument("--out", type=Path, default=None,
+                       help="folder of <name>.pt and <name>.json (default: the train file's "
+                            "[train] out, relative to the train file, else results/checkpoints)")
     train.add_argument("--threads", type=_positive_int, default=1,
                        help="torch CPU threads (default 1: bitwise reproducible for a seed)")
     train.add_argument("--fresh", action="store_true",
@@ -153,6 +157,26 @@ def _parser() -> argparse.ArgumentParser:
                        help="torch device of the model, the batches and the injected noise "
                             "(default: cuda when torch sees a GPU, else cpu)")
     return parser
+
+
+def _memory_bytes(text: str) -> int:
+    from dask.utils import parse_bytes
+
+    try:
+        value = parse_bytes(text)
+    except (ValueError, TypeError):
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a memory size such as 2GB or 4GiB, got "
+                                         f"{text!r}")
+    return value
+
+
+def _memory_option(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--memory-limit", type=_memory_bytes, default=None, metavar="SIZE",
+                     help="memory of one worker (e.g. 4GB; default: the Dask workers' own "
+                          "limit): trials whose rows do not depend on the image batch run in "
+                          "batches that fit it, the others are warned about")
 
 
 def _execution_options(sub: argparse.ArgumentParser, note: str = "") -> None:
@@ -184,7 +208,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.scheduler_file is not None:
             scheduler = scheduler_from_file(args.scheduler_file)
         outcome = run_study(study, args.out, workers=args.workers, scheduler=scheduler,
-                            fresh=args.fresh, execution=execution)
+                            fresh=args.fresh, execution=execution,
+                            memory_limit=args.memory_limit)
         STOP.check()   # a stop whose exception was swallowed (in a finalizer) still stops
     print(summary_table(load_results(outcome.results_dir)))
     print(f"{outcome.n_trials} trials ({outcome.n_run} run now, {outcome.n_skipped} already on "
@@ -230,6 +255,14 @@ def _validate(args: argparse.Namespace) -> int:
     if study.preset:    # the point the preset and the keys beside it resolve to
         print(f"[hardware] preset {study.preset!r} resolves to: "
               + ", ".join(f"{k} = {v!r}" for k, v in study.hardware.items()))
+    from mc_engine.run.estimate import memory_note, probe_inputs
+
+    estimate = probe_inputs(study, inputs, execution)
+    n_trials = study.n_trials if study.target_ci is None else \
+        study.n_trials // study.repeats * study.max_repeats
+    print(estimate.line(n_trials, len(study.inference_times_s)))
+    if args.memory_limit is not None:
+        print(memory_note(study, estimate, args.memory_limit))
     return EXIT_OK
 
 
@@ -244,12 +277,18 @@ def _train(args: argparse.Namespace) -> int:
         raise UserInputError(f"expected at most {THREADS_PER_CORE * cores} torch threads "
                              f"({THREADS_PER_CORE} per core, {cores} cores here), got "
                              f"{args.threads}", source="--threads")
+    # A path on the command line is relative to where it is typed, one in a file to the file.
+    def out_of(spec) -> Path:
+        return args.out if args.out is not None else \
+            spec.out if spec.out is not None else DEFAULT_OUT / "checkpoints"
+
     if len(points) > 1:
-        check_points_free(points, args.out, args.fresh)
+        for spec in points:
+            check_points_free([spec], out_of(spec), args.fresh)
     written = []
     for spec in points:
         with stop_signals():
-            outcome = train(spec, args.out, threads=args.threads, fresh=args.fresh,
+            outcome = train(spec, out_of(spec), threads=args.threads, fresh=args.fresh,
                             device=device)
         stopped = EXIT_TERMINATED if outcome.terminated else EXIT_INTERRUPTED
         if outcome.checkpoint is None:

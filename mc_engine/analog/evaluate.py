@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,8 @@ _CONVERTED: list[tuple[nn.Module, HardwareConfig, object, frozenset[str] | None,
 
 
 def _scores(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray, batch_size: int,
-            device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+            device: torch.device | None = None, done: Callable[[int], None] | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
     """Correct predictions and summed cross-entropy of ``model`` on (x, y), in batches.
 
     The class scores are the output's last axis; ``y`` holds one class per prediction (N, or
@@ -34,7 +35,8 @@ def _scores(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray, batch
     (a chip batch: C × N × ... × classes) gives one count and one loss per chip. ``device``:
     where the model runs (the inputs are moved there batch by batch unless ``x`` already is a
     tensor there). The losses (natural log, float64) are summed exactly (``math.fsum``), so they
-    depend neither on the batch size nor on how chips are batched.
+    depend neither on the batch size nor on how chips are batched. ``done(n)`` is called after
+    each batch with the images it held (progress).
     """
     correct = np.int64(0)
     losses: list[np.ndarray] = []
@@ -53,15 +55,18 @@ def _scores(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray, batch
             logp = torch.log_softmax(out.double(), dim=-1)
             nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
             losses.append(nll.cpu().numpy().reshape(*nll.shape[:len(nll.shape) - len(axes)], -1))
+            if done is not None:
+                done(len(xb))
     per_chip = np.concatenate(losses, axis=-1)
     loss = np.array([math.fsum(row) for row in per_chip.reshape(-1, per_chip.shape[-1])])
     return correct, loss.reshape(per_chip.shape[:-1])
 
 
 def _score(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray, batch_size: int,
-           device: torch.device | None = None) -> tuple[int, float]:
+           device: torch.device | None = None, done: Callable[[int], None] | None = None
+           ) -> tuple[int, float]:
     """Correct predictions and summed loss of one model (:func:`_scores`)."""
-    correct, loss = _scores(model, x, y, batch_size, device)
+    correct, loss = _scores(model, x, y, batch_size, device, done)
     return int(correct), float(loss)
 
 
@@ -96,7 +101,8 @@ def evaluate_trial(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.nd
                    batch_size: int = BATCH_SIZE,
                    layers: Collection[str] | None = None,
                    calibration: np.ndarray | None = None,
-                   execution: Execution = NUMBA_CPU) -> list[dict]:
+                   execution: Execution = NUMBA_CPU,
+                   done: Callable[[int], None] | None = None) -> list[dict]:
     """Accuracy of one chip (one programming of ``model`` on ``hw``) at every inference time.
 
     Devices are programmed once from ``seed``; times are visited in ascending order, each with
@@ -104,7 +110,8 @@ def evaluate_trial(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.nd
     digital), None = all (see :func:`convert`). ``calibration``: the inputs that calibrate the
     ADC ranges (adc_range = 'calibrated'). ``execution``: where the analog pass runs (Numba on
     the CPU, or torch on a device: the same physics, the same random draws). The result
-    depends only on the arguments (and, to float rounding, on the execution).
+    depends only on the arguments (and, to float rounding, on the execution). ``done(n)``:
+    called after each image batch with its number of images (a task's heartbeat).
     """
     start = time.perf_counter()
     analog = _converted(model, hw, layers, execution).program(seed, calibration)
@@ -112,7 +119,7 @@ def evaluate_trial(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.nd
     rows = []
     for t in sorted(float(t) for t in times_s):
         analog.drift(t)
-        n_correct, loss = _score(analog, x, y, batch_size, device)
+        n_correct, loss = _score(analog, x, y, batch_size, device, done)
         now = time.perf_counter()
         rows.append(_row(t, n_correct, loss, y, now - start))
         start = now
@@ -123,7 +130,8 @@ def evaluate_chips(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.nd
                    times_s: Sequence[float], seeds: Sequence[int | Sequence[int]],
                    batch_size: int = BATCH_SIZE, layers: Collection[str] | None = None,
                    calibration: np.ndarray | None = None,
-                   execution: Execution = NUMBA_CPU) -> list[list[dict]]:
+                   execution: Execution = NUMBA_CPU,
+                   done: Callable[[int], None] | None = None) -> list[list[dict]]:
     """:func:`evaluate_trial` of several chips (one per seed) of one hardware point.
 
     On the torch execution the chips are evaluated together, in one call per image batch
@@ -133,7 +141,7 @@ def evaluate_chips(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.nd
     the batch's time shared equally)."""
     if not execution.torch or len(seeds) < 2:
         return [evaluate_trial(model, hw, x, y, times_s, seed, batch_size, layers, calibration,
-                               execution) for seed in seeds]
+                               execution, done) for seed in seeds]
     from mc_engine.analog.torch_chips import ChipBatch
 
     start = time.perf_counter()
@@ -148,7 +156,8 @@ def evaluate_chips(model: nn.Module, hw: HardwareConfig, x: np.ndarray, y: np.nd
     for t in sorted(float(t) for t in times_s):
         for chip in chips:
             chip.drift(t)
-        correct, loss = _scores(batch, x, y, batch_size, device)
+        counted = None if done is None else (lambda n: done(n * len(chips)))
+        correct, loss = _scores(batch, x, y, batch_size, device, done=counted)
         now = time.perf_counter()
         for k, (n_correct, loss_sum) in enumerate(zip(correct.tolist(), loss.tolist())):
             rows[k].append(_row(t, n_correct, loss_sum, y, (now - start) / len(chips)))

@@ -85,9 +85,16 @@ def _read_batch(file: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     return data, y.astype(np.int64)
 
 
-def load_cifar(path: str | Path, kind: str = "cifar10",
-               split: str = "test") -> tuple[np.ndarray, np.ndarray]:
-    """Images (float32 N×3×32×32, normalised per channel) and int64 labels of one split."""
+#: ``normalize`` of :func:`load_cifar`: the dataset's own statistics (CIFAR_STATS[kind]).
+OWN_STATS = "own"
+
+
+def load_cifar(path: str | Path, kind: str = "cifar10", split: str = "test",
+               normalize_with: tuple[tuple[float, ...], tuple[float, ...]] | str | None =
+               OWN_STATS) -> tuple[np.ndarray, np.ndarray]:
+    """Images (float32 N×3×32×32, pixels in [0, 1], normalised per channel) and int64 labels of
+    one split. ``normalize_with``: (mean, std) per channel, a key of CIFAR_STATS, None for
+    none (pixels in [0, 1]), or the dataset's own statistics (the default)."""
     if kind not in _LAYOUT:
         raise UserInputError(f"expected 'cifar10' or 'cifar100', got {kind!r}", key="kind")
     if split not in ("test", "train"):
@@ -104,5 +111,8 @@ def load_cifar(path: str | Path, kind: str = "cifar10",
     y = np.concatenate([p[1] for p in parts])
     x = data.reshape(-1, 3, 32, 32).astype(np.float32)
     x /= 255
-    mean, std = CIFAR_STATS[kind]
-    return normalize(x, mean, std), y
+    if normalize_with is None:
+        return x, y
+    stats = CIFAR_STATS[kind if normalize_with == OWN_STATS else normalize_with] \
+        if isinstance(normalize_with, str) else normalize_with
+    return normalize(x, *stats), y

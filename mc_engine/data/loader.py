@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mc_engine.data.cifar import load_cifar
+from mc_engine.data.cifar import CIFAR_STATS, OWN_STATS, load_cifar
 from mc_engine.data.digits import digits_split
 from mc_engine.data.factory import (
     call_factory,
@@ -38,7 +38,7 @@ MAX_SEQ_LEN = 4096
 MAX_ABS_INPUT = 1e9
 #: Largest class index accepted (a model needs this many outputs + 1).
 MAX_LABEL = 1_000_000
-_KEYS = ("dataset", "factory", "path", "limit", "task", "seq_len")
+_KEYS = ("dataset", "factory", "path", "limit", "task", "seq_len", "normalize")
 
 
 @dataclass(eq=False)
@@ -70,6 +70,11 @@ def load_dataset(spec: dict[str, Any], base_dir: Path, source: str | None,
     fail = table_checker(spec, "data", _KEYS, "dataset = 'digits'", source)
     if "dataset" in spec and "factory" in spec:
         raise fail("factory", "give either dataset or factory, not both")
+    kind = spec.get("factory", spec.get("dataset", "digits"))
+    if "normalize" in spec and kind not in ("cifar10", "cifar100"):
+        given = "factory" if "factory" in spec else "dataset"
+        raise fail("normalize", f"only for dataset = 'cifar10' or 'cifar100' (other inputs are "
+                                f"used as given), got {given} = {kind!r}")
     limit = spec.get("limit")
     if limit is not None:
         check_int(limit, "limit", fail)
@@ -168,10 +173,38 @@ def _builtin_arrays(name: str, spec: dict[str, Any], base_dir: Path, fail: Fail,
     path = resolve_path(spec["path"], base_dir)
     if not path.exists():
         raise fail("path", f"{path} does not exist")
+    stats = cifar_normalization(spec.get("normalize", OWN_STATS), fail)
     try:
-        return load_cifar(path, kind=name, split=split)
+        return load_cifar(path, kind=name, split=split, normalize_with=stats)
     except UserInputError as err:
         raise fail("path", str(err)) from err
+
+
+def cifar_normalization(value: object, fail: Fail
+                        ) -> tuple[tuple[float, ...], tuple[float, ...]] | str | None:
+    """``[data] normalize`` of a CIFAR dataset: "cifar10" or "cifar100" (those training
+    statistics), "none" (pixels in [0, 1]) or {mean = [r, g, b], std = [r, g, b]}; absent: the
+    dataset's own statistics (:data:`mc_engine.data.cifar.CIFAR_STATS`)."""
+    if value == OWN_STATS:
+        return OWN_STATS
+    if value == "none":
+        return None
+    if isinstance(value, str) and value in CIFAR_STATS:
+        return value
+    if isinstance(value, dict) and sorted(value) == ["mean", "std"]:
+        stats = []
+        for key in ("mean", "std"):
+            v = value[key]
+            if not isinstance(v, list) or len(v) != 3 or not all(
+                    isinstance(c, int | float) and not isinstance(c, bool) for c in v) or \
+                    not all(np.isfinite(c) and (key == "mean" or c > 0) for c in v):
+                raise fail(f"normalize.{key}", f"expected 3 finite numbers (R, G, B, of pixels "
+                                               f"in [0, 1]){', each > 0' if key == 'std' else ''}"
+                                               f", got {v!r}")
+            stats.append(tuple(float(c) for c in v))
+        return stats[0], stats[1]
+    raise fail("normalize", f"expected 'cifar10', 'cifar100', 'none' or {{mean = [r, g, b], "
+                            f"std = [r, g, b]}}, got {value!r}")
 
 
 def _npz_arrays(path: Path, fail: Fail, split: str = "test",

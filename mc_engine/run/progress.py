@@ -1,15 +1,22 @@
-"""Progress of a run: a tqdm bar on a terminal, plain dated lines in a batch job's log.
+"""Progress of a run: a tqdm bar on a terminal (a notebook's bar in Jupyter), plain lines in a
+batch job's log.
 
 A bar redraws itself with carriage returns, which fills a job log (SLURM's slurm-*.out, a pod's
 log) with thousands of partial lines. When stderr is not a terminal the run instead prints one
 line every ``MC_ENGINE_PROGRESS_S`` seconds (default 30) with the trials done, the rate and the
 estimated time left, and a last line when it ends.
+
+Trials of a big network take minutes each, so tasks also send heartbeats while they run (the
+images they have evaluated, every ``MC_ENGINE_HEARTBEAT_S`` seconds, default 10:
+:class:`mc_engine.run.tasks.Heartbeat`); they count as fractions of trials in the rate and the
+time left, and they keep the lines coming while no task finishes.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from typing import TextIO
 
@@ -20,6 +27,9 @@ from mc_engine.study.units import format_duration
 #: Environment variable: seconds between progress lines when stderr is not a terminal.
 INTERVAL_ENV = "MC_ENGINE_PROGRESS_S"
 DEFAULT_INTERVAL_S = 30.0
+#: Environment variable: seconds between a running task's heartbeats.
+HEARTBEAT_ENV = "MC_ENGINE_HEARTBEAT_S"
+DEFAULT_HEARTBEAT_S = 10.0
 
 
 class Progress:
@@ -32,18 +42,73 @@ class Progress:
         self.enabled = enabled
         self._initial = initial
         self._bar: tqdm | None = None
-        if enabled and _is_terminal(self.stream):
+        self._lock = threading.Lock()     # heartbeats arrive on the client's event-loop thread
+        #: Running tasks' (images done, images in the task), by task key; finished keys.
+        self._running: dict[str, tuple[int, int]] = {}
+        self._finished: set[str] = set()
+        if enabled and _in_notebook():
+            from tqdm.auto import tqdm as auto_tqdm
+
+            self._bar = auto_tqdm(total=total, initial=initial, unit="trial", desc=name)
+        elif enabled and _is_terminal(self.stream):
             self._bar = tqdm(total=total, initial=initial, unit="trial", desc=name,
                              dynamic_ncols=True, file=self.stream)
-        self.interval_s = interval_s if interval_s is not None else _interval_from_env()
+        self.interval_s = interval_s if interval_s is not None else \
+            _seconds_from_env(INTERVAL_ENV, DEFAULT_INTERVAL_S)
         self._started = self._last_line = time.monotonic()
 
+    def finished(self, task: str | None) -> None:
+        """``task`` is done (or was submitted again): its heartbeats stop counting."""
+        if task is None:
+            return
+        with self._lock:
+            self._running.pop(task, None)
+            self._finished.add(task)
+
     def update(self, n: int = 1) -> None:
-        self.done += n
-        if self._bar is not None:
-            self._bar.update(n)
-        elif self.enabled and time.monotonic() - self._last_line >= self.interval_s:
-            self._line()
+        """``n`` more trials done."""
+        with self._lock:
+            self.done += n
+            if self._bar is not None:
+                self._bar.update(n)
+                self._postfix()
+            elif self.enabled and time.monotonic() - self._last_line >= self.interval_s:
+                self._line()
+
+    def heartbeat(self, task: str, done: int, total: int) -> None:
+        """A running ``task`` has evaluated ``done`` of its ``total`` images."""
+        with self._lock:
+            if task in self._finished or total <= 0:
+                return
+            self._running[task] = (min(done, total), total)
+            if self._bar is not None:
+                self._postfix()
+            elif self.enabled and time.monotonic() - self._last_line >= self.interval_s:
+                self._line()
+
+    def on_event(self, event: tuple[float, dict]) -> None:
+        """A Dask event of the heartbeat topic: (time, {"task", "done", "total"})."""
+        _, msg = event
+        try:
+            self.heartbeat(str(msg["task"]), int(msg["done"]), int(msg["total"]))
+        except (KeyError, TypeError, ValueError):   # not ours: ignored
+            pass
+
+    @property
+    def partial(self) -> float:
+        """Trials' worth of work done in the running tasks (images done / images per task's
+        trial, summed), as counted by their heartbeats."""
+        return sum(d / t for d, t in self._running.values()) if self._running else 0.0
+
+    def _images(self) -> str:
+        done = sum(d for d, _ in self._running.values())
+        total = sum(t for _, t in self._running.values())
+        return f"{done:,}/{total:,} images in {len(self._running)} running task" + \
+            ("s" if len(self._running) != 1 else "")
+
+    def _postfix(self) -> None:
+        if self._running:
+            self._bar.set_postfix_str(self._images(), refresh=True)
 
     def add_total(self, n: int) -> None:
         """``n`` more trials to run (the next round of an adaptive study)."""
@@ -53,10 +118,12 @@ class Progress:
             self._bar.refresh()
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-        elif self.enabled and self.done > self._initial:
-            self._line()
+        with self._lock:
+            self._running.clear()
+            if self._bar is not None:
+                self._bar.close()
+            elif self.enabled and self.done > self._initial:
+                self._line()
 
     def __enter__(self) -> Progress:
         return self
@@ -65,15 +132,19 @@ class Progress:
         self.close()
 
     def _line(self) -> None:
-        """``name: 120/400 trials (30 %), 3.21 trials/s, 1 min 27 s left``."""
+        """``name: 120/400 trials (30 %), 3.21 trials/s, 1 min 27 s left``, with the running
+        tasks' images when heartbeats came (``+ 1.7 running: 2,400/8,000 images in ...``)."""
         now = time.monotonic()
         self._last_line = now
-        ran = self.done - self._initial
+        partial = self.partial
+        ran = self.done - self._initial + partial
         rate = ran / max(now - self._started, 1e-9)
-        left = self.total - self.done
-        eta = format_duration(round(left / rate)) if rate > 0 and left else "0 s"
-        percent = 100 * self.done / self.total if self.total else 100.0
-        print(f"{self.name}: {self.done}/{self.total} trials ({percent:.0f} %), "
+        left = self.total - self.done - partial
+        eta = format_duration(round(left / rate)) if rate > 0 and left > 0 else \
+            "0 s" if left <= 0 else "unknown time"
+        percent = 100 * (self.done + partial) / self.total if self.total else 100.0
+        running = f" + {partial:.2f} running ({self._images()})" if self._running else ""
+        print(f"{self.name}: {self.done}/{self.total} trials{running} ({percent:.0f} %), "
               f"{rate:.3g} trials/s, {eta} left", file=self.stream, flush=True)
 
 
@@ -84,10 +155,25 @@ def _is_terminal(stream: TextIO) -> bool:
         return False
 
 
-def _interval_from_env() -> float:
-    text = os.environ.get(INTERVAL_ENV, "")
+def _in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (its widgets show a notebook bar)."""
+    shell = sys.modules.get("IPython")
+    try:
+        ip = shell.get_ipython() if shell is not None else None
+    except Exception:   # an IPython that cannot tell
+        return False
+    return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
+
+
+def heartbeat_interval() -> float:
+    """Seconds between a running task's heartbeats (``MC_ENGINE_HEARTBEAT_S``, default 10)."""
+    return _seconds_from_env(HEARTBEAT_ENV, DEFAULT_HEARTBEAT_S)
+
+
+def _seconds_from_env(name: str, default: float) -> float:
+    text = os.environ.get(name, "")
     try:
         value = float(text)
     except ValueError:
-        return DEFAULT_INTERVAL_S
-    return value if value >= 0 else DEFAULT_INTERVAL_S
+        return default
+    return value if value >= 0 and value == value else default

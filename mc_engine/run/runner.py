@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import sys
 import time
-import tomllib
 from collections.abc import Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, replace
@@ -26,8 +25,8 @@ import pyarrow.parquet as pq
 from distributed import Client, Future
 
 import mc_engine
+from mc_engine.analog.evaluate import BATCH_SIZE
 from mc_engine.analog.execution import NUMBA_CPU, Execution
-from mc_engine.errors import UserInputError
 from mc_engine.fileio import check_writable_folder
 from mc_engine.results import ResultStore, trial_rows
 from mc_engine.results.store import identity_stamp
@@ -38,15 +37,22 @@ from mc_engine.run.cluster import (
     check_scheduler_reachable,
     open_client,
 )
+from mc_engine.run.estimate import batch_free, fitting_batch, memory_note, probe_inputs
 from mc_engine.run.gpu import GPU_RESOURCE, check_gpu_workers, local_gpus, task_execution
-from mc_engine.run.progress import Progress
-from mc_engine.run.tasks import portable_devices, portable_model, run_ideal, run_trials
+from mc_engine.run.progress import Progress, heartbeat_interval
+from mc_engine.run.resume import check_execution, check_resumable
+from mc_engine.run.tasks import (
+    HEARTBEAT_TOPIC,
+    portable_devices,
+    portable_model,
+    run_ideal,
+    run_trials,
+)
 from mc_engine.run.window import wait_for_a_worker, windowed
 from mc_engine.signals import STOP
-from mc_engine.study import Study, Trial, parse_study
-from mc_engine.study.inputs import TABLE, Inputs, fingerprint_mismatch, what_changed
+from mc_engine.study import Study, Trial
+from mc_engine.study.inputs import Inputs
 from mc_engine.study.keys import trial_seed
-from mc_engine.study.spec import FINGERPRINT_KEYS
 
 #: A batch is written when it holds this many trials or is this old, whichever comes first.
 BATCH_TRIALS = 500
@@ -76,7 +82,9 @@ def run_study(study: Study, out_dir: str | Path = "results", *, workers: int | N
               scheduler: str | None = None, fresh: bool = False,
               batch_trials: int = BATCH_TRIALS, flush_s: float = FLUSH_S,
               progress: bool = True, cache_dir: str | Path | None = None,
-              execution: Execution = NUMBA_CPU, require_gpu: bool | None = None) -> RunOutcome:
+              execution: Execution = NUMBA_CPU, require_gpu: bool | None = None,
+              heartbeat_s: float | None = None, inputs: Inputs | None = None,
+              memory_limit: int | None = None) -> RunOutcome:
     """Run every trial of ``study`` not yet in ``<out_dir>/<study name>/`` and write the rows.
 
     Data and model are loaded (and zoo models trained into ``cache_dir``, default
@@ -93,6 +101,14 @@ def run_study(study: Study, out_dir: str | Path = "results", *, workers: int | N
     (:mod:`mc_engine.run.gpu`). ``require_gpu`` (default: whether the device is CUDA): the
     trial tasks need the workers' ``GPU`` resource, and a cluster without it is refused; set
     by hand, it tests that plumbing on a CPU.
+
+    ``heartbeat_s``: how often a running task reports the images it has evaluated (default
+    ``MC_ENGINE_HEARTBEAT_S``, 10 s), so progress keeps coming while trials take minutes.
+    ``inputs``: the study's model and data already loaded and fingerprinted (the Python API's
+    in-memory model and arrays, :func:`mc_engine.api.run_study`) instead of loading them.
+    ``memory_limit``: bytes of memory per worker (default: the workers' own Dask limit, if
+    any); points whose rows do not depend on the image batch run in batches whose estimated
+    peak fits it, and a warning says when the others' does not (:mod:`mc_engine.run.estimate`).
     """
     started = time.perf_counter()
     mc_engine.check_environment()
@@ -107,8 +123,10 @@ def run_study(study: Study, out_dir: str | Path = "results", *, workers: int | N
     check_writable_folder(out_dir / study.name, "--out")
     check_writable_folder(Path(cache_dir) if cache_dir is not None else out_dir / ".cache",
                           "--out")
-    inputs = study.load(Path(cache_dir) if cache_dir is not None else out_dir / ".cache")
+    if inputs is None:
+        inputs = study.load(Path(cache_dir) if cache_dir is not None else out_dir / ".cache")
     study = study.with_layers(inputs.model)
+    heartbeat_s = heartbeat_interval() if heartbeat_s is None else heartbeat_s
 
     store = ResultStore(out_dir / study.name)
     try:
@@ -116,7 +134,8 @@ def run_study(study: Study, out_dir: str | Path = "results", *, workers: int | N
             n_skipped, n_run = _run_locked(study, store, inputs, workers, scheduler, fresh,
                                            batch_trials, flush_s, progress,
                                            _Where(execution, execution.cuda if require_gpu
-                                                  is None else require_gpu, gpus))
+                                                  is None else require_gpu, gpus),
+                                           heartbeat_s, memory_limit)
     except BlockingIOError:
         raise RunError(f"another mc-engine run is writing to {store.directory}",
                        hint="wait for it to finish, or give this run another --out") from None
@@ -136,7 +155,8 @@ class _Where:
 
 def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int | None,
                 scheduler: str | None, fresh: bool, batch_trials: int, flush_s: float,
-                progress: bool, where: _Where) -> tuple[int, int]:
+                progress: bool, where: _Where, heartbeat_s: float = 10.0,
+                memory_limit: int | None = None) -> tuple[int, int]:
     """The run proper, under the folder's lock; returns (trials skipped, trials run)."""
     if fresh:
         store.clear()
@@ -144,8 +164,8 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
     for path, problem in store.set_aside_unreadable():
         print(f"warning: {path.with_suffix('')}: {problem}; set aside as {path.name}, its "
               f"results are computed again", file=sys.stderr)
-    _check_resumable(store, study, inputs.fingerprint)
-    _check_execution(store, where.execution)
+    check_resumable(store, study, inputs.fingerprint)
+    check_execution(store, where.execution)
     store.stamp = identity_stamp(study.identity(), inputs.fingerprint)   # of rows it writes
     store.check_own(study.name, store.stamp, partial(trial_seed, study.seed))
     store.write_text(store.study_file.name,
@@ -168,6 +188,8 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
         resources = {GPU_RESOURCE: 1} if where.require_gpu else None
         if progress:
             _print_dashboard(client)
+        sizes = _batch_sizes(study, inputs, client, memory_limit, where.execution) \
+            if trials else {}
         # One model per checkpoint of a checkpoint axis (key None without one).
         models = {label: portable_model(model, study.base_dir)
                   for label, model in (inputs.models or {None: inputs.model}).items()}
@@ -184,29 +206,61 @@ def _run_locked(study: Study, store: ResultStore, inputs: Inputs, workers: int |
                 wait_for_a_worker(client)
                 inputs_f.update(_scatter(client, shipped))
 
+        keys: dict[int, str] = {}     # the task key of each job in flight (its heartbeats)
+
         def submit(job: tuple[Trial, ...] | _Ideal) -> Future:
             f = inputs_f
             if isinstance(job, _Ideal):
                 return client.submit(run_ideal, f["model", job.checkpoint], f["x"], f["y"],
                                      retries=RETRIES, pure=False)
             chips = [(t.hardware, t.seed, t.analog_layers) for t in job]
-            return client.submit(run_trials, f["model", job[0].checkpoint], f["x"], f["y"],
-                                 study.inference_times_s, f["devices"], chips, f["calib"],
-                                 task_exec, retries=RETRIES, pure=False, resources=resources)
+            future = client.submit(run_trials, f["model", job[0].checkpoint], f["x"], f["y"],
+                                   study.inference_times_s, f["devices"], chips, f["calib"],
+                                   task_exec, heartbeat_s if progress else None,
+                                   [sizes.get(t.hardware) for t in job] if sizes else None,
+                                   retries=RETRIES, pure=False, resources=resources)
+            if id(job) in keys:       # submitted again (its worker was lost): a new task
+                bar.finished(keys[id(job)])
+            keys[id(job)] = str(future.key)
+            return future
 
         ideals = [_Ideal(label) for label in models] if need_ideal else []
         with Progress(n_skipped + len(trials), n_skipped, study.name, enabled=progress) as bar:
+            if progress:
+                client.subscribe_topic(HEARTBEAT_TOPIC, bar.on_event)
             while trials or ideals:  # one round unless the study has adaptive repeats
                 size = chip_batch_size(len(trials), task_window(client))
                 jobs: list[tuple[Trial, ...] | _Ideal] = [*ideals, *chip_batches(trials, size)]
                 with closing(windowed(submit, jobs, lambda: task_window(client),
                                       recover)) as finished:
                     _collect(finished, len(ideals), study, store, bar, batch_trials, flush_s,
-                             where.execution)
+                             where.execution, keys)
                 n_run, ideals = n_run + len(trials), []
                 trials = _next_round(study, store) if study.target_ci is not None else []
                 bar.add_total(len(trials))
     return n_skipped, n_run
+
+
+def _batch_sizes(study: Study, inputs: Inputs, client: Client, limit: int | None,
+                 execution: Execution) -> dict:
+    """Images per forward call of the points that may change it (:func:`batch_free`), sized
+    to the worker memory ``limit`` (default: the smallest of the workers' Dask limits), by
+    hardware point; {} for the default everywhere. Says on stderr when the default does not
+    fit (a probe of the first point estimates the peak: :mod:`mc_engine.run.estimate`)."""
+    if execution.cuda:              # CUDA batches follow the device's memory (analog/cuda.py)
+        return {}
+    if limit is None:
+        workers = client.scheduler_info().get("workers", {}).values()
+        limits = [w.get("memory_limit") or 0 for w in workers]
+        limit = min(limits) if limits and all(limits) else None
+    if not limit:
+        return {}
+    estimate = probe_inputs(study, inputs, execution)
+    fits = fitting_batch(estimate, limit)
+    if fits >= min(BATCH_SIZE, estimate.n_images):
+        return {}
+    print(memory_note(study, estimate, limit), file=sys.stderr)
+    return {hw: fits for hw in set(study.points) if batch_free(hw)}
 
 
 def _scatter(client: Client, shipped: dict) -> dict:
@@ -265,8 +319,10 @@ def _print_dashboard(client: Client) -> None:
 
 def _collect(finished: Iterable[tuple[tuple[Trial, ...] | _Ideal, Any]], n_ideal: int,
              study: Study, store: ResultStore, bar: Progress, batch_trials: int,
-             flush_s: float, execution: Execution = NUMBA_CPU) -> None:
-    """Write results as tasks finish; flush what arrived on any exit.
+             flush_s: float, execution: Execution = NUMBA_CPU,
+             keys: dict[int, str] | None = None) -> None:
+    """Write results as tasks finish; flush what arrived on any exit. ``keys``: the task key
+    of each job (by id), whose heartbeats stop counting once it is in.
 
     Each (point_id, repeat) comes once, so each is written once. A stop signal caught by
     :func:`mc_engine.signals.stop_signals` (the CLI's) only sets a flag while this runs: the
@@ -274,12 +330,14 @@ def _collect(finished: Iterable[tuple[tuple[Trial, ...] | _Ideal, Any]], n_ideal
     the flush, so the signal can neither be lost (in a finalizer) nor cut the flush short.
     """
     with STOP.checked():   # a stop signal sets the flag; it is checked here, between results
-        _collect_checked(finished, n_ideal, study, store, bar, batch_trials, flush_s, execution)
+        _collect_checked(finished, n_ideal, study, store, bar, batch_trials, flush_s, execution,
+                         keys if keys is not None else {})
 
 
 def _collect_checked(finished: Iterable[tuple[tuple[Trial, ...] | _Ideal, Any]],
                      n_ideal: int, study: Study, store: ResultStore, bar: Progress,
-                     batch_trials: int, flush_s: float, execution: Execution) -> None:
+                     batch_trials: int, flush_s: float, execution: Execution,
+                     keys: dict[int, str]) -> None:
     batch: list[dict] = []
     ideal: list[dict] = []
     axis = bool(study.checkpoints)
@@ -300,6 +358,7 @@ def _collect_checked(finished: Iterable[tuple[tuple[Trial, ...] | _Ideal, Any]],
                                         backend=execution.backend,
                                         compute_device=execution.device)
                 in_batch += len(job)
+                bar.finished(keys.pop(id(job), None))
                 bar.update(len(job))
                 if in_batch >= batch_trials or time.monotonic() - last_flush >= flush_s:
                     store.write_trials(batch, study.device_params, axis)
@@ -320,73 +379,3 @@ def _ideal_missing(store: ResultStore, study: Study) -> bool:
     have = set(table.column("checkpoint").to_pylist()) if "checkpoint" in table.column_names \
         else set()
     return not set(study.checkpoint_labels) <= have
-
-
-def _device_type(device: str) -> str:
-    return device.split(":")[0]
-
-
-def _check_execution(store: ResultStore, execution: Execution) -> None:
-    """Refuse to add rows of ``execution`` to results of another backend or device type (cpu,
-    cuda): the same draws, rounded differently, would mix in one study. Rows written before
-    the execution columns count as Numba on the CPU."""
-    here = (execution.backend, _device_type(execution.device))
-    there = sorted(store.executions())
-    if all((b, _device_type(d)) == here for b, d in there):
-        return
-    held = ", ".join(f"--backend {b} --device {d}" for b, d in there)
-    backend, device = next((b, d) for b, d in there if (b, _device_type(d)) != here)
-    raise UserInputError(
-        f"the results in {store.directory} were computed with {held}, this run is --backend "
-        f"{execution.backend} --device {execution.device}: rows of two executions (the same "
-        f"draws, rounded differently) would mix in one study; run with --backend {backend} "
-        f"--device {device} to resume them, --fresh to discard them, or use another --out",
-        key="--backend" if backend != execution.backend else "--device")
-
-
-def _check_resumable(store: ResultStore, study: Study, fingerprint: dict[str, str]) -> None:
-    """Refuse to add rows to results made with another seed, set of times, model or data.
-
-    The tables must agree and so must the fingerprint of the loaded model weights and test
-    data; results whose study.toml is missing or lacks the fingerprint cannot be checked and
-    are refused too.
-    """
-    if not (store.parts() or store.ideal_file.is_file()):
-        return
-    if not store.study_file.is_file():
-        raise UserInputError(f"the results in {store.directory} have no "
-                             f"{store.study_file.name}, so they cannot be checked against this "
-                             f"study; re-run with --fresh to discard them, or use another --out",
-                             source=study.source)
-    try:
-        stored = tomllib.loads(store.study_file.read_text(encoding="utf-8"))
-        # Only the identity tables: hardware fields may have changed between engine versions.
-        previous = parse_study({k: stored.get(k) for k in ("study", "model", "data")},
-                               source=str(store.study_file))
-    except (UserInputError, tomllib.TOMLDecodeError, OSError):
-        raise UserInputError(f"the results in {store.directory} have an unreadable "
-                             f"{store.study_file.name}; re-run with --fresh to start over",
-                             source=study.source) from None
-    old, new = previous.identity(), study.identity()
-    for key in new:
-        if old[key] != new[key]:
-            raise UserInputError(
-                f"differs from the study that wrote the results in {store.directory} "
-                f"({old[key]!r} there); re-run with --fresh to discard them, or use another "
-                f"--out", source=study.source,
-                key=f"study.{key}" if key not in ("model", "data") else key)
-    if not previous.fingerprint:
-        raise UserInputError(f"the results in {store.directory} were written without a "
-                             f"fingerprint of their model and data, so they cannot be checked "
-                             f"against this study; re-run with --fresh to discard them, or use "
-                             f"another --out", source=study.source)
-    problem = fingerprint_mismatch(previous.fingerprint, fingerprint)
-    if problem:
-        key, here, there = problem
-        raise UserInputError(
-            f"the {key} differs from the one that wrote the results in {store.directory} "
-            f"(sha256 {here[:12]}... here, {there[:12]}... there: "
-            f"{what_changed(key)} changed); re-run with --fresh to discard "
-            f"them, or use another --out", source=study.source,
-            key=key if key in FINGERPRINT_KEYS else
-            "hardware.device_table" if key.startswith(TABLE) else "sweep.checkpoint")

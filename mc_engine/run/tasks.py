@@ -13,6 +13,8 @@ from __future__ import annotations
 import ctypes
 import functools
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -124,11 +126,70 @@ def inputs_on(x: np.ndarray, execution: Execution) -> np.ndarray | torch.Tensor:
     return tensor
 
 
+#: The Dask event topic of the heartbeats tasks send while they run (:class:`Heartbeat`).
+HEARTBEAT_TOPIC = "mc-engine-heartbeat"
+
+
+class Heartbeat:
+    """Counts the images a task has evaluated (chips x read times x test images) and sends
+    {"task", "done", "total"} to the client as a Dask event (``Worker.log_event``; the client
+    subscribes to the topic) after an image batch once ``interval_s`` seconds have passed, and
+    from a timer thread every ``interval_s`` seconds while a batch runs longer (a big
+    network's batch takes minutes): the client hears from a running task at least that often.
+    Outside a worker (or with ``interval_s`` None) it is silent; use it as a context manager."""
+
+    def __init__(self, total: int, interval_s: float | None, topic: str = HEARTBEAT_TOPIC):
+        self.total, self.done, self.interval_s, self.topic = total, 0, interval_s, topic
+        self._worker = self._task = self._thread = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        if interval_s is not None:
+            try:
+                from distributed import get_worker
+
+                self._worker = get_worker()
+                self._task = self._worker.get_current_task()
+            except ValueError:      # not in a worker (a direct call)
+                self._worker = None
+        self._last = time.monotonic()
+
+    def __enter__(self) -> Heartbeat:
+        if self._worker is not None and self.interval_s > 0:
+            self._thread = threading.Thread(target=self._beat, daemon=True,
+                                            name="mc-engine-heartbeat")
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._send()
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        self._send()
+
+    def _send(self) -> None:
+        if self._worker is None:
+            return
+        with self._lock:
+            if time.monotonic() - self._last < self.interval_s:
+                return
+            self._last = time.monotonic()
+            msg = {"task": str(self._task), "done": self.done, "total": self.total}
+        self._worker.log_event(self.topic, msg)
+
+
 def run_trial(model: bytes, x: np.ndarray, y: np.ndarray, hardware: HardwareConfig,
               times_s: Sequence[float], seed: int, devices: bytes | None = None,
               layers: tuple[str, ...] | None = None,
               calibration: np.ndarray | None = None,
-              execution: Execution = NUMBA_CPU) -> list[dict]:
+              execution: Execution = NUMBA_CPU, done: Heartbeat | None = None,
+              batch_size: int | None = None) -> list[dict]:
     """``evaluate_trial`` for one (hardware point, repeat): one dict per inference time.
 
     ``devices``: the study's device models that do not ship with the engine
@@ -136,6 +197,9 @@ def run_trial(model: bytes, x: np.ndarray, y: np.ndarray, hardware: HardwareConf
     (a layer-sensitivity trial), None = all. ``calibration``: the calibration inputs of
     adc_range = 'calibrated'. ``execution``: where the analog pass runs (on a CUDA device
     deterministically, in image batches sized to its memory: :mod:`mc_engine.analog.cuda`).
+    ``done``: the task's heartbeat, told of every image batch. ``batch_size``: images per
+    forward call instead of the default (only where it changes no draw:
+    :func:`mc_engine.run.estimate.batch_free`).
     """
     from mc_engine.analog import evaluate_trial
     from mc_engine.analog.cuda import deterministic_cuda, image_batch_size
@@ -144,25 +208,42 @@ def run_trial(model: bytes, x: np.ndarray, y: np.ndarray, hardware: HardwareConf
     if execution.cuda:
         deterministic_cuda()
     register_devices(devices)
-    batch = image_batch_size(execution, int(np.prod(x.shape[1:])), len(x))
+    batch = batch_size or image_batch_size(execution, int(np.prod(x.shape[1:])), len(x))
     return evaluate_trial(_model(model), hardware, inputs_on(x, execution), y, times_s, seed,
                           batch_size=batch, layers=layers, calibration=calibration,
-                          execution=execution)
+                          execution=execution, done=done)
 
 
 def run_trials(model: bytes, x: np.ndarray, y: np.ndarray, times_s: Sequence[float],
                devices: bytes | None,
                chips: Sequence[tuple[HardwareConfig, int, tuple[str, ...] | None]],
                calibration: np.ndarray | None = None,
-               execution: Execution = NUMBA_CPU) -> list[list[dict]]:
+               execution: Execution = NUMBA_CPU, heartbeat_s: float | None = None,
+               batch_sizes: Sequence[int | None] | None = None) -> list[list[dict]]:
     """:func:`run_trial` for a batch of chips (hardware, seed, layers), one task: the per-task
     costs (scheduling, deserialising, the converted model) are paid once per batch, and on the
     torch execution consecutive chips of one hardware point and layer set are evaluated in one
     call (:func:`mc_engine.analog.evaluate.evaluate_chips`). A chip's rows depend only on its
-    own arguments, not on the batch it came in."""
-    if not execution.torch:
-        return [run_trial(model, x, y, hw, times_s, seed, devices, layers, calibration,
-                          execution) for hw, seed, layers in chips]
+    own arguments, not on the batch it came in. ``heartbeat_s``: send the images done to the
+    client at most this often (:class:`Heartbeat`; None: silent). ``batch_sizes``: per chip,
+    images per forward call where the default may change (None: the default)."""
+    sizes = list(batch_sizes) if batch_sizes is not None else [None] * len(chips)
+    with Heartbeat(len(chips) * len(times_s) * len(x), heartbeat_s) as done:
+        if not execution.torch:
+            return [run_trial(model, x, y, hw, times_s, seed, devices, layers, calibration,
+                              execution, done, size)
+                    for (hw, seed, layers), size in zip(chips, sizes, strict=True)]
+        return _torch_trials(model, x, y, times_s, devices, chips, calibration, execution,
+                             done, sizes)
+
+
+def _torch_trials(model: bytes, x: np.ndarray, y: np.ndarray, times_s: Sequence[float],
+                  devices: bytes | None,
+                  chips: Sequence[tuple[HardwareConfig, int, tuple[str, ...] | None]],
+                  calibration: np.ndarray | None, execution: Execution, done: Heartbeat,
+                  sizes: list[int | None]) -> list[list[dict]]:
+    """:func:`run_trials` on the torch execution: consecutive chips of one hardware point and
+    layer set in one call."""
     from mc_engine.analog import evaluate_chips
     from mc_engine.analog.cuda import chips_per_call, deterministic_cuda, image_batch_size
 
@@ -183,8 +264,8 @@ def run_trials(model: bytes, x: np.ndarray, y: np.ndarray, times_s: Sequence[flo
                 chips[stop][0] == hw and chips[stop][2] == layers:
             stop += 1
         rows += evaluate_chips(net, hw, images, y, times_s, [c[1] for c in chips[start:stop]],
-                               batch_size=batch, layers=layers, calibration=calibration,
-                               execution=execution)
+                               batch_size=sizes[start] or batch, layers=layers,
+                               calibration=calibration, execution=execution, done=done)
         start = stop
     return rows
 

@@ -24,7 +24,6 @@ import math
 import os
 import platform
 import signal
-import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -35,7 +34,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 import mc_engine
 from mc_engine.analog import convert
@@ -53,6 +51,7 @@ from mc_engine.study.inputs import check_model_fits, fingerprint
 from mc_engine.train.augment import crop_flip
 from mc_engine.train.guards import batches, check_out_folder, check_single_batches
 from mc_engine.train.noisy import NoiseSource, check_trainable, clip_weights, noisy_forward
+from mc_engine.train.progress import TrainProgress
 from mc_engine.train.ranges import add_ranges
 from mc_engine.train.recipes import averaged, check_inputs, recipe_step
 from mc_engine.train.spec import TrainSpec
@@ -235,18 +234,17 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
     saved: _Saved | None = None
     stop: KeyboardInterrupt | None = None
     diverged: _Diverged | None = None
-    # A bar on a terminal; in a log (a batch job's), one plain line per epoch instead.
-    lines = progress and not _on_terminal()
-    bar = tqdm(range(spec.epochs), desc=spec.name, unit="epoch", disable=not progress or lines,
-               dynamic_ncols=True)
+    # Batches within epochs: a bar on a terminal, plain lines in a log (a batch job's).
+    n_batches = len(batches(np.arange(len(y_all)), spec.batch_size, batch_norm))
+    bar = TrainProgress(spec.name, spec.epochs, n_batches, enabled=progress)
     try:
-        for epoch in bar:
+        for epoch in range(spec.epochs):
             model.train()
             history = saved.history if saved is not None else []   # the epochs on disk
             loss_sum, correct, seen, predicted = 0.0, 0, 0, 0
             with noisy_forward(model, spec.noise, src):
-                for batch in batches(order_rng.permutation(len(y_all)), spec.batch_size,
-                                      batch_norm):
+                for index, batch in enumerate(batches(order_rng.permutation(len(y_all)),
+                                                      spec.batch_size, batch_norm)):
                     xb, yb = x_all[batch].to(dev), y_all[batch].to(dev)
                     if spec.augment:
                         xb = crop_flip(xb, augment_rng)
@@ -256,6 +254,7 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
                     loss_sum += value * len(batch)
                     hits, n = correct_predictions(out, yb)
                     correct, seen, predicted = correct + hits, seen + len(batch), predicted + n
+                    bar.batch(epoch, index, value)
             if scheduler is not None:
                 scheduler.step()
             model.zero_grad(set_to_none=True)
@@ -270,10 +269,7 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
             saved, received = _save(spec, kept, held_out, [*history, entry], out_dir, started)
             for signum in received:   # a signal held back while the pair was renamed
                 signal.raise_signal(signum)
-            bar.set_postfix(loss=f"{entry['loss']:.4f}", held_out=f"{acc:.4f}")
-            if lines:
-                print(f"{spec.name}: epoch {epoch + 1}/{spec.epochs}, loss {entry['loss']:.4f}, "
-                      f"held-out accuracy {acc:.4f}", file=sys.stderr, flush=True)
+            bar.epoch(epoch, entry["loss"], acc)
     except KeyboardInterrupt as exc:
         stop = exc
     except _Diverged as exc:
@@ -305,13 +301,6 @@ def _train(spec: TrainSpec, model: nn.Module, train_set: Dataset, held_out: Data
 def _check_loss(value: float, epoch: int) -> None:
     if not math.isfinite(value):
         raise _Diverged(f"the training loss became {value} in epoch {epoch + 1}")
-
-
-def _on_terminal() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 class _StateOnly:

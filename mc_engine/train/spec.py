@@ -30,7 +30,7 @@ from mc_engine.train.recipes import RECIPE_KEYS, Inert, Recipe, check_recipe, pa
 TABLES = ("train", "model", "data", "noise", "sweep")
 TRAIN_KEYS = ("name", "seed", "epochs", "batch_size", "optimizer", "lr", "momentum",
               "weight_decay", "schedule", "step_size", "gamma", "init", "augment", "description",
-              *RECIPE_KEYS)
+              "out", *RECIPE_KEYS)
 #: [noise] keys of the tiles, their mapping, the periphery and the device, passed to
 #: HardwareConfig (same names, same checks): what the training forward mirrors.
 HARDWARE_NOISE_KEYS = ("max_input_size", "max_output_size", "weight_scaling_omega",
@@ -72,6 +72,9 @@ class TrainSpec:
     step_size: int = 30
     gamma: float = 0.1
     init: Path | None = None
+    #: ``[train] out``: the checkpoint folder, resolved against the train file's folder (None:
+    #: not given; ``mc-engine train --out`` wins over it, results/checkpoints otherwise).
+    out: Path | None = None
     augment: bool = False
     description: str = ""
     #: The noise-robust recipes (SAM, adversarial inputs and weights, weight averaging).
@@ -165,6 +168,11 @@ def _train_table(table: dict[str, Any], base_dir: Path, fail: Fail,
             raise fail("train.init", f"{init} is a directory, not a checkpoint file"
                        if init.is_dir() else f"file {init} does not exist")
         out["init"] = init
+    if "out" in table:
+        if not isinstance(table["out"], str) or not table["out"].strip():
+            raise fail("train.out", f"expected the checkpoint folder (a path relative to this "
+                                    f"file), got {table['out']!r}")
+        out["out"] = resolve_path(table["out"], base_dir)
     if "augment" in table:
         if not isinstance(table["augment"], bool):
             raise fail("train.augment", f"expected true (random crop with padding 4 and "
