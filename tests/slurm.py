@@ -87,11 +87,12 @@ class Slurm:
         self.env = {**os.environ, "SLURM_CONF": str(root / "slurm.conf")}
         self.procs: list[subprocess.Popen] = []
 
-    def command(self, *args: str, check: bool = True, **kwargs) -> str:
+    def command(self, *args: str, check: bool = True, timeout_s: float = 60.0,
+                **kwargs) -> str:
         """Run a SLURM client command (sinfo, squeue, ...) on this cluster; its stdout."""
         kwargs.setdefault("env", self.env)
         done = subprocess.run([_binary(args[0]), *args[1:]], capture_output=True, text=True,
-                              timeout=60, **kwargs)
+                              timeout=timeout_s, **kwargs)
         if check and done.returncode != 0:
             raise AssertionError(f"{' '.join(args)} exited {done.returncode}: "
                                  f"{done.stderr.strip()}\n{self.logs()}")
