@@ -102,3 +102,37 @@ def test_outside_the_collection_a_signal_raises_at_once():
         signal.raise_signal(signal.SIGINT)
         with pytest.raises(Terminated):   # SIGTERM (exit 143) wins over Ctrl-C
             STOP.check()
+
+
+def test_a_connection_lost_after_sigterm_is_the_stop_not_an_error(tmp_path, cache_dir,
+                                                                   warm_cluster, monkeypatch):
+    """A batch job's time limit signals every process of the job at once: the scheduler may
+    stop before the client has collected, and the next result fails with CommClosedError.
+    With a SIGTERM received, that is the stop: the run writes what it received and raises
+    Terminated (exit 143), not an error (exit 1, seen in the SLURM recipe test)."""
+    from distributed.comm import CommClosedError
+
+    from mc_engine.run import runner
+
+    windowed = runner.windowed
+    received = []
+
+    def scheduler_gone_at_sigterm(*args, **kwargs):
+        for n, (job, result) in enumerate(windowed(*args, **kwargs)):
+            if n == 3:   # the ideal accuracy and two chip batches received
+                signal.raise_signal(signal.SIGTERM)
+                raise CommClosedError("in <TCP (closed) ConnectionPool.gather>: Stream is closed")
+            received.append(0 if isinstance(job, runner._Ideal) else len(job))
+            yield job, result
+
+    monkeypatch.setattr(runner, "windowed", scheduler_gone_at_sigterm)
+    study = load_study(write(tmp_path, "lost", repeats=10))
+    with stop_signals(), pytest.raises(Terminated):
+        run_study(study, tmp_path, scheduler=warm_cluster, batch_trials=10_000,
+                  progress=False, cache_dir=cache_dir)
+    assert len(trials_on_disk(tmp_path / "lost")) == sum(received) > 0
+    # Without a SIGTERM, a lost connection is an error.
+    monkeypatch.setattr(runner, "windowed", lambda *a, **k: (_ for _ in ()).throw(
+        CommClosedError("Stream is closed")))
+    with stop_signals(), pytest.raises(CommClosedError):
+        run_study(study, tmp_path, scheduler=warm_cluster, progress=False, cache_dir=cache_dir)

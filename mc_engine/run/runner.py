@@ -364,6 +364,12 @@ def _collect_checked(finished: Iterable[tuple[tuple[Trial, ...] | _Ideal, Any]],
                     store.write_trials(batch, study.device_params, axis)
                     batch, in_batch, last_flush = [], 0, time.monotonic()
             STOP.check()   # after each result received: it is kept
+    except Exception:
+        # A batch job's time limit signals every process of the job at once: a scheduler or
+        # worker that stopped first shows here as a lost connection. That is the stop.
+        if STOP.requested:
+            STOP.check()
+        raise
     finally:
         if batch:
             store.write_trials(batch, study.device_params, axis)
