@@ -126,7 +126,8 @@ def test_part_files_of_two_versions_read_as_one_table(ran, tmp_path, cache_dir, 
         newer = newer.set_column(i, name, pc.cast(newer.column(name), pa.float64()))
     older = table.slice(half).drop_columns(LATER)
     pq.write_table(newer.replace_schema_metadata(metadata), part)
-    pq.write_table(older.replace_schema_metadata(metadata), part.with_name(f"part-{len(parts) + 1:05d}.parquet"))
+    pq.write_table(older.replace_schema_metadata(metadata),
+                   part.with_name(f"part-{len(parts) + 1:05d}.parquet"))
 
     df = load_results(res)
     assert df[list(reference.columns)].equals(reference)   # defaults filled, types unified
