@@ -22,7 +22,7 @@ from mc_engine.hardware import HardwareConfig
 EXACT = HardwareConfig(device="ideal", out_noise=0.0, drift_compensation="none", dac_bits=0,
                        adc_bits=0, out_bound=1e6)
 TOL = dict(rtol=0, atol=2e-6)
-IN, HID, T, N = 6, 8, 7, 4
+IN, HID, T, N = 6, 8, 5, 4
 
 
 class Seq(nn.Module):

@@ -17,14 +17,14 @@ from mc_engine.analog.torch_chips import ChipBatch
 from mc_engine.hardware import HardwareConfig
 
 TORCH_CPU = Execution("torch", "cpu")
-VOCAB, E, T = 13, 16, 6
+VOCAB, E, T = 13, 16, 4
 CASES = {
-    "default": {},
     "split_tiles": dict(max_input_size=10, max_output_size=12, inp_noise=0.02),
     "bit_slices": dict(weight_bits=8, cell_bits=2, w_noise=0.01),
     "calibrated_ranges": dict(noise_management="calibrated", inp_noise=0.02),
     "calibrated_adc": dict(weight_bits=8, adc_range="calibrated", bound_management="none"),
-    "constant_nm_direct_conv": dict(noise_management="constant", nm_constant=2.0),
+    "constant_nm_direct_conv": dict(noise_management="constant", nm_constant=2.0,
+                                    w_noise=0.02),
 }
 
 
@@ -86,9 +86,9 @@ def test_torch_equals_numba_bitwise(name):
 def test_chip_batch_equals_chips_alone():
     model, x = _model(), _tokens()
     hw = HardwareConfig(w_noise=0.02, inp_noise=0.01)
-    chips = [convert(model, hw).use(TORCH_CPU).program(s).drift(60.0) for s in (1, 2, 3)]
+    chips = [convert(model, hw).use(TORCH_CPU).program(s).drift(60.0) for s in (1, 2)]
     together = ChipBatch(chips)(x)
-    for k, s in enumerate((1, 2, 3)):
+    for k, s in enumerate((1, 2)):
         alone = convert(model, hw).use(TORCH_CPU).program(s).drift(60.0)(x)
         assert torch.equal(together[k], alone)
     assert not torch.equal(together[0], together[1])

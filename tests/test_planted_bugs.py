@@ -20,8 +20,8 @@ from mc_engine.kernels.rng import stream_key
 from mc_engine.results import rank_layers, trial_rows
 from mc_engine.study.keys import point_id, trial_seed
 
-#: The module (its name is shadowed by the function mc_engine.analog.convert).
-convert_module = importlib.import_module("mc_engine.analog.convert")
+#: The module of the analog layers (the convolution calls grouped_forward from there).
+convert_module = importlib.import_module("mc_engine.analog.layers")
 #: Exact devices, no noise, no quantization, nothing saturating: the analog forward is the
 #: digital one up to float32 rounding.
 EXACT = dict(device="ideal", out_noise=0.0, drift_compensation="none", dac_bits=0, adc_bits=0,
