@@ -186,8 +186,8 @@ def test_study_checkpoint_axis_by_pattern_and_folder(tmp_path):
     assert study.checkpoints == ("ck/r__plain.pt", "ck/r__asam.pt", "ck/r__sam.pt")
     assert parse_study(study_doc("ck"), base_dir=tmp_path).checkpoints == \
         ("ck/r__asam.pt", "ck/r__plain.pt", "ck/r__sam.pt")
-    assert parse_study(study_doc("ck/r__plain.pt"), base_dir=tmp_path).checkpoints == \
-        ("ck/r__plain.pt",)
+    with pytest.raises(UserInputError, match="sweep.checkpoint.*list"):   # one plain path
+        parse_study(study_doc("ck/r__plain.pt"), base_dir=tmp_path)
     with pytest.raises(UserInputError, match="sweep.checkpoint.*matches no checkpoint"):
         parse_study(study_doc("ck/x__*.pt"), base_dir=tmp_path)
     with pytest.raises(UserInputError, match="sweep.checkpoint.*no checkpoint"):

@@ -1,6 +1,6 @@
 """A checkpoint axis given by pattern (README, "Comparing trained models: the checkpoint axis"):
-``[sweep] checkpoint`` (also in ``[[sweep.zip]]``) may be one string or a list whose entries
-are checkpoint paths, glob patterns (``"../results/checkpoints/recipes__*.pt"``) or folders
+``[sweep] checkpoint`` (also in ``[[sweep.zip]]``) may be one pattern or folder, or a list whose
+entries are checkpoint paths, glob patterns (``"../results/checkpoints/recipes__*.pt"``) or folders
 (every ``*.pt`` directly inside, as ``mc-engine train`` writes a recipe sweep's checkpoints).
 Patterns and folders expand, relative to the study file's folder, to the matching files in
 sorted order, each written as the pattern writes it (``../results/checkpoints/recipes__sam.pt``);
@@ -59,8 +59,8 @@ def _expand(value: Any, folder: Path, where: str, fail: Fail) -> Any:
                                   f"into it first (mc-engine train --out)")
             matches = [f"{entry.rstrip('/')}/{name}" for name in names]
         else:
-            if isinstance(value, str):    # one plain path: a list of one
-                return [value]
+            if isinstance(value, str):    # one plain path: refused as not a list
+                return value
             matches = [entry]
         seen = {resolve_path(f, folder).resolve() for f in found}
         found += [m for m in matches if m == entry or resolve_path(m, folder).resolve()
