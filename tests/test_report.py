@@ -171,3 +171,15 @@ def test_studies_with_different_seeds_get_a_report_without_a_comparison(tmp_path
     page = Page(report(df, tmp_path / "both.html").read_text())
     assert "Paired comparison" not in page.headings
     assert page.headings[1] == "Accuracy vs time" and len(page.images) == 3
+
+
+def test_cli_report_format_and_size(tmp_path, capsys):
+    folder = write_results(tmp_path)
+    assert main(["report", str(folder), "--format", "SVG", "--size", "5"]) == 0
+    svgs = sorted((folder / "report-figures").glob("*.svg"))
+    assert len(svgs) == 4 and 'width="360pt"' in svgs[0].read_text()   # 5 in
+    assert len(list((folder / "report-figures").glob("*.png"))) == 4
+    for bad, message in ((["--format", "gif"], "unknown figure format 'gif'"),
+                         (["--size", "A4"], "expected one of single, double")):
+        assert main(["report", str(folder), *bad]) == 2
+        assert message in capsys.readouterr().err

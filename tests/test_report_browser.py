@@ -13,8 +13,8 @@ import json
 import pytest
 from matplotlib.image import imread
 
-from mc_engine.cli import main
 from mc_engine.results import load_results, report
+from mc_engine.results.report import time_section
 from mc_engine.run import run_study
 from mc_engine.study import load_study
 from tests.browser import Browser, chromium
@@ -68,11 +68,11 @@ MEASURE = """(() => {
 
 
 @pytest.fixture(scope="module")
-def real_run(tmp_path_factory, cache_dir):
+def real_run(tmp_path_factory, cache_dir, warm_cluster):
     folder = tmp_path_factory.mktemp("browser")
     (folder / "browser.toml").write_text(STUDY)
-    outcome = run_study(load_study(folder / "browser.toml"), folder / "out", workers=1,
-                        progress=False, cache_dir=cache_dir)
+    outcome = run_study(load_study(folder / "browser.toml"), folder / "out",
+                        scheduler=warm_cluster, progress=False, cache_dir=cache_dir)
     assert outcome.n_run == 8 * 3
     return outcome.results_dir
 
@@ -112,22 +112,14 @@ def test_report_of_a_real_run_renders_in_chromium_within_the_page(real_run, tmp_
     assert (pixels[..., :3].min(axis=2) < 0.9).mean() > 0.03
 
 
-def test_cli_report_writes_vector_figures_beside_the_report(real_run, tmp_path, capsys):
-    out = tmp_path / "r.html"
-    assert main(["report", str(real_run), "--out", str(out), "--format", "svg,pdf",
-                 "--size", "single"]) == 0
+def test_report_writes_vector_figures_beside_the_report(real_run, tmp_path):
+    out = report(load_results(real_run), tmp_path / "r.html", formats=["svg", "pdf"],
+                 size="single", sections=[time_section])
     figures = sorted((tmp_path / "r-figures").iterdir())
-    assert {f.suffix for f in figures} == {".png", ".svg", ".pdf"} and len(figures) == 3 * 5
-    for f in figures:
-        head = f.read_bytes()[:100]
-        if f.suffix == ".pdf":
-            assert head.startswith(b"%PDF")
-        elif f.suffix == ".png":
-            assert head.startswith(b"\x89PNG")
-        else:
-            assert b"<svg" in f.read_bytes()[:2000]
-    svg = next(f for f in figures if "vs-w_noise" in f.name and f.suffix == ".svg").read_text()
-    assert 'width="252pt"' in svg         # 3.5 in single column at 72 pt per inch
-    capsys.readouterr()
-    assert main(["report", str(real_run), "--out", str(out), "--format", "gif"]) == 2
-    assert "unknown figure format 'gif'" in capsys.readouterr().err
+    assert [f.name for f in figures] == [f"00-accuracy-vs-time.{x}" for x in ("pdf", "png",
+                                                                             "svg")]
+    assert figures[0].read_bytes().startswith(b"%PDF")
+    assert figures[1].read_bytes().startswith(b"\x89PNG")
+    svg = figures[2].read_text()
+    assert "<svg" in svg[:2000] and 'width="252pt"' in svg   # 3.5 in at 72 pt per inch
+    assert "Accuracy vs time" in out.read_text()
