@@ -34,13 +34,13 @@ FORMULA_DOCS = [REPO / "docs" / "physics.md", REPO / "docs" / "devices.md"]
 
 NUM = r"\d[\d,]*(?:\.\d+)?"
 #: What a measured number looks like: a rate, a memory size, a short duration, a speed-up, or a
-#: duration introduced as one ("about 10 s on 2 cores", "≈ 1 min").
+#: duration introduced as one ("about 10 s", "≈ 1 min", "... on 2 cores").
 MEASUREMENT = re.compile(
     rf"{NUM}\+? ?(?:M )?(?:trials/s|images/s|devices/s|M/s|[MGK]iB\b|ms\b|ns a normal)"
     rf"|{NUM}× faster|\b{NUM}×(?= |$|,|\))"
-    rf"|(?:about|≈|took|takes) {NUM} ?(?:s|min|h)\b"
+    rf"|(?:about|≈|took|takes) {NUM} ?(?:s|min|h)\b|\bon {NUM} cores\b"
     r"|peak RSS")
-LABEL = re.compile(r"[Mm]easured (?:on [^,.]+, \d{4}-\d{2}-\d{2}|\d{4}-\d{2}-\d{2}\S* on )")
+LABEL = re.compile(r"[Mm]easured\s+(?:on\s[^,.]+,\s+\d{4}-\d{2}-\d{2}|\d{4}-\d{2}-\d{2}\S*\s+on\s)")
 #: (file, text): numbers that look like measurements and are not, and why.
 NOT_MEASURED = {
     ("README.md", "512 MiB each"): "a setting: WORKER_MEMORY_BYTES (checked in CLAIMS)",
