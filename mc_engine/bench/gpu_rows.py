@@ -14,7 +14,7 @@ from torch import nn
 
 from mc_engine.analog import convert
 from mc_engine.analog.cuda import image_batch_size
-from mc_engine.analog.evaluate import _count_correct
+from mc_engine.analog.evaluate import _score
 from mc_engine.analog.execution import NUMBA_CPU, Execution
 from mc_engine.hardware import HardwareConfig
 from mc_engine.zoo import build
@@ -65,10 +65,10 @@ def _analog_parts(model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int,
     dev = execution.torch_device
     analog = convert(model, HardwareConfig()).use(execution)
     analog.program(0).drift(READ_TIME_S)                       # warm-up
-    _count_correct(analog, x[:batch], y[:batch], batch, dev)
+    _score(analog, x[:batch], y[:batch], batch, dev)
     return {"program_s": clock.time(lambda: analog.program(1)),
             "drift_s": clock.time(lambda: analog.drift(READ_TIME_S)),
-            "forward_s": clock.time(lambda: _count_correct(analog, x, y, batch, dev))}
+            "forward_s": clock.time(lambda: _score(analog, x, y, batch, dev))}
 
 
 def forward_row(name: str, size: dict, execution: Execution, clock: Clock) -> list[dict]:
@@ -82,8 +82,8 @@ def forward_row(name: str, size: dict, execution: Execution, clock: Clock) -> li
     batch = size["batch"] or image_batch_size(execution, int(np.prod(x.shape[1:])), len(x))
     parts = _analog_parts(model, x, y, batch, execution, clock)
     clean = copy.deepcopy(model).to(dev)
-    _count_correct(clean, x[:batch], y[:batch], batch, dev)
-    clean_s = clock.time(lambda: _count_correct(clean, x, y, batch, dev))
+    _score(clean, x[:batch], y[:batch], batch, dev)
+    clean_s = clock.time(lambda: _score(clean, x, y, batch, dev))
     total = sum(parts.values())
     detail = ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in parts.items())
     return [{"row": f"{role}_forward", "model": name, "workload":
