@@ -1,6 +1,6 @@
 """The attention and recurrent zoo models: they train, cache and reload, run through both
-executions with the metrics of their task, and hardware-aware training reaches their
-attention and recurrent matrices."""
+executions with the metrics of their task, and mc-engine train trains them (the noisy
+forward of their layers is tested in test_train_sequence.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -18,8 +17,7 @@ from mc_engine.analog.execution import Execution
 from mc_engine.data import load_dataset
 from mc_engine.data.pydocs import VOCAB, pydocs_tokens, python_version
 from mc_engine.hardware import HardwareConfig
-from mc_engine.train import NoiseSpec, load_train, noisy_forward, train
-from mc_engine.train.noisy import TRAIN_PERIPHERY, NoiseSource
+from mc_engine.train import load_train, train
 from mc_engine.zoo import build, load_model
 from mc_engine.zoo import train as zoo_train
 
@@ -87,39 +85,6 @@ def test_charlm_rows_have_perplexity_equal_across_executions(charlm_cache):
     for row in rows[0]:
         assert row["n_samples"] == 6 * 12
         assert row["perplexity"] == pytest.approx(math.exp(row["loss"]), rel=1e-12)
-
-
-def _compound_models() -> list[nn.Module]:
-    torch.manual_seed(0)
-    return [nn.MultiheadAttention(8, 2, batch_first=True), nn.LSTM(8, 6, num_layers=2,
-                                                                   bidirectional=True)]
-
-
-def _run(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    if isinstance(module, nn.MultiheadAttention):
-        mask = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool).triu(1)
-        return module(x, x, x, attn_mask=mask, need_weights=False)[0]
-    return module(x)[0]
-
-
-@pytest.mark.parametrize("index", [0, 1])
-def test_hardware_aware_training_reaches_attention_and_recurrent_matrices(index):
-    module = _compound_models()[index]
-    x = torch.randn(4, 5, 8, generator=torch.Generator().manual_seed(1))
-    plain = _run(module, x).detach()
-    far = NoiseSpec(hardware=HardwareConfig(**{**TRAIN_PERIPHERY, "out_bound": 1e30}))
-    with torch.no_grad(), noisy_forward(module, far, NoiseSource.from_seed(0)):
-        exact = _run(module, x)                # the analog structure, nothing noisy: equal
-    np.testing.assert_allclose(exact.numpy(), plain.numpy(), rtol=1e-5, atol=1e-5)
-    with noisy_forward(module, NoiseSpec(weight_noise=(0.2,)), NoiseSource.from_seed(0)):
-        noisy = _run(module, x)
-        noisy.square().sum().backward()
-    # relative weight noise 0.2: outputs move by a fraction of their scale, never by zero
-    change = float((noisy.detach() - plain).abs().mean() / plain.abs().mean())
-    assert 0.01 < change < 1.0
-    for pname, p in module.named_parameters():
-        assert p.grad is not None and bool(p.grad.abs().sum() > 0), pname
-    assert torch.equal(_run(module, x), plain)                         # restored afterwards
 
 
 def test_mc_engine_train_trains_charlm_hardware_aware(tmp_path):

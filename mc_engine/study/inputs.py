@@ -226,10 +226,10 @@ def check_model_fits(model: nn.Module, dataset: Dataset, spec: Mapping[str, Any]
                    f" of shape ({shape})")
     top = int(dataset.y.max())
     if out.shape[-1] <= top:
-        labels = "next tokens" if dataset.task == "language_model" else "labels"
-        raise fail(f"the model ({what}) gives {out.shape[-1]} scores per prediction, but the "
-                   f"{labels} of [data] ({dataset.name}) go up to {top}: it needs at least "
-                   f"{top + 1}")
+        scores, labels = ("next-token scores per position", "next tokens") \
+            if dataset.task == "language_model" else ("class scores per input", "labels")
+        raise fail(f"the model ({what}) gives {out.shape[-1]} {scores}, but the {labels} of "
+                   f"[data] ({dataset.name}) go up to {top}: it needs at least {top + 1}")
 
 
 def fingerprint(model: nn.Module, dataset: Dataset,
