@@ -114,9 +114,10 @@ def fitting_batch(estimate: Estimate, limit_bytes: int) -> int:
 
 def probe(model: nn.Module, hw: HardwareConfig, x: np.ndarray, times_s: Sequence[float],
           calibration: np.ndarray | None = None, execution: Execution = NUMBA_CPU,
-          batch: int = BATCH_SIZE, extra_bytes: int = 0) -> Estimate:
+          batch: int = BATCH_SIZE, extra_bytes: int = 0, timed: bool = True) -> Estimate:
     """Time and measure one chip of ``model`` on ``hw`` (see the module's docstring);
-    ``extra_bytes``: inputs a worker holds beside the test images (labels, model weights)."""
+    ``extra_bytes``: inputs a worker holds beside the test images (labels, model weights).
+    ``timed`` False: memory only (the times are 0; this process's malloc is left as it is)."""
     from mc_engine.analog import convert
     from mc_engine.run.tasks import _tune_malloc
 
@@ -143,14 +144,15 @@ def probe(model: nn.Module, hw: HardwareConfig, x: np.ndarray, times_s: Sequence
             spent = time.perf_counter() - started
         return spent, max(0, meter.peak - base[0])
 
-    _tune_malloc()                           # timed as a worker runs (run/tasks.py)
+    if timed:
+        _tune_malloc()                       # timed as a worker runs (run/tasks.py)
     forward(n[0])                            # warm-up: caches, lazy allocations
     t1, _ = forward(n[0])
     more = min(batch, len(x), int(PROBE_S * n[0] / max(t1, 1e-6)))
     if more > n[1]:                          # a small network: as many as PROBE_S allows
         n = [max(n[0], more // 3), more]
-        t1, _ = forward(n[0])
-    t2, _ = forward(n[1])
+        t1, _ = forward(n[0]) if timed else (0.0, 0)
+    t2, _ = forward(n[1]) if timed else (0.0, 0)
     with _exact_malloc():                    # measured apart: mapping every array is slower
         (_, m1), (_, m2) = forward(n[0]), forward(n[1])
     wide = n[1] > n[0]
@@ -192,13 +194,14 @@ def _exact_malloc() -> Iterator[None]:
             libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(2 * _MMAP_THRESHOLD))
 
 
-def probe_inputs(study, inputs, execution: Execution = NUMBA_CPU) -> Estimate:
+def probe_inputs(study, inputs, execution: Execution = NUMBA_CPU,
+                 timed: bool = True) -> Estimate:
     """:func:`probe` of a study's first hardware point with its loaded ``inputs``
     (:class:`mc_engine.study.inputs.Inputs`)."""
     weights = sum(t.numel() * t.element_size() for t in inputs.model.state_dict().values())
     return probe(inputs.model, study.points[0], inputs.dataset.x, study.inference_times_s,
                  inputs.calibration, execution,
-                 extra_bytes=int(inputs.dataset.y.nbytes) + weights)
+                 extra_bytes=int(inputs.dataset.y.nbytes) + weights, timed=timed)
 
 
 def memory_note(study, estimate: Estimate, limit_bytes: int) -> str:
