@@ -6,8 +6,9 @@ The probe converts the model for the study's first hardware point, programs it o
 drifts it to the last read time (timed) and runs two small image batches through it, timed (the
 difference gives the time per image, the rest the time per call; sized by time, up to a batch
 within PROBE_S seconds) and two batches sized by their bytes (at least PROBE_INPUT_BYTES of
-input) with the process's peak resident memory measured around each: Linux's VmHWM, reset before each
-batch through /proc/self/clear_refs, elsewhere the resident size sampled every millisecond;
+input) with the process's peak resident memory measured around each: Linux's VmHWM, reset
+before each batch through /proc/self/clear_refs, elsewhere the resident size sampled every
+millisecond;
 glibc's malloc set to map every large array on its own meanwhile, so that the resident size
 follows the live arrays).
 The forward's memory grows linearly with the batch (activations, DAC outputs, im2col rows), so
