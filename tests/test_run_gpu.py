@@ -90,7 +90,9 @@ def test_validate_names_the_execution(tmp_path, cache_dir, capsys):
     out = linked_out(tmp_path, cache_dir)
     assert main(["validate", str(write_study(tmp_path)), "--out", str(out), "--backend",
                  "torch"]) == 0
-    assert capsys.readouterr().out.rstrip().endswith("torch on cpu")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("torch on cpu")        # the check, then the cost estimate
+    assert lines[-1].startswith("estimate: ") and "(torch on cpu)" in lines[-1]
 
 
 def test_rows_record_the_execution_and_a_resume_keeps_to_it(warm_cluster, tmp_path, cache_dir,

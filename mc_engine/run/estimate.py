@@ -4,9 +4,11 @@ worker's memory where the batch size changes no result (:func:`batch_free`).
 
 The probe converts the model for the study's first hardware point, programs it once (timed),
 drifts it to the last read time (timed) and runs two small image batches through it, timed (the
-difference gives the time per image, the rest the time per call) and then again with the
-process's peak resident memory measured around each: Linux's VmHWM, reset before each
-batch through /proc/self/clear_refs, elsewhere the resident size sampled every millisecond;
+difference gives the time per image, the rest the time per call; sized by time, up to a batch
+within PROBE_S seconds) and two batches sized by their bytes (at least PROBE_INPUT_BYTES of
+input) with the process's peak resident memory measured around each: Linux's VmHWM, reset
+before each batch through /proc/self/clear_refs, elsewhere the resident size sampled every
+millisecond;
 glibc's malloc set to map every large array on its own meanwhile, so that the resident size
 follows the live arrays).
 The forward's memory grows linearly with the batch (activations, DAC outputs, im2col rows), so
@@ -42,6 +44,9 @@ WORKER_BASE_BYTES = 520 * 2**20
 #: batch, when the warm-up shows that a batch of PROBE_S seconds holds more.
 PROBE_IMAGES = (8, 24)
 PROBE_S = 0.5
+#: The memory probe's larger batch holds at least this many bytes of input images (at least
+#: PROBE_IMAGES[1] images, at most a batch).
+PROBE_INPUT_BYTES = 256 << 10
 #: Fraction of a worker's memory limit a run's estimated peak may take (Dask pauses a worker
 #: at 80 % of its limit and restarts it at 95 %).
 MEMORY_FRACTION = 0.7
@@ -114,9 +119,10 @@ def fitting_batch(estimate: Estimate, limit_bytes: int) -> int:
 
 def probe(model: nn.Module, hw: HardwareConfig, x: np.ndarray, times_s: Sequence[float],
           calibration: np.ndarray | None = None, execution: Execution = NUMBA_CPU,
-          batch: int = BATCH_SIZE, extra_bytes: int = 0) -> Estimate:
+          batch: int = BATCH_SIZE, extra_bytes: int = 0, timed: bool = True) -> Estimate:
     """Time and measure one chip of ``model`` on ``hw`` (see the module's docstring);
-    ``extra_bytes``: inputs a worker holds beside the test images (labels, model weights)."""
+    ``extra_bytes``: inputs a worker holds beside the test images (labels, model weights).
+    ``timed`` False: memory only (the times are 0; this process's malloc is left as it is)."""
     from mc_engine.analog import convert
     from mc_engine.run.tasks import _tune_malloc
 
@@ -143,26 +149,33 @@ def probe(model: nn.Module, hw: HardwareConfig, x: np.ndarray, times_s: Sequence
             spent = time.perf_counter() - started
         return spent, max(0, meter.peak - base[0])
 
-    _tune_malloc()                           # timed as a worker runs (run/tasks.py)
+    if timed:
+        _tune_malloc()                       # timed as a worker runs (run/tasks.py)
     forward(n[0])                            # warm-up: caches, lazy allocations
     t1, _ = forward(n[0])
     more = min(batch, len(x), int(PROBE_S * n[0] / max(t1, 1e-6)))
     if more > n[1]:                          # a small network: as many as PROBE_S allows
         n = [max(n[0], more // 3), more]
-        t1, _ = forward(n[0])
-    t2, _ = forward(n[1])
+        t1, _ = forward(n[0]) if timed else (0.0, 0)
+    t2, _ = forward(n[1]) if timed else (0.0, 0)
+    # Memory at sizes set by the bytes of an image, not by time (the same on a busy machine):
+    # enough images that the arrays are well above the malloc's mapping threshold.
+    top = min(batch, len(x), max(PROBE_IMAGES[1], PROBE_INPUT_BYTES //
+                                 max(1, int(x[:1].nbytes))))
+    k = [min(top, max(PROBE_IMAGES[0], top // 3)), top]
     with _exact_malloc():                    # measured apart: mapping every array is slower
-        (_, m1), (_, m2) = forward(n[0]), forward(n[1])
+        (_, m1), (_, m2) = forward(k[0]), forward(k[1])
     wide = n[1] > n[0]
     per_image_s = max(0.0, (t2 - t1) / (n[1] - n[0])) if wide else t2 / max(n[1], 1)
     per_call_s = max(0.0, t1 - per_image_s * n[0])
     calls = -(-len(x) // max(1, min(batch, len(x))))
-    slope = max(0.0, (m2 - m1) / (n[1] - n[0])) if wide else m2 / max(n[1], 1)
-    intercept = max(0.0, m2 - slope * n[1])
+    slope = max(0.0, (m2 - m1) / (k[1] - k[0])) if k[1] > k[0] else m2 / max(k[1], 1)
+    intercept = max(0.0, m2 - slope * k[1])
     inputs = int(x.nbytes) + extra_bytes + (int(calibration.nbytes) if calibration is not None
                                             else 0)
     basis = (f"from a timed probe of {n[0]} and {n[1]} images through the first hardware "
-             f"point ({execution}); memory {meter.how}, extrapolated linearly in the batch")
+             f"point ({execution}); memory of {k[0]} and {k[1]} images {meter.how}, "
+             f"extrapolated linearly in the batch")
     return Estimate(program_s=program_s,
                     read_s=drift_s + per_call_s * calls + per_image_s * len(x),
                     n_images=len(x), batch=min(batch, len(x)), inputs_bytes=inputs,
@@ -192,13 +205,14 @@ def _exact_malloc() -> Iterator[None]:
             libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(2 * _MMAP_THRESHOLD))
 
 
-def probe_inputs(study, inputs, execution: Execution = NUMBA_CPU) -> Estimate:
+def probe_inputs(study, inputs, execution: Execution = NUMBA_CPU,
+                 timed: bool = True) -> Estimate:
     """:func:`probe` of a study's first hardware point with its loaded ``inputs``
     (:class:`mc_engine.study.inputs.Inputs`)."""
     weights = sum(t.numel() * t.element_size() for t in inputs.model.state_dict().values())
     return probe(inputs.model, study.points[0], inputs.dataset.x, study.inference_times_s,
                  inputs.calibration, execution,
-                 extra_bytes=int(inputs.dataset.y.nbytes) + weights)
+                 extra_bytes=int(inputs.dataset.y.nbytes) + weights, timed=timed)
 
 
 def memory_note(study, estimate: Estimate, limit_bytes: int) -> str:

@@ -14,7 +14,6 @@ time left, and they keep the lines coming while no task finishes.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -23,6 +22,9 @@ from typing import TextIO
 from tqdm import tqdm
 
 from mc_engine.study.units import format_duration
+from mc_engine.terminal import in_notebook as _in_notebook
+from mc_engine.terminal import is_terminal as _is_terminal
+from mc_engine.terminal import seconds_from_env as _seconds_from_env
 
 #: Environment variable: seconds between progress lines when stderr is not a terminal.
 INTERVAL_ENV = "MC_ENGINE_PROGRESS_S"
@@ -148,32 +150,6 @@ class Progress:
               f"{rate:.3g} trials/s, {eta} left", file=self.stream, flush=True)
 
 
-def _is_terminal(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def _in_notebook() -> bool:
-    """Whether this runs in a Jupyter kernel (its widgets show a notebook bar)."""
-    shell = sys.modules.get("IPython")
-    try:
-        ip = shell.get_ipython() if shell is not None else None
-    except Exception:   # an IPython that cannot tell
-        return False
-    return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
-
-
 def heartbeat_interval() -> float:
     """Seconds between a running task's heartbeats (``MC_ENGINE_HEARTBEAT_S``, default 10)."""
     return _seconds_from_env(HEARTBEAT_ENV, DEFAULT_HEARTBEAT_S)
-
-
-def _seconds_from_env(name: str, default: float) -> float:
-    text = os.environ.get(name, "")
-    try:
-        value = float(text)
-    except ValueError:
-        return default
-    return value if value >= 0 and value == value else default

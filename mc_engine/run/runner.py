@@ -255,7 +255,7 @@ def _batch_sizes(study: Study, inputs: Inputs, client: Client, limit: int | None
         limit = min(limits) if limits and all(limits) else None
     if not limit:
         return {}
-    estimate = probe_inputs(study, inputs, execution)
+    estimate = probe_inputs(study, inputs, execution, timed=False)
     fits = fitting_batch(estimate, limit)
     if fits >= min(BATCH_SIZE, estimate.n_images):
         return {}

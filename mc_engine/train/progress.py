@@ -15,9 +15,14 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from mc_engine.run.progress import DEFAULT_INTERVAL_S, INTERVAL_ENV, _in_notebook, _is_terminal
-from mc_engine.run.progress import _seconds_from_env as seconds_from_env
 from mc_engine.study.units import format_duration
+from mc_engine.terminal import in_notebook as _in_notebook
+from mc_engine.terminal import is_terminal as _is_terminal
+from mc_engine.terminal import seconds_from_env
+
+#: As a run's (mc_engine/run/progress.py): seconds between lines when stderr is not a terminal.
+INTERVAL_ENV = "MC_ENGINE_PROGRESS_S"
+DEFAULT_INTERVAL_S = 30.0
 
 
 class TrainProgress:
