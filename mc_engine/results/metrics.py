@@ -74,5 +74,6 @@ def metric(name: str, df: pd.DataFrame | None = None, key: str = "--metric") -> 
 
 
 def available(df: pd.DataFrame) -> list[str]:
-    """The metrics the rows of ``df`` carry, in :data:`METRICS` order."""
-    return [m for m in METRICS if m in df]
+    """The metrics the rows of ``df`` carry (a column with at least one value: a classifier's
+    rows have an empty perplexity column), in :data:`METRICS` order."""
+    return [m for m in METRICS if m in df and bool(df[m].notna().any())]
