@@ -246,8 +246,12 @@ def _batch_sizes(study: Study, inputs: Inputs, client: Client, limit: int | None
     """Images per forward call of the points that may change it (:func:`batch_free`), sized
     to the worker memory ``limit`` (default: the smallest of the workers' Dask limits), by
     hardware point; {} for the default everywhere. Says on stderr when the default does not
-    fit (a probe of the first point estimates the peak: :mod:`mc_engine.run.estimate`)."""
+    fit (a probe of the first point estimates the peak: :mod:`mc_engine.run.estimate`); with
+    no point that may change it and no ``limit`` given, nothing is probed."""
     if execution.cuda:              # CUDA batches follow the device's memory (analog/cuda.py)
+        return {}
+    free = [hw for hw in set(study.points) if batch_free(hw)]
+    if limit is None and not free:  # nothing to adapt, and no limit asked for: no probe to pay
         return {}
     if limit is None:
         workers = client.scheduler_info().get("workers", {}).values()
@@ -260,7 +264,7 @@ def _batch_sizes(study: Study, inputs: Inputs, client: Client, limit: int | None
     if fits >= min(BATCH_SIZE, estimate.n_images):
         return {}
     print(memory_note(study, estimate, limit), file=sys.stderr)
-    return {hw: fits for hw in set(study.points) if batch_free(hw)}
+    return {hw: fits for hw in free}
 
 
 def _scatter(client: Client, shipped: dict) -> dict:
