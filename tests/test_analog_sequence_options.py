@@ -15,6 +15,7 @@ from mc_engine.analog import analog_layer_names, convert, evaluate_chips, evalua
 from mc_engine.analog.execution import Execution
 from mc_engine.analog.torch_chips import ChipBatch
 from mc_engine.hardware import HardwareConfig
+from tests.test_torch_pass import assert_executions_equal
 
 TORCH_CPU = Execution("torch", "cpu")
 VOCAB, E, T = 13, 16, 4
@@ -69,17 +70,7 @@ def test_torch_equals_numba_bitwise(name):
     hw = HardwareConfig(**CASES[name])
     model, x = _model(), _tokens()
     calibration = _tokens(40, seed=2).numpy()
-    outs = []
-    for execution in (Execution(), TORCH_CPU):
-        analog = convert(model, hw).use(execution)
-        analog.program(7, calibration=calibration)
-        for t in (0.0, 3600.0):
-            analog.drift(t)
-            outs.append(analog(x).numpy())
-    for numba_out, torch_out in zip(outs[:2], outs[2:]):
-        assert np.isfinite(numba_out).all()
-        assert np.array_equal(numba_out, torch_out), \
-            f"{np.count_nonzero(numba_out != torch_out)} of {numba_out.size} outputs differ"
+    outs = assert_executions_equal(model, hw, x, calibration)
     assert not np.array_equal(outs[0], outs[1])                 # fresh noise at each read
 
 

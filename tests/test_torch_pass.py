@@ -74,14 +74,14 @@ def _inputs(n: int = 24) -> torch.Tensor:
     return x
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_torch_equals_numba_bitwise(name):
-    hw = HardwareConfig(**CASES[name])
-    model, x = _model(), _inputs()
+def assert_executions_equal(model, hw: HardwareConfig, x: torch.Tensor,
+                            calibration: np.ndarray) -> list[np.ndarray]:
+    """``model`` on ``hw`` read at 0 s and 1 h by the Numba and the torch execution: the outputs
+    must be finite and bitwise equal; returns the Numba outputs of the two reads."""
     outs = []
     for execution in (Execution(), TORCH_CPU):
         analog = convert(model, hw).use(execution)
-        analog.program(7, calibration=x.numpy())
+        analog.program(7, calibration=calibration)
         for t in (0.0, 3600.0):                   # two reads: the noise keys advance alike
             analog.drift(t)
             outs.append(analog(x).numpy())
@@ -89,6 +89,13 @@ def test_torch_equals_numba_bitwise(name):
         assert np.isfinite(numba_out).all()
         assert np.array_equal(numba_out, torch_out), \
             f"{np.count_nonzero(numba_out != torch_out)} of {numba_out.size} outputs differ"
+    return outs[:2]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_torch_equals_numba_bitwise(name):
+    model, x = _model(), _inputs()
+    assert_executions_equal(model, HardwareConfig(**CASES[name]), x, x.numpy())
 
 
 def test_noise_is_on_and_keyed_by_chip():

@@ -92,13 +92,8 @@ def load_dataset(spec: dict[str, Any], base_dir: Path, source: str | None,
                            "task = 'language_model' (or leave task out)")
 
     if "factory" in spec:
-        if "path" in spec:
-            raise fail("path", "not used with factory (the factory loads its own data)")
-        ref = spec["factory"]
-        fn = import_factory(ref, base_dir, source, "data.factory")
-        kwargs = {"split": "train"} if split == "train" else {}
-        name, (x, y) = ref, _factory_arrays(call_factory(fn, ref, source, "data.factory",
-                                                         **kwargs), fail)
+        name, (x, y) = spec["factory"], _factory_arrays(
+            _from_factory(spec, base_dir, source, split, fail), fail)
     else:
         name = spec.get("dataset", "digits")
         if name not in DATASETS:
@@ -112,6 +107,18 @@ def load_dataset(spec: dict[str, Any], base_dir: Path, source: str | None,
     return Dataset(name=name, x=x, y=y)
 
 
+def _from_factory(spec: dict[str, Any], base_dir: Path, source: str | None, split: str,
+                  fail: Fail) -> Any:
+    """What ``[data] factory`` returns for ``split`` (called with ``split="train"`` for the
+    training split, with no argument for the test split); ``path`` beside it is refused."""
+    if "path" in spec:
+        raise fail("path", "not used with factory (the factory loads its own data)")
+    ref = spec["factory"]
+    fn = import_factory(ref, base_dir, source, "data.factory")
+    kwargs = {"split": "train"} if split == "train" else {}
+    return call_factory(fn, ref, source, "data.factory", **kwargs)
+
+
 def _token_dataset(spec: dict[str, Any], base_dir: Path, source: str | None, split: str,
                    cache_dir: Path | None, fail: Fail) -> Dataset:
     """Token sequences N × T of the language-model task, from pydocs, an npz file's
@@ -119,12 +126,8 @@ def _token_dataset(spec: dict[str, Any], base_dir: Path, source: str | None, spl
     returning the token array; inputs the first T − 1 tokens, targets the last T − 1."""
     name, version = spec.get("dataset", spec.get("factory")), None
     if "factory" in spec:
-        if "path" in spec:
-            raise fail("path", "not used with factory (the factory loads its own data)")
         ref = spec["factory"]
-        fn = import_factory(ref, base_dir, source, "data.factory")
-        kwargs = {"split": "train"} if split == "train" else {}
-        tokens = check_tokens(call_factory(fn, ref, source, "data.factory", **kwargs), fail,
+        tokens = check_tokens(_from_factory(spec, base_dir, source, split, fail), fail,
                               "factory", f"what {ref!r} returns (task = 'language_model': one "
                                          f"token array)")
     elif name == "pydocs":

@@ -126,9 +126,18 @@ def check_checkpoint_files(checkpoints: tuple[str, ...], base_dir: Path, fail: F
         seen[key] = label
 
 
-def parse_sweep(table: dict[str, Any], base: dict[str, Any], source: str,
-                fail: Fail) -> tuple[dict[str, list[Any]], tuple[dict[str, list[Any]], ...]]:
-    """Split ``[sweep]`` into grid lists and ``[[sweep.zip]]`` groups, checking every value."""
+def sweep_groups(table: dict[str, Any], fail: Fail,
+                 check_name: Callable[[str, str], None] | None = None,
+                 check_values: Callable[[str, str, list[Any]], None] | None = None
+                 ) -> tuple[dict[str, list[Any]], tuple[dict[str, list[Any]], ...],
+                            dict[str, str]]:
+    """Split ``[sweep]`` into grid lists and ``[[sweep.zip]]`` groups, checking their shape:
+    zips are tables and not empty, every key is swept once, as a non-empty list, and the lists
+    of a zip have one length. ``check_name(where, key)`` is told each key before its shape
+    checks, ``check_values(where, key, values)`` after them (study and train files' own rules).
+    Returns the grid, the zip groups and, for each key, where it is swept
+    (``sweep.zip[0].adc_bits``). The study file's grammar; a train file's recipe sweep uses it
+    too (mc_engine/train/sweep.py)."""
     raw_zips = table.pop("zip", [])
     if not isinstance(raw_zips, list) or not all(isinstance(z, dict) for z in raw_zips):
         raise fail("sweep.zip", "expected tables written as [[sweep.zip]]")
@@ -137,9 +146,10 @@ def parse_sweep(table: dict[str, Any], base: dict[str, Any], source: str,
     for prefix, group in groups:
         if prefix != "sweep" and not group:
             raise fail(prefix, "empty [[sweep.zip]] table")
-        lengths = {}
         for key, values in group.items():
             where = f"{prefix}.{key}"
+            if check_name is not None:
+                check_name(where, key)
             if key in owner:
                 raise fail(where, f"swept twice (also in {owner[key]})")
             owner[key] = where
@@ -147,12 +157,9 @@ def parse_sweep(table: dict[str, Any], base: dict[str, Any], source: str,
                 raise fail(where, f"expected a list of values, got {values!r}")
             if not values:
                 raise fail(where, "empty list: give at least one value")
-            for value in values:
-                if key == "checkpoint":
-                    check_checkpoint_value(value, where, fail)
-                else:
-                    hardware_point({**base, key: value}, source, lambda _f, where=where: where)
-            lengths[key] = len(values)
+            if check_values is not None:
+                check_values(where, key, values)
+        lengths = {k: len(v) for k, v in group.items()}
         if prefix != "sweep" and len(set(lengths.values())) > 1:
             first = next(iter(lengths))
             for key, n in lengths.items():
@@ -160,7 +167,32 @@ def parse_sweep(table: dict[str, Any], base: dict[str, Any], source: str,
                     raise fail(f"{prefix}.{key}", f"has {n} values but {prefix}.{first} has "
                                                   f"{lengths[first]}; zipped lists must have "
                                                   f"the same length")
-    return table, tuple(raw_zips)
+    return table, tuple(raw_zips), owner
+
+
+def sweep_axes(sweep: dict[str, list[Any]], zips: tuple[dict[str, list[Any]], ...]
+               ) -> list[list[dict[str, Any]]]:
+    """The axes of the cartesian product: one per grid list (its values one at a time), one
+    per zip group (its lists stepped together); each entry is the keys it sets."""
+    axes: list[list[dict[str, Any]]] = [[{k: v} for v in values] for k, values in sweep.items()]
+    for group in zips:
+        n = len(next(iter(group.values())))
+        axes.append([{k: values[i] for k, values in group.items()} for i in range(n)])
+    return axes
+
+
+def parse_sweep(table: dict[str, Any], base: dict[str, Any], source: str,
+                fail: Fail) -> tuple[dict[str, list[Any]], tuple[dict[str, list[Any]], ...]]:
+    """Split ``[sweep]`` into grid lists and ``[[sweep.zip]]`` groups, checking every value."""
+    def check_values(where: str, key: str, values: list[Any]) -> None:
+        for value in values:
+            if key == "checkpoint":
+                check_checkpoint_value(value, where, fail)
+            else:
+                hardware_point({**base, key: value}, source, lambda _f, where=where: where)
+
+    grid, zips, _ = sweep_groups(table, fail, check_values=check_values)
+    return grid, zips
 
 
 def expand_points(base: dict[str, Any], sweep: dict[str, list[Any]],
@@ -168,10 +200,7 @@ def expand_points(base: dict[str, Any], sweep: dict[str, list[Any]],
                   fail: Fail) -> tuple[tuple[HardwareConfig, ...], tuple[str, ...]]:
     """The cartesian product of the grid lists and the zip groups, each point validated, and
     each point's checkpoint (empty without a checkpoint axis)."""
-    axes: list[list[dict[str, Any]]] = [[{k: v} for v in values] for k, values in sweep.items()]
-    for group in zips:
-        n = len(next(iter(group.values())))
-        axes.append([{k: values[i] for k, values in group.items()} for i in range(n)])
+    axes = sweep_axes(sweep, zips)
     points: list[HardwareConfig] = []
     checkpoints: list[str] = []
     seen: dict[str, dict[str, Any]] = {}

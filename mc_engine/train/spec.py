@@ -87,15 +87,20 @@ class TrainSpec:
 def load_train(path: str | Path) -> TrainSpec:
     """Read and validate a train file; relative paths in it are relative to its folder."""
     path = Path(path)
+    return parse_train(read_train_file(path), source=str(path), base_dir=path.parent)
+
+
+def read_train_file(path: Path) -> dict[str, Any]:
+    """The parsed TOML of the train file ``path``; UserInputError naming it when it is missing,
+    unreadable or not TOML."""
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserInputError("train file not found", source=str(path)) from None
     except (OSError, UnicodeDecodeError) as err:
         raise UserInputError(f"cannot read train file: {err}", source=str(path)) from None
     except tomllib.TOMLDecodeError as err:
         raise UserInputError(f"not valid TOML: {err}", source=str(path)) from None
-    return parse_train(doc, source=str(path), base_dir=path.parent)
 
 
 def parse_train(doc: Mapping[str, Any], *, source: str = "<train>",

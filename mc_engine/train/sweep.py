@@ -23,13 +23,13 @@ import copy
 import itertools
 import math
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from mc_engine.errors import UserInputError
-from mc_engine.train.spec import NOISE_KEYS, TRAIN_KEYS, TrainSpec, parse_train
+from mc_engine.study.sweep import sweep_axes, sweep_groups
+from mc_engine.train.spec import NOISE_KEYS, TRAIN_KEYS, TrainSpec, parse_train, read_train_file
 
 #: [train] keys a sweep leaves alone (the points share them).
 FIXED = ("name", "seed", "init", "description")
@@ -42,15 +42,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 def load_points(path: str | Path) -> list[TrainSpec]:
     """The train file's points (one without a ``[sweep]``), each validated."""
     path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserInputError("train file not found", source=str(path)) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserInputError(f"cannot read train file: {err}", source=str(path)) from None
-    except tomllib.TOMLDecodeError as err:
-        raise UserInputError(f"not valid TOML: {err}", source=str(path)) from None
-    return parse_points(doc, source=str(path), base_dir=path.parent)
+    return parse_points(read_train_file(path), source=str(path), base_dir=path.parent)
 
 
 def parse_points(doc: Mapping[str, Any], *, source: str = "<train>",
@@ -109,52 +101,27 @@ def parse_points(doc: Mapping[str, Any], *, source: str = "<train>",
 
 
 def _axes(table: dict[str, Any], fail) -> tuple[dict[str, str], list[list[dict[str, Any]]]]:
-    """The grid lists and zip groups of [sweep], checked for shape (the values are checked
-    by the train file's own checks at each point)."""
-    zips = table.pop("zip", [])
-    if not isinstance(zips, list) or not all(isinstance(z, dict) for z in zips):
-        raise fail("sweep.zip", "expected tables written as [[sweep.zip]]")
-    owner: dict[str, str] = {}
-    axes: list[list[dict[str, Any]]] = []
-    for prefix, group in [("sweep", table)] + [(f"sweep.zip[{i}]", z)
-                                               for i, z in enumerate(zips)]:
-        if prefix != "sweep" and not group:
-            raise fail(prefix, "empty [[sweep.zip]] table")
-        for key, values in group.items():
-            where = f"{prefix}.{key}"
-            if key in FIXED:
-                raise fail(where, "not swept: every point of a recipe sweep trains from the "
-                                  "same initial weights and seed, under a name of its own "
-                                  "(<name>__<label>)")
-            if key not in SWEPT and key != LABEL:
-                raise fail(where, f"unknown key; a recipe sweep takes [train] and [noise] keys "
-                                  f"({', '.join(SWEPT)}) and label")
-            if key in owner:
-                raise fail(where, f"swept twice (also in {owner[key]})")
-            owner[key] = where
-            if not isinstance(values, list):
-                raise fail(where, f"expected a list of values, got {values!r}")
-            if not values:
-                raise fail(where, "empty list: give at least one value")
-            if key == LABEL:
-                for v in values:
-                    if not isinstance(v, str) or not _LABEL.match(v):
-                        raise fail(where, f"expected names of letters, digits, '.', '_' or '-' "
-                                          f"(they name the checkpoints), got {v!r}")
-        lengths = {k: len(v) for k, v in group.items()}
-        if prefix != "sweep" and len(set(lengths.values())) > 1:
-            first = next(iter(lengths))
-            for key, n in lengths.items():
-                if n != lengths[first]:
-                    raise fail(f"{prefix}.{key}", f"has {n} values but {prefix}.{first} has "
-                                                  f"{lengths[first]}; zipped lists must have "
-                                                  f"the same length")
-        if prefix == "sweep":
-            axes += [[{k: v} for v in values] for k, values in group.items()]
-        else:
-            n = len(next(iter(group.values())))
-            axes.append([{k: values[i] for k, values in group.items()} for i in range(n)])
-    return owner, axes
+    """The grid lists and zip groups of [sweep], checked for shape (the study file's grammar,
+    :func:`mc_engine.study.sweep.sweep_groups`; the values are checked by the train file's own
+    checks at each point)."""
+    def check_name(where: str, key: str) -> None:
+        if key in FIXED:
+            raise fail(where, "not swept: every point of a recipe sweep trains from the "
+                              "same initial weights and seed, under a name of its own "
+                              "(<name>__<label>)")
+        if key not in SWEPT and key != LABEL:
+            raise fail(where, f"unknown key; a recipe sweep takes [train] and [noise] keys "
+                              f"({', '.join(SWEPT)}) and label")
+
+    def check_values(where: str, key: str, values: list[Any]) -> None:
+        if key == LABEL:
+            for v in values:
+                if not isinstance(v, str) or not _LABEL.match(v):
+                    raise fail(where, f"expected names of letters, digits, '.', '_' or '-' "
+                                      f"(they name the checkpoints), got {v!r}")
+
+    grid, zips, owner = sweep_groups(table, fail, check_name, check_values)
+    return owner, sweep_axes(grid, zips)
 
 
 def _text(value: Any) -> str:
